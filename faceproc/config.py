@@ -1,0 +1,189 @@
+"""One typed configuration object: defaults in code, an optional TOML/YAML file, then overrides.
+
+The resolved config is saved as JSON next to every output so each result says how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ALL_MODELS = ("cnn", "resnet50", "resnet50_imagenet", "facenet")
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be applied; the message says which key and why."""
+
+
+@dataclass
+class PreprocessConfig:
+    """Decoding, detection, cropping and augmentation settings."""
+
+    max_pixels: int = 40_000_000  # images declaring more pixels are rejected before decoding
+    min_side: int = 32  # images with a shorter side are rejected as too_small
+    detect_max_side: int = 640  # photos are downscaled to this longest side before MTCNN
+    min_face_confidence: float = 0.9  # MTCNN faces below this are ignored
+    min_face_size: int = 20  # MTCNN's smallest face, in detection pixels
+    face_margin: float = 0.1  # margin added on each side, as a fraction of the box size
+    face_size: int = 160  # side of the square face crop
+    augment_copies: int = 2  # extra augmented rows per train face (the notebook's 2)
+    seed: int = 0  # augmentation seed; with the file hash and copy index it fixes every copy
+    detector_actors: int = 2  # MTCNN actors in the Ray Data pool
+    detector_num_cpus: float = 0.5  # below 1 so that read tasks can still be scheduled on 2 cores
+    detector_num_gpus: float = 0.0
+    detect_batch_size: int = 8  # photos per MTCNN call; small photos amortise per-call overhead
+    max_reject_share: float = 0.25  # fail the job when more inputs than this are rejected
+
+
+@dataclass
+class TrainConfig:
+    """Which models to fit and how; per-model defaults live in the model registry."""
+
+    models: list[str] = field(default_factory=lambda: list(ALL_MODELS))
+    epochs: int | None = None  # None: each model's own default
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    workers: int = 2
+    gpus_per_worker: float | None = None  # None: use a GPU when the cluster has one
+    holdout_fraction: float = 0.2  # share of train photos held out for early stopping
+    patience: int = 5
+    seed: int = 0
+    facenet_weights: str = "models/facenet_keras.h5"
+    facenet_mode: str = "frozen"  # "frozen" (cached embeddings + head) or "finetune"
+    imagenet_weights: str | None = None  # a local ResNet50 notop .h5; None: Keras' own download
+    concurrent: bool = False  # fit models at once when the cluster has room for all
+    max_failures: int = 2  # worker failures Ray Train retries from the last checkpoint
+
+
+@dataclass
+class EvaluateConfig:
+    """Batch inference and report settings."""
+
+    batch_size: int = 32
+    unknown_quantile: float = 0.99  # facenet: distance quantile on train faces beyond which a face is unknown
+
+
+@dataclass
+class Config:
+    """Everything one faceproc run needs."""
+
+    input: str = "data/5-celebrity-faces-dataset"
+    output: str = "data/out"
+    data_dir: str = "data"
+    models_dir: str = "models"
+    ray_address: str | None = None  # None: join a running cluster if there is one, else start locally
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Config":
+        return _build(cls, data, prefix="")
+
+
+def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then the file at `path` (TOML or YAML), then `overrides` ("section.key" -> value)."""
+    data: dict[str, Any] = {}
+    if path:
+        data = _read_file(Path(path))
+    config = Config.from_dict(data)
+    for dotted, value in (overrides or {}).items():
+        set_value(config, dotted, value)
+    return config
+
+
+def set_value(config: Config, dotted: str, value: Any) -> None:
+    """Set `section.key` (or a top-level key), converting strings to the field's type."""
+    target: Any = config
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        if not dataclasses.is_dataclass(target) or not hasattr(target, part):
+            raise ConfigError(f"unknown config key {dotted!r}")
+        target = getattr(target, part)
+    fields = {f.name: f for f in dataclasses.fields(target)} if dataclasses.is_dataclass(target) else {}
+    if leaf not in fields:
+        raise ConfigError(f"unknown config key {dotted!r}")
+    hint = typing.get_type_hints(type(target))[leaf]
+    setattr(target, leaf, _coerce(value, hint, dotted))
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """Split a `--set key=value` argument."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix == ".toml":
+        return tomllib.loads(text)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        loaded = yaml.safe_load(text) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping")
+        return loaded
+    raise ConfigError(f"config file {path}: use .toml, .yaml or .yml")
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(sorted(prefix + k for k in unknown))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config section {prefix + name!r} must be a mapping")
+            kwargs[name] = _build(hint, value, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert `value` (often a string from the command line) to the type `hint`."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(value, options[0], key)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return [_coerce(v.strip() if isinstance(v, str) else v, item, key) for v in items if v != ""]
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return hint(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {key!r}: {value!r} is not a valid {getattr(hint, '__name__', hint)}") from None

@@ -1,0 +1,79 @@
+"""The Parquet schemas of faceproc's outputs and the closed set of reject reasons.
+
+Names and types here are part of the output contract (see README "Outputs").
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import pyarrow as pa
+
+
+class RejectReason(str, Enum):
+    """Why an input file produced no face row."""
+
+    EMPTY_FILE = "empty_file"  # zero bytes
+    NOT_AN_IMAGE = "not_an_image"  # content is not a recognised image format
+    TRUNCATED = "truncated"  # a recognised image whose data ends early or is corrupt
+    TOO_LARGE = "too_large"  # declares more pixels than preprocess.max_pixels
+    TOO_SMALL = "too_small"  # shorter side below preprocess.min_side
+    UNSUPPORTED = "unsupported"  # an image format or mode faceproc cannot turn into RGB
+    NO_FACE = "no_face"  # MTCNN found no face above preprocess.min_face_confidence
+    BAD_LAYOUT = "bad_layout"  # not at <root>/<split>/<person>/<file>
+    READ_ERROR = "read_error"  # the file could not be read
+
+
+class RejectError(Exception):
+    """Raised inside per-file steps; the pipeline turns it into a reject row, never a failed block."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+# One row per face image (the original crop, augment_index 0, or an augmented copy).
+FACE_SCHEMA = pa.schema(
+    [
+        pa.field("image", pa.binary(), nullable=False),  # PNG, face_size x face_size RGB
+        pa.field("label", pa.string(), nullable=False),  # person, from the folder name
+        pa.field("label_id", pa.int32(), nullable=False),  # index in the sorted people of the writing run
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("source_sha256", pa.string(), nullable=False),
+        pa.field("box", pa.list_(pa.int32(), 4), nullable=False),  # x0, y0, x1, y1 in source pixels
+        pa.field("confidence", pa.float32(), nullable=False),
+        pa.field("faces_found", pa.int32(), nullable=False),
+        pa.field("augment_index", pa.int32(), nullable=False),  # 0 = original crop
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+)
+
+# One row per input file that produced no face row.
+REJECT_SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+        pa.field("split", pa.string()),
+        pa.field("label", pa.string()),
+        pa.field("sha256", pa.string()),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+)
+
+# One row per input file seen (skipped hidden files are counted, not listed).
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("split", pa.string()),
+        pa.field("label", pa.string()),
+        pa.field("status", pa.string(), nullable=False),  # "ok" (face rows) or "rejected"
+        pa.field("reason", pa.string()),  # reject reason, null when ok
+        pa.field("face_rows", pa.int32(), nullable=False),
+        pa.field("leakage", pa.bool_(), nullable=False),  # same content also in another split
+        pa.field("run_id", pa.string(), nullable=False),  # the run that processed this content
+    ]
+)

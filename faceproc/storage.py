@@ -1,0 +1,114 @@
+"""Paths that may be local or URIs (s3://, gs://): one place that talks to pyarrow's filesystems.
+
+Every output is written to a temporary name and moved into place, so readers never see half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and the path within it for a local path or a URI."""
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts the same way for local paths and URIs."""
+    out = base.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def exists(uri: str) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def makedirs(uri: str) -> None:
+    fs, path = resolve(uri)
+    fs.create_dir(path, recursive=True)
+
+
+def list_files(uri: str, suffix: str = "") -> list[str]:
+    """Files directly under `uri` (not recursive) whose names end with `suffix`, sorted; [] if absent."""
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+    prefix = uri.rstrip("/")
+    return sorted(
+        f"{prefix}/{info.base_name}"
+        for info in infos
+        if info.type == pafs.FileType.File and info.base_name.endswith(suffix)
+    )
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = resolve(uri)
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write to a sibling temporary name, then move over `uri` (atomic on local disks)."""
+    fs, path = resolve(uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
+    with fs.open_output_stream(tmp) as stream:
+        stream.write(data)
+    fs.move(tmp, path)
+
+
+def write_json_atomic(uri: str, obj: Any) -> None:
+    write_bytes_atomic(uri, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri))
+
+
+def write_table_atomic(uri: str, table: pa.Table) -> None:
+    """Write a Parquet file under a temporary name and move it into place."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_bytes_atomic(uri, sink.getvalue().to_pybytes())
+
+
+def read_table(uri: str) -> pa.Table:
+    fs, path = resolve(uri)
+    return pq.read_table(path, filesystem=fs)
+
+
+def move(src: str, dst: str) -> None:
+    fs, src_path = resolve(src)
+    _, dst_path = resolve(dst)
+    fs.create_dir(dst_path.rsplit("/", 1)[0], recursive=True)
+    fs.move(src_path, dst_path)
+
+
+def delete_dir(uri: str) -> None:
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+
+
+def delete_file(uri: str) -> None:
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
