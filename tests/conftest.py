@@ -1,0 +1,89 @@
+"""Shared fixtures: test images are generated on the fly, never committed as binaries."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from PIL import Image
+
+
+def encode(im: Image.Image, fmt: str, **save: Any) -> bytes:
+    """The bytes of `im` saved as `fmt`."""
+    buf = io.BytesIO()
+    im.save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def make_image(
+    fmt: str, size: tuple[int, int] = (64, 48), color: Any = (255, 0, 0), mode: str = "RGB", **save: Any
+) -> bytes:
+    """A solid `color` image of `size` (width, height) in `mode`, saved as `fmt`."""
+    return encode(Image.new(mode, size, color), fmt, **save)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def raw_png(width: int, height: int, bit_depth: int, color_type: int, rows: bytes | None = None) -> bytes:
+    """A PNG written by hand, for what Pillow cannot save (48-bit RGB) or must not allocate (huge sizes).
+
+    `rows` is the unfiltered scanline data without filter bytes; None writes a header-only
+    image whose IDAT holds one empty scanline, so the file stays tiny whatever it declares.
+    """
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    if rows is None:
+        raw = b"\x00"
+    else:
+        channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color_type]
+        stride = (width * channels * bit_depth + 7) // 8
+        raw = b"".join(b"\x00" + rows[i * stride : (i + 1) * stride] for i in range(height))
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def image_bytes() -> Callable[..., bytes]:
+    """Factory fixture: image_bytes(fmt, size=(w, h), color=..., mode="RGB", **save_options)."""
+    return make_image
+
+
+@pytest.fixture
+def png_by_hand() -> Callable[..., bytes]:
+    """Factory fixture: png_by_hand(width, height, bit_depth, color_type, rows=None)."""
+    return raw_png
+
+
+@pytest.fixture
+def encode_image() -> Callable[..., bytes]:
+    """Factory fixture: encode_image(pil_image, fmt, **save_options) -> bytes."""
+    return encode
+
+
+REPO = Path(__file__).resolve().parent.parent
+DATASET = REPO / "data" / "5-celebrity-faces-dataset"
+FACENET_WEIGHTS = REPO / "models" / "facenet_keras.h5"
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the whole test session: starting Ray costs seconds."""
+    from faceproc.ray_env import init_ray
+
+    init_ray()
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def dataset_dir() -> Path:
+    """The fetched 5 Celebrity Faces photos (`faceproc fetch-data`, run by `make test`)."""
+    if not (DATASET / "train").is_dir():
+        pytest.fail(f"{DATASET} is missing: run `faceproc fetch-data` first (make test does)")
+    return DATASET

@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from faceproc.config import Config, ConfigError, load_config, parse_override
+
+
+def test_defaults_round_trip_through_json():
+    config = Config()
+    again = Config.from_dict(json.loads(config.to_json()))
+    assert again == config
+    assert config.preprocess.augment_copies == 2
+    assert config.train.models == ["cnn", "resnet50", "resnet50_imagenet", "facenet"]
+
+
+def test_toml_file_then_overrides(tmp_path):
+    path = tmp_path / "faceproc.toml"
+    path.write_text('output = "s3://bucket/out"\n[preprocess]\nface_margin = 0.25\n[train]\nepochs = 3\n')
+    config = load_config(str(path), {"train.epochs": "7", "train.models": "cnn,facenet",
+                                     "train.concurrent": "true", "train.gpus_per_worker": "none"})
+    assert config.output == "s3://bucket/out"
+    assert config.preprocess.face_margin == 0.25
+    assert config.train.epochs == 7
+    assert config.train.models == ["cnn", "facenet"]
+    assert config.train.concurrent is True
+    assert config.train.gpus_per_worker is None
+
+
+def test_yaml_file(tmp_path):
+    path = tmp_path / "faceproc.yaml"
+    path.write_text("preprocess:\n  detector_actors: 4\n")
+    assert load_config(str(path)).preprocess.detector_actors == 4
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"preprocess.nope": "1"}, "unknown config key 'preprocess.nope'"),
+        ({"preprocess.augment_copies": "two"}, "not a valid int"),
+        ({"train.concurrent": "maybe"}, "not a valid bool"),
+    ],
+)
+def test_bad_overrides_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_unknown_key_in_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[preprocess]\nmargin = 3\n")
+    with pytest.raises(ConfigError, match="preprocess.margin"):
+        load_config(str(path))
+
+
+def test_parse_override():
+    assert parse_override("a.b = 3") == ("a.b", "3")
+    with pytest.raises(ConfigError):
+        parse_override("novalue")
