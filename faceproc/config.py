@@ -28,7 +28,7 @@ class PreprocessConfig:
     max_pixels: int = 40_000_000  # images declaring more pixels are rejected before decoding
     min_side: int = 32  # images with a shorter side are rejected as too_small
     detect_max_side: int = 640  # photos are downscaled to this longest side before MTCNN
-    min_face_confidence: float = 0.9  # MTCNN faces below this are ignored
+    min_face_confidence: float = 0.8  # MTCNN faces below this are ignored (0.9 loses a real val face)
     min_face_size: int = 20  # MTCNN's smallest face, in detection pixels
     face_margin: float = 0.1  # margin added on each side, as a fraction of the box size
     face_size: int = 160  # side of the square face crop

@@ -103,12 +103,14 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     summary.unchanged, summary.deleted = plan.unchanged, plan.deleted
     summary.processed = len(plan.to_process)
     if plan.has_work:
-        staging = storage.join(out, "_staging", summary.run_id)
+        staging_root = storage.join(out, "_staging")
+        storage.delete_dir(staging_root)  # what a run that died left behind
         try:
+            staging = storage.join(staging_root, summary.run_id)
             _process(config, found, plan, summary.run_id, staging, ray.data)
             _publish(config, found, plan, previous, summary, staging)
         finally:
-            storage.delete_dir(staging)
+            storage.delete_dir(staging_root)
     manifest = load_manifest(out)
     _fill_live_counts(summary, manifest)
     summary.seconds = time.monotonic() - started
@@ -162,11 +164,10 @@ def _process(config: Config, found: Discovery, plan: Plan, run_id: str, staging:
         .map_batches(decode_batch, batch_size=DECODE_BATCH,
                      fn_kwargs={"max_pixels": prep.max_pixels, "min_side": prep.min_side})
         .map_batches(FaceDetector, fn_constructor_args=(prep,), batch_size=prep.detect_batch_size,
-                     concurrency=prep.detector_actors, num_cpus=prep.detector_num_cpus,
-                     num_gpus=prep.detector_num_gpus)
-        .map_batches(Finalizer, batch_size=16, concurrency=1,
-                     fn_constructor_args=(run_id, prep.seed, prep.augment_copies,
-                                          storage.join(staging, "rejects")))
+                     compute=data.ActorPoolStrategy(size=prep.detector_actors),
+                     num_cpus=prep.detector_num_cpus, num_gpus=prep.detector_num_gpus)
+        .map_batches(Finalizer(run_id, prep.seed, prep.augment_copies, storage.join(staging, "rejects")),
+                     batch_size=16)
         .write_parquet(f"{staging_path}/faces", filesystem=fs, partition_cols=[PARTITION_COLUMN],
                        min_rows_per_file=512)
     )

@@ -78,7 +78,7 @@ class Finalizer:
     """Turns detected rows into face rows (plus augmented copies for train) and stages rejects.
 
     Reject rows are written to their own staging folder here, because a Ray Data stream can feed only
-    one sink; the driver gathers them when the run is published.
+    one sink; the driver gathers them when the run is published. Used as a plain callable in tasks.
     """
 
     def __init__(self, run_id: str, seed: int, augment_copies: int, rejects_dir: str) -> None:

@@ -1,0 +1,212 @@
+"""The four models by name, with the training defaults each one gets.
+
+| name                | model                                   | epochs | batch | optimizer, lr |
+|---------------------|-----------------------------------------|--------|-------|---------------|
+| `cnn`               | the notebook CNN (93,893 params, 5 cls) | 30     | 16    | adam 1e-3     |
+| `resnet50`          | ResNet50 random init + head (25.7 M)    | 8      | 16    | adam 1e-4     |
+| `resnet50_imagenet` | ResNet50 ImageNet + head (25.7 M)       | 8      | 16    | adam 1e-4     |
+| `facenet`           | FaceNet + L2 + softmax head (22.8 M)    | 60     | 32    | adam 1e-2     |
+
+The defaults are sized for a 2-core laptop and ~280 training faces (93 photos plus two augmented
+copies each) at 160x160: the CNN takes a few seconds per epoch, ResNet50 a few minutes per epoch,
+and FaceNet in the default ``frozen`` mode trains only its head on cached embeddings, so its 60
+epochs cost milliseconds (the embeddings, one backbone pass over the data, are the real cost). In
+``finetune`` mode FaceNet trains end to end on images and defaults to 10 epochs, batch 16, Adam 1e-5
+(see :func:`resolve_spec`). ``train.epochs``, ``train.batch_size`` and ``train.learning_rate``
+override any of these when set.
+
+Each spec's ``build(num_classes, context)`` returns an uncompiled Keras model taking raw RGB 0..255
+(160, 160, 3). Builders that need pretrained weights find them through the :class:`BuildContext`
+and raise :class:`~faceproc.models.errors.WeightsUnavailable` (report the model as skipped) or
+:class:`~faceproc.models.errors.WeightsError` (a file that does not fit) when they cannot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from faceproc.config import TrainConfig
+from faceproc.models.errors import UnknownModelError
+from faceproc.models.keras_env import keras
+
+FACENET_MODES = ("frozen", "finetune")
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+}
+FACENET_FILE_NAME = "facenet_keras.h5"
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What builders need besides the class count: the training config and where weights live."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    models_dir: str = "models"
+
+    @property
+    def facenet_weights_path(self) -> str:
+        """``train.facenet_weights``; when that relative path does not exist, ``<models_dir>/facenet_keras.h5``."""
+        path = os.path.expanduser(self.train.facenet_weights)
+        if not os.path.isabs(path) and not os.path.exists(path):
+            candidate = os.path.join(self.models_dir, FACENET_FILE_NAME)
+            if os.path.exists(candidate):
+                return candidate
+        return path
+
+    @property
+    def facenet_mode(self) -> str:
+        mode = self.train.facenet_mode
+        if mode not in FACENET_MODES:
+            raise ValueError(f"train.facenet_mode must be one of {', '.join(FACENET_MODES)}, got {mode!r}")
+        return mode
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One trainable model: how to build it and its default training settings."""
+
+    name: str
+    build: Callable[[int, BuildContext], keras.Model]
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str
+    description: str
+
+    def make_optimizer(self) -> keras.optimizers.Optimizer:
+        """A fresh Keras optimizer of this spec's kind (adam, adamw, sgd, rmsprop) and learning rate."""
+        try:
+            optimizer_class = OPTIMIZERS[self.optimizer.lower()]
+        except KeyError:
+            raise ValueError(
+                f"model {self.name!r}: unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}"
+            ) from None
+        return optimizer_class(learning_rate=self.learning_rate)
+
+
+def _build_cnn(num_classes: int, context: BuildContext) -> keras.Model:
+    from faceproc.models.cnn import build_cnn
+
+    return build_cnn(num_classes)
+
+
+def _build_resnet50(num_classes: int, context: BuildContext) -> keras.Model:
+    from faceproc.models.resnet import build_resnet50
+
+    return build_resnet50(num_classes, None, name="resnet50")
+
+
+def _build_resnet50_imagenet(num_classes: int, context: BuildContext) -> keras.Model:
+    from faceproc.models.resnet import build_resnet50, resolve_imagenet_weights
+
+    weights = resolve_imagenet_weights(context.train.imagenet_weights, context.models_dir)
+    return build_resnet50(num_classes, weights, name="resnet50_imagenet")
+
+
+def _build_facenet(num_classes: int, context: BuildContext) -> keras.Model:
+    from faceproc.models.facenet import build_facenet_classifier
+    from faceproc.models.facenet_weights import load_facenet_backbone
+
+    mode = context.facenet_mode
+    backbone = load_facenet_backbone(context.facenet_weights_path)
+    return build_facenet_classifier(backbone, num_classes, trainable_backbone=mode == "finetune")
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="cnn",
+            build=_build_cnn,
+            epochs=30,
+            batch_size=16,
+            learning_rate=1e-3,
+            optimizer="adam",
+            description="The reference notebook's small CNN (Conv32-Conv64-Conv128, global pooling), from scratch.",
+        ),
+        ModelSpec(
+            name="resnet50",
+            build=_build_resnet50,
+            epochs=8,
+            batch_size=16,
+            learning_rate=1e-4,
+            optimizer="adam",
+            description="Keras ResNet50, random init, with a Dense(1024)-Dropout-softmax head.",
+        ),
+        ModelSpec(
+            name="resnet50_imagenet",
+            build=_build_resnet50_imagenet,
+            epochs=8,
+            batch_size=16,
+            learning_rate=1e-4,
+            optimizer="adam",
+            description="Keras ResNet50 initialised with ImageNet weights, same head, fine-tuned end to end.",
+        ),
+        ModelSpec(
+            name="facenet",
+            build=_build_facenet,
+            epochs=60,
+            batch_size=32,
+            learning_rate=1e-2,
+            optimizer="adam",
+            description=(
+                "Pretrained FaceNet (Inception-ResNet-v1, 128-d) with an L2-normalise + softmax head; "
+                "frozen mode trains the head on cached embeddings (these defaults), "
+                "finetune mode trains end to end (10 epochs, batch 16, adam 1e-5)."
+            ),
+        ),
+    )
+}
+
+_FACENET_FINETUNE = {"epochs": 10, "batch_size": 16, "learning_rate": 1e-5}
+
+
+def model_names() -> list[str]:
+    """The registered names, in training order."""
+    return list(REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec registered as `name`; :class:`UnknownModelError` listing the valid names otherwise."""
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise UnknownModelError(f"unknown model {name!r}; valid models: {', '.join(REGISTRY)}") from None
+
+
+def parse_model_names(value: str | Iterable[str]) -> list[str]:
+    """``"cnn,facenet"`` (or a list) -> ``["cnn", "facenet"]``, validated, duplicates dropped.
+
+    ``"all"`` stands for every registered model. An empty selection is an error.
+    """
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names: list[str] = []
+    for item in items:
+        name = str(item).strip()
+        if not name:
+            continue
+        expanded = model_names() if name == "all" else [get_spec(name).name]
+        names.extend(n for n in expanded if n not in names)
+    if not names:
+        raise UnknownModelError(f"no model selected; valid models: {', '.join(REGISTRY)}")
+    return names
+
+
+def resolve_spec(name: str, train: TrainConfig | None = None) -> ModelSpec:
+    """The spec for `name` with the settings a run will use: the mode's defaults, then `train` overrides."""
+    spec = get_spec(name)
+    train = train or TrainConfig()
+    changes: dict[str, object] = {}
+    if name == "facenet" and train.facenet_mode == "finetune":
+        changes.update(_FACENET_FINETUNE)
+    for key in ("epochs", "batch_size", "learning_rate"):
+        value = getattr(train, key)
+        if value is not None:
+            changes[key] = value
+    return dataclasses.replace(spec, **changes) if changes else spec

@@ -1,0 +1,249 @@
+"""`faceproc train`: fit each requested model with Ray Train and save it under OUT/models/<name>/.
+
+The driver resolves weights, builds the datasets and the trainer; `train_loop.train_func` runs on
+the workers. A model whose weights cannot be had is `skipped`, one that breaks is `failed`, and
+either way the other models go on.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from faceproc import storage
+from faceproc.config import Config
+from faceproc.models.errors import UnknownModelError, WeightsError, WeightsUnavailable
+from faceproc.models.registry import BuildContext, ModelSpec, parse_model_names, resolve_spec
+from faceproc.train_data import TrainingData, decode_faces, load_training_data
+
+log = logging.getLogger(__name__)
+MODELS_DIR = "models"
+
+
+@dataclass
+class Placement:
+    """How many workers, and what each one asks Ray for."""
+
+    workers: int
+    use_gpu: bool
+    cpus_per_worker: float
+    gpus_per_worker: float
+
+    @property
+    def device(self) -> str:
+        return "gpu" if self.use_gpu else "cpu"
+
+
+def model_dir(out: str, name: str) -> str:
+    return storage.join(out, MODELS_DIR, name)
+
+
+def placement(config: Config) -> Placement:
+    """GPU workers when the cluster has GPUs (or when asked); on CPUs, leave one core for data tasks."""
+    from faceproc.ray_env import cluster_cpus, cluster_gpus
+
+    workers = max(1, config.train.workers)
+    gpus = config.train.gpus_per_worker
+    if gpus is None:
+        gpus = 1.0 if cluster_gpus() >= workers else 0.0
+    if gpus > 0:
+        return Placement(workers, True, 1.0, gpus)
+    cpus = min(1.0, max(0.25, (cluster_cpus() - 1) / workers))
+    return Placement(workers, False, cpus, 0.0)
+
+
+def run_train(config: Config) -> list[dict[str, Any]]:
+    """Train every model in config.train.models; returns one result dict per model."""
+    from faceproc.ray_env import init_ray
+
+    names = parse_model_names(config.train.models)
+    init_ray(config.ray_address)
+    data = load_training_data(config.output, config.train.holdout_fraction, config.train.seed)
+    log.info("training %s on %d photos (+%d held out for early stopping), %d people",
+             ", ".join(names), data.fit_photos, data.holdout_photos, len(data.classes))
+    where = placement(config)
+    if config.train.concurrent and len(names) > 1:
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            return list(pool.map(lambda name: train_model(config, name, data, where), names))
+    return [train_model(config, name, data, where) for name in names]
+
+
+def train_model(config: Config, name: str, data: TrainingData, where: Placement) -> dict[str, Any]:
+    """Fit one model and write its directory; never raises for a model-specific problem."""
+    started = time.monotonic()
+    target = model_dir(config.output, name)
+    result: dict[str, Any] = {"model": name, "status": "ok", "reason": None, "workers": where.workers,
+                              "device": where.device}
+    try:
+        spec = resolve_spec(name, config.train)
+        result.update(_fit(config, spec, data, where, target))
+    except WeightsUnavailable as exc:
+        result.update(status="skipped", reason=str(exc))
+    except (WeightsError, UnknownModelError) as exc:
+        result.update(status="failed", reason=str(exc))
+    except Exception as exc:  # a model that breaks must not stop the others
+        log.exception("training %s failed", name)
+        result.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+    result["train_seconds"] = round(time.monotonic() - started, 1)
+    storage.write_json_atomic(storage.join(target, "result.json"), result)
+    storage.write_json_atomic(storage.join(target, "config.json"), config.to_dict())
+    log.info("%s: %s%s (%.0f s)", name, result["status"],
+             f" - {result['reason']}" if result["reason"] else "", result["train_seconds"])
+    return result
+
+
+def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement, target: str) -> dict[str, Any]:
+    context = BuildContext(train=config.train, models_dir=config.models_dir)
+    num_classes = len(data.classes)
+    frozen_facenet = spec.name == "facenet" and context.facenet_mode == "frozen"
+    if frozen_facenet:
+        from faceproc.models.facenet import attach_head, build_embedding_head
+        from faceproc.models.facenet_weights import load_facenet_backbone
+
+        backbone = load_facenet_backbone(context.facenet_weights_path)  # fails fast on a bad file
+        fit, holdout = _embedding_datasets(config, context.facenet_weights_path, data, where)
+        build: Callable[[int], Any] = build_embedding_head
+        feature = "embedding"
+    else:
+        spec.build(num_classes, context)  # resolve weights in the driver: skip or fail fast
+        build = functools.partial(_build_with_context, spec.build, context=context)
+        fit = data.fit.map_batches(decode_faces, fn_kwargs={"classes": data.classes}, batch_size=32)
+        holdout = (data.holdout.map_batches(decode_faces, fn_kwargs={"classes": data.classes}, batch_size=32)
+                   if data.holdout is not None else None)
+        feature = "image"
+
+    checkpoint = _run_trainer(config, spec, where, build, num_classes, feature, fit, holdout)
+    with checkpoint.as_directory() as directory:
+        from faceproc.train_loop import BEST_WEIGHTS, STATE_FILE
+
+        state = storage.read_json(os.path.join(directory, STATE_FILE))
+        if frozen_facenet:
+            head = build_embedding_head(num_classes)
+            head.load_weights(os.path.join(directory, BEST_WEIGHTS))
+            model = attach_head(backbone, head)
+        else:
+            model = spec.build(num_classes, context)
+            model.load_weights(os.path.join(directory, BEST_WEIGHTS))
+    _save_model(model, target)
+    storage.write_json_atomic(storage.join(target, "classes.json"), data.classes)
+    storage.write_json_atomic(storage.join(target, "history.json"), state["history"])
+    if frozen_facenet:
+        _save_centroids(config, context.facenet_weights_path, data, target)
+    return {
+        "epochs_run": len(state["history"]["epoch"]),
+        "best_epoch": state["best_epoch"],
+        "best_holdout_loss": state["best_loss"],
+        "resumed_at_epochs": state["resumed_at"],
+        "epochs": spec.epochs,
+        "batch_size": spec.batch_size,
+        "learning_rate": spec.learning_rate,
+        "optimizer": spec.optimizer,
+        "classes": data.classes,
+        "fit_photos": data.fit_photos,
+        "holdout_photos": data.holdout_photos,
+    }
+
+
+def _build_with_context(num_classes: int, build: Callable, context: BuildContext):
+    return build(num_classes, context)
+
+
+def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Callable, num_classes: int,
+                 feature: str, fit, holdout):
+    """One TensorflowTrainer run; returns the final checkpoint (best weights + history inside)."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    datasets = {"fit": fit}
+    if holdout is not None:
+        datasets["holdout"] = holdout
+    loop_config = {
+        "build": build,
+        "optimizer": spec.make_optimizer,
+        "num_classes": num_classes,
+        "feature": feature,
+        "has_holdout": holdout is not None,
+        "epochs": spec.epochs,
+        "batch_size": spec.batch_size,
+        "patience": config.train.patience,
+        "seed": config.train.seed,
+    }
+    resources = {"CPU": where.cpus_per_worker}
+    if where.use_gpu:
+        resources["GPU"] = where.gpus_per_worker
+    from faceproc.train_loop import train_func
+
+    trainer = TensorflowTrainer(
+        train_func,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=where.workers, use_gpu=where.use_gpu,
+                                     resources_per_worker=resources),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["fit"]),
+        run_config=RunConfig(
+            name=f"{spec.name}-{int(time.time())}",
+            storage_path=_ray_storage(config.output),
+            failure_config=FailureConfig(max_failures=config.train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"{spec.name}: training ended without a checkpoint")
+    return result.checkpoint
+
+
+def _ray_storage(out: str) -> str:
+    """Ray Train keeps checkpoints here; on a cluster OUT is shared storage, so this is too."""
+    uri = storage.join(out, "_ray_train")
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
+def _embedding_datasets(config: Config, weights_path: str, data: TrainingData, where: Placement):
+    """Cached FaceNet embeddings of the train faces, split like the images."""
+    import numpy as np
+
+    from faceproc.embeddings import ensure_embeddings, read_live_embeddings
+
+    files = ensure_embeddings(config.output, weights_path, "train", num_gpus=1.0 if where.use_gpu else 0.0)
+    rows = read_live_embeddings(config.output, files)
+    index = {name: i for i, name in enumerate(data.classes)}
+
+    def to_arrays(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"embedding": np.stack(batch["embedding"]).astype(np.float32),
+                "label": np.array([index[n] for n in batch["label"]], np.int32)}
+
+    held = data.held_paths
+    fit = rows.filter(lambda row: row["source_path"] not in held).map_batches(to_arrays)
+    holdout = (rows.filter(lambda row: row["source_path"] in held and row["augment_index"] == 0)
+               .map_batches(to_arrays) if held else None)
+    return fit, holdout
+
+
+def _save_centroids(config: Config, weights_path: str, data: TrainingData, target: str) -> None:
+    """Per-person embedding centroids and the distance beyond which `predict` says unknown."""
+    import numpy as np
+
+    from faceproc.embeddings import ensure_embeddings, read_live_embeddings
+    from faceproc.predict import compute_centroids
+
+    rows = read_live_embeddings(config.output, ensure_embeddings(config.output, weights_path, "train"))
+    table = rows.select_columns(["embedding", "label"]).to_arrow()
+    embeddings = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    centroids = compute_centroids(embeddings, table.column("label").to_pylist(), config.evaluate.unknown_quantile)
+    storage.write_json_atomic(storage.join(target, "centroids.json"), centroids)
+
+
+def _save_model(model, target: str) -> None:
+    """Keras writes to a local file; storage moves it to OUT (local or object storage)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "model.keras")
+        model.save(local)
+        with open(local, "rb") as stream:
+            storage.write_bytes_atomic(storage.join(target, "model.keras"), stream.read())
