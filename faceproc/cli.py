@@ -7,20 +7,21 @@ import logging
 import sys
 from typing import Callable, Sequence
 
+from faceproc import storage
 from faceproc.config import Config, ConfigError, load_config, parse_override
+from faceproc.lock import output_lock
 
 log = logging.getLogger("faceproc")
-
-
-class UserError(Exception):
-    """An error the user can fix; printed as one line without a traceback."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML or YAML file with config values (see README)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, e.g. --set preprocess.face_margin=0.2")
-    parser.add_argument("--ray-address", help="Ray cluster to join (default: running cluster or local)")
+    parser.add_argument("--ray-address", help="Ray cluster to join: an address, or 'auto' for a `ray start` head "
+                        "(default: $RAY_ADDRESS, else a new local Ray)")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long for another run on the same output to finish (default: exit)")
 
 
 def _config(args: argparse.Namespace, **values: object) -> Config:
@@ -46,11 +47,71 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     from faceproc.preprocess import run_preprocess
 
     config = _config(args, input=args.input, output=args.output)
-    summary = run_preprocess(config)
+    with output_lock(config.output, args.wait):
+        summary = run_preprocess(config)
     if not summary.processed and not summary.deleted:
         print(f"preprocess: nothing to do, all {summary.unchanged} files already processed")
     print(summary.format())
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from faceproc.train import run_train
+
+    config = _config(args, output=args.output, **{
+        "train.models": args.models, "train.epochs": args.epochs, "train.workers": args.workers,
+        "train.gpus_per_worker": args.gpus_per_worker})
+    with output_lock(config.output, args.wait):
+        results = run_train(config, force=args.force)
+    for result in results:
+        reason = f"  ({result['reason']})" if result["reason"] else ""
+        print(f"{result['model']:<18} {result['status']:<8} {result['train_seconds']:>7.1f} s{reason}")
+    return 1 if any(r["status"] == "failed" for r in results) else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from faceproc.evaluate import run_evaluate
+    from faceproc.metrics import format_table
+
+    config = _config(args, output=args.output)
+    with output_lock(config.output, args.wait):
+        rows = run_evaluate(config)
+    print(format_table(rows))
+    print(f"report: {storage.join(config.output, 'reports', 'report.html')}")
+    return 1 if any(r["status"] == "failed" for r in rows) else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from faceproc.metrics import format_table
+    from faceproc.pipeline import run_pipeline
+
+    config = _config(args, input=args.input, output=args.output, **{"train.models": args.models,
+                     "train.epochs": args.epochs, "train.workers": args.workers,
+                     "train.gpus_per_worker": args.gpus_per_worker})
+    result = run_pipeline(config, force=args.force, wait_seconds=args.wait)
+    accuracy = result.accuracy
+    if accuracy is None and storage.exists(storage.join(config.output, "reports", "accuracy.json")):
+        accuracy = storage.read_json(storage.join(config.output, "reports", "accuracy.json"))
+    if accuracy:
+        print(format_table(accuracy))
+    print(f"report: {storage.join(config.output, 'reports', 'report.html')}")
+    return 1 if result.failed else 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from faceproc.predict import format_predictions, json_lines, predict_images
+
+    rows = predict_images(_config(args, output=args.output), args.images, model=args.model)
+    print(json_lines(rows) if args.json else format_predictions(rows), end="" if args.json else "\n")
+    return 0
+
+
+def _training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", help="comma-separated: cnn,resnet50,resnet50_imagenet,facenet (default all)")
+    parser.add_argument("--epochs", type=int, help="override every model's default epochs")
+    parser.add_argument("--workers", type=int, help="Ray Train workers per model (default 2)")
+    parser.add_argument("--gpus-per-worker", type=float, help="default: 1 when the cluster has GPUs, else 0")
+    parser.add_argument("--force", action="store_true", help="retrain even when photos and settings are unchanged")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +129,32 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--output", required=True, help="output folder or URI")
     _common(pre)
     pre.set_defaults(func=cmd_preprocess)
+
+    train = sub.add_parser("train", help="fit the models on the face shards (Ray Train)")
+    train.add_argument("--output", required=True, help="the folder or URI preprocess wrote")
+    _training_options(train)
+    _common(train)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="predictions, accuracy table and report.html")
+    evaluate.add_argument("--output", required=True, help="the folder or URI train wrote")
+    _common(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    run = sub.add_parser("run", help="the main job: fetch, preprocess, train, evaluate (incremental)")
+    run.add_argument("--input", help=f"photo tree (default: the fetched dataset, {Config().input})")
+    run.add_argument("--output", help=f"output folder or URI (default {Config().output})")
+    _training_options(run)
+    _common(run)
+    run.set_defaults(func=cmd_run)
+
+    predict = sub.add_parser("predict", help="name and probability for each face in each image")
+    predict.add_argument("--output", required=True, help="the folder or URI holding models/")
+    predict.add_argument("--model", default="facenet", help="model to use (default facenet)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per face per line")
+    predict.add_argument("images", nargs="+", help="image files")
+    _common(predict)
+    predict.set_defaults(func=cmd_predict)
     return parser
 
 
@@ -81,14 +168,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("faceproc: interrupted; published outputs are unchanged", file=sys.stderr)
         return 130
-    except (UserError, ConfigError, FileNotFoundError) as exc:
-        print(f"faceproc: error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        if type(exc).__module__.startswith("faceproc"):
-            print(f"faceproc: error: {exc}", file=sys.stderr)
-            return 1
-        raise
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
+        print(f"faceproc: error: {_one_line(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, (ConfigError, FileNotFoundError, ValueError)) else 1
+
+
+def _is_user_error(exc: Exception) -> bool:
+    """faceproc's own errors (and a missing input) are explained in one line; anything else is a bug."""
+    return isinstance(exc, FileNotFoundError) or type(exc).__module__.startswith("faceproc")
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ class PreprocessConfig:
     detector_num_cpus: float = 0.5  # below 1 so that read tasks can still be scheduled on 2 cores
     detector_num_gpus: float = 0.0
     detect_batch_size: int = 8  # photos per MTCNN call; small photos amortise per-call overhead
+    actor_batch_size: int = 32  # photos per actor call, sorted by size into MTCNN calls
+    detector_threads: int = 1  # TensorFlow threads per actor; 0 = TensorFlow's default (all cores)
+    rows_per_shard: int = 4096  # face rows per Parquet shard file at most
     max_reject_share: float = 0.25  # fail the job when more inputs than this are rejected
 
 
@@ -47,6 +50,7 @@ class TrainConfig:
 
     models: list[str] = field(default_factory=lambda: list(ALL_MODELS))
     epochs: int | None = None  # None: each model's own default
+    model_epochs: dict[str, int] = field(default_factory=dict)  # per model, beats `epochs`: "cnn=3,resnet50=1"
     batch_size: int | None = None
     learning_rate: float | None = None
     workers: int = 2
@@ -169,6 +173,16 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             return None
         return _coerce(value, options[0], key)
+    if origin is dict:
+        key_type, value_type = typing.get_args(hint)
+        if isinstance(value, str):
+            pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ConfigError(f"config key {key!r}: expected name=value,... got {value!r}")
+            value = {k.strip(): v.strip() for k, v in pairs}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
+        return {_coerce(k, key_type, key): _coerce(v, value_type, key) for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(hint)
         items = value.split(",") if isinstance(value, str) else list(value)

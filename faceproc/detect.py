@@ -14,14 +14,10 @@ The `box` a row reports is the face MTCNN found (clamped to the image); the crop
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 from faceproc.config import PreprocessConfig  # noqa: E402
 from faceproc.schema import RejectReason  # noqa: E402

@@ -6,14 +6,12 @@ folder named after the FaceNet weights' hash: new shards get embedded, old ones 
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pyarrow as pa
 
 from faceproc import storage
-from faceproc.manifest import live_keys, load_manifest
-from faceproc.shards import live_shard_files
+from faceproc.manifest import load_manifest
+from faceproc.shards import keep_live_rows, live_shard_files
 from faceproc.train_data import decode_png
 
 EMBEDDING_COLUMNS = ["source_path", "source_sha256", "augment_index", "label"]
@@ -35,16 +33,8 @@ class FaceNetEmbedder:
         return out
 
 
-def weights_digest(weights_path: str) -> str:
-    digest = hashlib.sha256()
-    with open(weights_path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
 def embeddings_dir(out: str, weights_path: str, split: str) -> str:
-    return storage.join(out, "embeddings", weights_digest(weights_path), split)
+    return storage.join(out, "embeddings", storage.sha256(weights_path)[:16], split)
 
 
 def ensure_embeddings(out: str, weights_path: str, split: str, num_gpus: float = 0.0) -> list[str]:
@@ -75,7 +65,6 @@ def read_live_embeddings(out: str, files: list[str]):
     """A Ray Dataset of cached embedding rows whose source files are still live."""
     import ray.data
 
-    keys = live_keys(load_manifest(out))
     fs, _ = storage.resolve(out)
     dataset = ray.data.read_parquet([storage.resolve(uri)[1] for uri in files], filesystem=fs)
-    return dataset.filter(lambda row: (row["source_path"], row["source_sha256"]) in keys)
+    return keep_live_rows(dataset, load_manifest(out))

@@ -8,7 +8,6 @@ only when complete, so an interrupted fetch leaves nothing half-written.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import subprocess
@@ -17,6 +16,8 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from faceproc import storage
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,7 @@ class FetchResult:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return storage.sha256(str(path))
 
 
 def fetch_data(data_dir: str | Path = "data", models_dir: str | Path = "models") -> FetchResult:

@@ -87,11 +87,11 @@ def merge_manifest(previous: pa.Table, current_paths: set[str], fresh: pa.Table)
 def leakage_flags(manifest: pa.Table) -> pa.Array:
     """True for files whose content (SHA-256) also appears in another split."""
     splits_by_sha: dict[str, set[str]] = {}
-    for sha, split in zip(manifest.column("sha256").to_pylist(), manifest.column("split").to_pylist()):
-        splits_by_sha.setdefault(sha, set()).add(split)
-    return pa.array(
-        [len(splits_by_sha[sha]) > 1 for sha in manifest.column("sha256").to_pylist()], pa.bool_()
-    )
+    pairs = list(zip(manifest.column("sha256").to_pylist(), manifest.column("split").to_pylist()))
+    for sha, split in pairs:
+        if split and sha:  # files outside the layout, or unreadable, belong to no split
+            splits_by_sha.setdefault(sha, set()).add(split)
+    return pa.array([bool(split) and len(splits_by_sha.get(sha, ())) > 1 for sha, split in pairs], pa.bool_())
 
 
 def live_keys(manifest: pa.Table) -> set[tuple[str, str]]:

@@ -25,12 +25,11 @@ from faceproc.manifest import (FileState, Plan, load_manifest, manifest_uri, mer
                                plan_run)
 from faceproc.schema import MANIFEST_SCHEMA, REJECT_SCHEMA
 from faceproc.shards import orphan_shard_files, shard_dir, shard_name
-from faceproc.stages import PARTITION_COLUMN, Finalizer, decode_batch, hash_batch
+from faceproc.stages import PARTITION_COLUMN, FacePipeline
 
 log = logging.getLogger(__name__)
 
 REJECTS_FILE = "rejects.parquet"
-DECODE_BATCH = 4  # decoded photos are full size: keep blocks small
 
 
 class PreprocessError(RuntimeError):
@@ -95,7 +94,6 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     out = config.output
     found = discover(config.input)
     summary.discovered, summary.skipped_hidden = len(found.files), found.skipped
-    init_ray(config.ray_address)
 
     previous = load_manifest(out)
     plan = plan_run(_hash_files(found), previous)
@@ -103,6 +101,7 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     summary.unchanged, summary.deleted = plan.unchanged, plan.deleted
     summary.processed = len(plan.to_process)
     if plan.has_work:
+        init_ray(config.ray_address)
         staging_root = storage.join(out, "_staging")
         storage.delete_dir(staging_root)  # what a run that died left behind
         try:
@@ -123,21 +122,18 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
 
 
 def _hash_files(found: Discovery) -> list[FileState]:
-    """SHA-256 of every discovered file, computed by Ray tasks next to the data."""
-    import ray.data
+    """SHA-256 of every discovered file, streamed through a few threads (hashlib releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    if not found.files:
-        return []
-    meta = {f.path: f for f in found.files}
-    hashed = (
-        ray.data.from_items([{"path": f.path} for f in found.files])
-        .map_batches(hash_batch, batch_size=32)
-        .to_pandas()
-    )
-    return [
-        FileState(path, sha, meta[path].split, meta[path].label)
-        for path, sha in zip(hashed["path"], hashed["sha256"])
-    ]
+    def state(file: InputFile) -> FileState:
+        try:
+            sha = storage.sha256(file.path)
+        except OSError:
+            sha = ""  # unreadable now: processed (and rejected as read_error) on every run
+        return FileState(file.path, sha, file.split, file.label)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(state, found.files))
 
 
 def _process(config: Config, found: Discovery, plan: Plan, run_id: str, staging: str, data) -> None:
@@ -156,20 +152,15 @@ def _process(config: Config, found: Discovery, plan: Plan, run_id: str, staging:
         }
         for state in plan.to_process
     ]
-    from faceproc.detect import FaceDetector
-
     fs, staging_path = storage.resolve(staging)
     (
         data.from_items(items)
-        .map_batches(decode_batch, batch_size=DECODE_BATCH,
-                     fn_kwargs={"max_pixels": prep.max_pixels, "min_side": prep.min_side})
-        .map_batches(FaceDetector, fn_constructor_args=(prep,), batch_size=prep.detect_batch_size,
+        .map_batches(FacePipeline, fn_constructor_args=(prep, run_id, storage.join(staging, "rejects")),
+                     batch_size=prep.actor_batch_size,
                      compute=data.ActorPoolStrategy(size=prep.detector_actors),
                      num_cpus=prep.detector_num_cpus, num_gpus=prep.detector_num_gpus)
-        .map_batches(Finalizer(run_id, prep.seed, prep.augment_copies, storage.join(staging, "rejects")),
-                     batch_size=16)
         .write_parquet(f"{staging_path}/faces", filesystem=fs, partition_cols=[PARTITION_COLUMN],
-                       min_rows_per_file=512)
+                       max_rows_per_file=prep.rows_per_shard)
     )
 
 
@@ -183,7 +174,7 @@ def _publish(config: Config, found: Discovery, plan: Plan, previous: pa.Table,
     for split_dir in _partition_dirs(storage.join(staging, "faces")):
         split = split_dir.rsplit("=", 1)[1]
         for staged in storage.list_files(split_dir, ".parquet"):
-            columns = storage.read_table(staged).select(["source_path", "augment_index"])
+            columns = storage.read_table(staged, columns=["source_path", "augment_index"])
             faces_by_path.update(columns.column("source_path").to_pylist())
             augmented += sum(1 for i in columns.column("augment_index").to_pylist() if i > 0)
             staged_files.append((split, staged))

@@ -7,6 +7,7 @@ manifest still names its run, and a row only while the manifest lists its source
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from faceproc import storage
 from faceproc.manifest import live_keys, live_runs, load_manifest
@@ -50,8 +51,17 @@ def read_live_faces(out: str, split: str, columns: list[str] | None = None):
     files = live_shard_files(out, split, manifest)
     if not files:
         return None
-    keys = live_keys(manifest)
     fs, _ = storage.resolve(out)
     paths = [storage.resolve(uri)[1] for uri in files]
-    dataset = ray.data.read_parquet(paths, filesystem=fs, columns=columns)
-    return dataset.filter(lambda row: (row["source_path"], row["source_sha256"]) in keys)
+    return keep_live_rows(ray.data.read_parquet(paths, filesystem=fs, columns=columns), manifest)
+
+
+def keep_live_rows(dataset, manifest: pa.Table):
+    """Rows whose (source_path, source_sha256) the manifest lists as ok; a vectorised filter."""
+    keys = pa.array(sorted(f"{path}\0{sha}" for path, sha in live_keys(manifest)), pa.string())
+    return dataset.map_batches(_live_rows, batch_format="pyarrow", fn_kwargs={"keys": keys})
+
+
+def _live_rows(table: pa.Table, keys: pa.Array) -> pa.Table:
+    joined = pc.binary_join_element_wise(table["source_path"], table["source_sha256"], "\0")
+    return table.filter(pc.is_in(joined, value_set=keys))

@@ -1,7 +1,8 @@
-"""The per-batch steps of the preprocessing dataset: hash, decode, finalize.
+"""The per-batch steps of the preprocessing dataset: decode, detect, finalize, in one actor.
 
-Each takes and returns a batch dict of numpy arrays (or a pyarrow Table). A bad file never raises:
-its failure becomes `reason`/`detail` on its row and, at the end, a reject record.
+They run fused in `FacePipeline` so that full-size decoded photos never travel through the object
+store: an actor takes file rows and returns encoded face rows. A bad file never raises: its failure
+becomes `reason`/`detail` on its row and, at the end, a reject record.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pyarrow as pa
 
 from faceproc import storage
 from faceproc.augment import augment_face
+from faceproc.config import PreprocessConfig
 from faceproc.decode import decode_image
 from faceproc.schema import FACE_SCHEMA, REJECT_SCHEMA, RejectError, RejectReason
 
@@ -27,19 +29,6 @@ def _object_array(items: list) -> np.ndarray:
     out = np.empty(len(items), dtype=object)
     out[:] = items
     return out
-
-
-def hash_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """SHA-256 of each file's content; an unreadable file gets an empty hash and a read error."""
-    hashes, errors = [], []
-    for path in batch["path"]:
-        try:
-            hashes.append(hashlib.sha256(storage.read_bytes(path)).hexdigest())
-            errors.append("")
-        except OSError as exc:
-            hashes.append("")
-            errors.append(str(exc))
-    return {"path": batch["path"], "sha256": np.array(hashes), "read_error": np.array(errors)}
 
 
 def decode_batch(batch: dict[str, np.ndarray], max_pixels: int, min_side: int) -> dict[str, np.ndarray]:
@@ -78,7 +67,7 @@ class Finalizer:
     """Turns detected rows into face rows (plus augmented copies for train) and stages rejects.
 
     Reject rows are written to their own staging folder here, because a Ray Data stream can feed only
-    one sink; the driver gathers them when the run is published. Used as a plain callable in tasks.
+    one sink; the driver gathers them when the run is published.
     """
 
     def __init__(self, run_id: str, seed: int, augment_copies: int, rejects_dir: str) -> None:
@@ -129,3 +118,23 @@ class Finalizer:
         rejects["label"].append(batch["label"][i] or None)
         rejects["sha256"].append(batch["sha256"][i] or None)
         rejects["run_id"].append(self.run_id)
+
+
+class FacePipeline:
+    """Ray Data callable class: MTCNN loaded once per actor; file rows in, face rows out."""
+
+    def __init__(self, config: PreprocessConfig, run_id: str, rejects_dir: str) -> None:
+        import tensorflow as tf
+
+        from faceproc.detect import FaceDetector
+
+        if config.detector_threads > 0:  # one actor per core beats actors fighting over threads
+            tf.config.threading.set_intra_op_parallelism_threads(config.detector_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(config.detector_threads)
+        self.config = config
+        self.detect = FaceDetector(config)
+        self.finalize = Finalizer(run_id, config.seed, config.augment_copies, rejects_dir)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        decoded = decode_batch(batch, max_pixels=self.config.max_pixels, min_side=self.config.min_side)
+        return self.finalize(self.detect(decoded))

@@ -5,6 +5,7 @@ Every output is written to a temporary name and moved into place, so readers nev
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -90,9 +91,19 @@ def write_table_atomic(uri: str, table: pa.Table) -> None:
     write_bytes_atomic(uri, sink.getvalue().to_pybytes())
 
 
-def read_table(uri: str) -> pa.Table:
+def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
     fs, path = resolve(uri)
-    return pq.read_table(path, filesystem=fs)
+    return pq.read_table(path, filesystem=fs, columns=columns)
+
+
+def sha256(uri: str) -> str:
+    """SHA-256 of a file's content, read in 1 MiB chunks so memory stays flat."""
+    fs, path = resolve(uri)
+    digest = hashlib.sha256()
+    with fs.open_input_stream(path) as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def move(src: str, dst: str) -> None:

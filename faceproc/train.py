@@ -8,6 +8,8 @@ either way the other models go on.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -20,7 +22,7 @@ from faceproc import storage
 from faceproc.config import Config
 from faceproc.models.errors import UnknownModelError, WeightsError, WeightsUnavailable
 from faceproc.models.registry import BuildContext, ModelSpec, parse_model_names, resolve_spec
-from faceproc.train_data import TrainingData, decode_faces, load_training_data
+from faceproc.train_data import TrainingData, decode_faces, load_training_data, split_holdout
 
 log = logging.getLogger(__name__)
 MODELS_DIR = "models"
@@ -58,8 +60,12 @@ def placement(config: Config) -> Placement:
     return Placement(workers, False, cpus, 0.0)
 
 
-def run_train(config: Config) -> list[dict[str, Any]]:
-    """Train every model in config.train.models; returns one result dict per model."""
+def run_train(config: Config, force: bool = False) -> list[dict[str, Any]]:
+    """Train every model in config.train.models; returns one result dict per model.
+
+    A model whose saved result was trained on the same live photos with the same settings is kept
+    as it is (`up_to_date`), unless `force`.
+    """
     from faceproc.ray_env import init_ray
 
     names = parse_model_names(config.train.models)
@@ -70,11 +76,36 @@ def run_train(config: Config) -> list[dict[str, Any]]:
     where = placement(config)
     if config.train.concurrent and len(names) > 1:
         with ThreadPoolExecutor(max_workers=len(names)) as pool:
-            return list(pool.map(lambda name: train_model(config, name, data, where), names))
-    return [train_model(config, name, data, where) for name in names]
+            return list(pool.map(lambda name: train_model(config, name, data, where, force), names))
+    return [train_model(config, name, data, where, force) for name in names]
 
 
-def train_model(config: Config, name: str, data: TrainingData, where: Placement) -> dict[str, Any]:
+def settings_fingerprint(config: Config, spec: ModelSpec, data: TrainingData) -> str:
+    """What a trained model depends on: the live train photos and every setting that shapes it."""
+    train = config.train
+    settings = {
+        "data": data.fingerprint, "epochs": spec.epochs, "batch_size": spec.batch_size,
+        "learning_rate": spec.learning_rate, "optimizer": spec.optimizer, "seed": train.seed,
+        "holdout_fraction": train.holdout_fraction, "patience": train.patience,
+        "facenet_mode": train.facenet_mode, "facenet_weights": train.facenet_weights,
+        "imagenet_weights": train.imagenet_weights,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def _up_to_date(target: str, fingerprint: str) -> dict[str, Any] | None:
+    """The saved result when it was trained with `fingerprint` and its model file is there."""
+    result_uri = storage.join(target, "result.json")
+    if not storage.exists(result_uri) or not storage.exists(storage.join(target, "model.keras")):
+        return None
+    saved = storage.read_json(result_uri)
+    if saved.get("status") == "ok" and saved.get("fingerprint") == fingerprint:
+        return saved
+    return None
+
+
+def train_model(config: Config, name: str, data: TrainingData, where: Placement,
+                force: bool = False) -> dict[str, Any]:
     """Fit one model and write its directory; never raises for a model-specific problem."""
     started = time.monotonic()
     target = model_dir(config.output, name)
@@ -82,6 +113,12 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement)
                               "device": where.device}
     try:
         spec = resolve_spec(name, config.train)
+        fingerprint = settings_fingerprint(config, spec, data)
+        saved = None if force else _up_to_date(target, fingerprint)
+        if saved is not None:
+            log.info("%s: up to date (same photos and settings), not retrained", name)
+            return {**saved, "up_to_date": True}
+        result["fingerprint"] = fingerprint
         result.update(_fit(config, spec, data, where, target))
     except WeightsUnavailable as exc:
         result.update(status="skipped", reason=str(exc))
@@ -150,7 +187,7 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement, 
     }
 
 
-def _build_with_context(num_classes: int, build: Callable, context: BuildContext):
+def _build_with_context(build: Callable, num_classes: int, context: BuildContext):
     return build(num_classes, context)
 
 
@@ -219,11 +256,10 @@ def _embedding_datasets(config: Config, weights_path: str, data: TrainingData, w
         return {"embedding": np.stack(batch["embedding"]).astype(np.float32),
                 "label": np.array([index[n] for n in batch["label"]], np.int32)}
 
-    held = data.held_paths
-    fit = rows.filter(lambda row: row["source_path"] not in held).map_batches(to_arrays)
-    holdout = (rows.filter(lambda row: row["source_path"] in held and row["augment_index"] == 0)
-               .map_batches(to_arrays) if held else None)
-    return fit, holdout
+    fit, holdout = split_holdout(rows, set(data.held_paths))
+    # 128 floats a row: materialized once, so the head's many cheap epochs do not re-read Parquet
+    return (fit.map_batches(to_arrays).materialize(),
+            holdout.map_batches(to_arrays).materialize() if holdout is not None else None)
 
 
 def _save_centroids(config: Config, weights_path: str, data: TrainingData, target: str) -> None:
@@ -234,9 +270,9 @@ def _save_centroids(config: Config, weights_path: str, data: TrainingData, targe
     from faceproc.predict import compute_centroids
 
     rows = read_live_embeddings(config.output, ensure_embeddings(config.output, weights_path, "train"))
-    table = rows.select_columns(["embedding", "label"]).to_arrow()
-    embeddings = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
-    centroids = compute_centroids(embeddings, table.column("label").to_pylist(), config.evaluate.unknown_quantile)
+    frame = rows.select_columns(["embedding", "label"]).to_pandas()  # 128 floats a row
+    embeddings = np.stack(frame["embedding"].to_list()).astype(np.float32)
+    centroids = compute_centroids(embeddings, frame["label"].to_list(), config.evaluate.unknown_quantile)
     storage.write_json_atomic(storage.join(target, "centroids.json"), centroids)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import cv2
@@ -34,6 +35,17 @@ def decode_faces(batch: dict[str, np.ndarray], classes: list[str]) -> dict[str, 
     }
 
 
+def split_holdout(rows, held: set[str]):
+    """(fitting rows, holdout rows): whole source photos apart; the holdout keeps originals only."""
+    from ray.data.expressions import col
+
+    held_paths = sorted(held)
+    fit = rows.filter(expr=~col("source_path").is_in(held_paths)) if held else rows
+    holdout = (rows.filter(expr=col("source_path").is_in(held_paths) & (col("augment_index") == 0))
+               if held else None)
+    return fit, holdout
+
+
 @dataclass
 class TrainingData:
     """The train split divided by source photo into a fitting part and an early-stopping holdout."""
@@ -44,6 +56,7 @@ class TrainingData:
     fit_photos: int
     holdout_photos: int
     held_paths: frozenset[str]
+    fingerprint: str  # changes whenever the live train photos change
 
 
 def load_training_data(out: str, holdout_fraction: float, seed: int) -> TrainingData:
@@ -59,6 +72,9 @@ def load_training_data(out: str, holdout_fraction: float, seed: int) -> Training
     if len(classes) < 2:
         raise NoTrainingData(f"the train split under {out} has {len(classes)} person(s); need at least 2")
     held = select_holdout(photos, holdout_fraction, seed)
-    fit = faces.filter(lambda row: row["source_path"] not in held)
-    holdout = faces.filter(lambda row: row["source_path"] in held and row["augment_index"] == 0) if held else None
-    return TrainingData(classes, fit, holdout, len(photos) - len(held), len(held), frozenset(held))
+    fit, holdout = split_holdout(faces, held)
+    digest = hashlib.sha256()
+    for path, sha in sorted(zip(ok_train.column("path").to_pylist(), ok_train.column("sha256").to_pylist())):
+        digest.update(f"{path}\0{sha}\n".encode())
+    return TrainingData(classes, fit, holdout, len(photos) - len(held), len(held), frozenset(held),
+                        digest.hexdigest())

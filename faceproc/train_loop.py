@@ -33,6 +33,17 @@ class LoopState:
         "epoch": [], "loss": [], "accuracy": [], "holdout_loss": [], "holdout_accuracy": []})
 
 
+def quiet_worker_logs() -> None:
+    """Workers otherwise print TensorFlow's collective-op chatter and a progress bar per epoch."""
+    import logging
+
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    for name in ("tensorflow", "ray.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def train_func(config: dict[str, Any]) -> None:
     """Ray Train entry point; `config` comes from faceproc.train.fit_model."""
     import ray.train
@@ -40,6 +51,7 @@ def train_func(config: dict[str, Any]) -> None:
 
     from faceproc.models.keras_env import keras, tf
 
+    quiet_worker_logs()
     keras.utils.set_random_seed(config["seed"])
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     with strategy.scope():

@@ -87,3 +87,46 @@ def dataset_dir() -> Path:
     if not (DATASET / "train").is_dir():
         pytest.fail(f"{DATASET} is missing: run `faceproc fetch-data` first (make test does)")
     return DATASET
+
+
+def write_face_shards(out: Path, people: dict[str, list[tuple[int, int, int]]], split: str = "train",
+                      run_id: str = "20260101T000000Z-test00", copies: int = 3) -> None:
+    """A published OUT with synthetic face rows: for each person, one photo per colour, each row a
+    160x160 image of that colour with noise; a manifest lists every photo as ok."""
+    import numpy as np
+    import pyarrow as pa
+
+    from faceproc import storage
+    from faceproc.schema import FACE_SCHEMA, MANIFEST_SCHEMA
+    from faceproc.stages import encode_png
+
+    rng = np.random.default_rng(0)
+    rows, manifest = [], []
+    for label_id, (person, colours) in enumerate(sorted(people.items())):
+        for n, colour in enumerate(colours):
+            path, sha = f"/photos/{split}/{person}/{n}.jpg", f"{person}{n}".ljust(64, "0")
+            for index in range(copies):
+                noise = rng.integers(-20, 20, (160, 160, 3))
+                pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+                rows.append({"image": encode_png(pixels), "label": person, "label_id": label_id,
+                             "split": split, "source_path": path, "source_sha256": sha,
+                             "box": [0, 0, 160, 160], "confidence": 0.99, "faces_found": 1,
+                             "augment_index": index, "run_id": run_id})
+            manifest.append({"path": path, "sha256": sha, "split": split, "label": person, "status": "ok",
+                             "reason": None, "face_rows": copies, "leakage": False, "run_id": run_id})
+    storage.write_table_atomic(str(out / "shards" / split / f"{run_id}.00000.parquet"),
+                               pa.Table.from_pylist(rows, schema=FACE_SCHEMA))
+    previous = storage.read_table(str(out / "manifest.parquet")).to_pylist() if (out / "manifest.parquet").exists() else []
+    storage.write_table_atomic(str(out / "manifest.parquet"),
+                               pa.Table.from_pylist(previous + manifest, schema=MANIFEST_SCHEMA))
+
+
+@pytest.fixture(scope="session")
+def real_out(tmp_path_factory, ray_session, dataset_dir) -> Path:
+    """The fetched dataset preprocessed once per test session (slow tests share it read-only)."""
+    from faceproc.config import Config
+    from faceproc.preprocess import run_preprocess
+
+    out = tmp_path_factory.mktemp("real") / "out"
+    run_preprocess(Config(input=str(dataset_dir), output=str(out)))
+    return out

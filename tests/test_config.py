@@ -17,13 +17,15 @@ def test_toml_file_then_overrides(tmp_path):
     path = tmp_path / "faceproc.toml"
     path.write_text('output = "s3://bucket/out"\n[preprocess]\nface_margin = 0.25\n[train]\nepochs = 3\n')
     config = load_config(str(path), {"train.epochs": "7", "train.models": "cnn,facenet",
-                                     "train.concurrent": "true", "train.gpus_per_worker": "none"})
+                                     "train.concurrent": "true", "train.gpus_per_worker": "none",
+                                     "train.model_epochs": "cnn=3, resnet50=1"})
     assert config.output == "s3://bucket/out"
     assert config.preprocess.face_margin == 0.25
     assert config.train.epochs == 7
     assert config.train.models == ["cnn", "facenet"]
     assert config.train.concurrent is True
     assert config.train.gpus_per_worker is None
+    assert config.train.model_epochs == {"cnn": 3, "resnet50": 1}
 
 
 def test_yaml_file(tmp_path):

@@ -18,17 +18,10 @@ from PIL import Image, ImageDraw
 from faceproc import storage
 from faceproc.metrics import accuracy_rows, write_accuracy
 from faceproc.report import REPORT_HTML, write_report
+
+from browser import needs_chromium, render
 from faceproc.schema import FACE_SCHEMA, MANIFEST_SCHEMA, REJECT_SCHEMA
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PEOPLE = {"alice": (214, 96, 77), "bob": (67, 147, 195), "carol": (90, 174, 97)}
 RUN = "run-test-1"
 
@@ -357,59 +350,21 @@ def test_report_on_empty_and_partial_outputs(tmp_path):
 # --- a real browser --------------------------------------------------------------------------
 
 
-def _screenshot_stats(png: bytes) -> tuple[int, float]:
-    img = Image.open(io.BytesIO(png)).convert("RGB")
-    small = img.resize((max(1, img.width // 4), max(1, img.height // 4)))
-    colours = small.getcolors(maxcolors=1 << 24) or []
-    pixels = list(small.getdata())
-    non_white = sum(1 for p in pixels if sum(p) < 735) / len(pixels)
-    return len(colours), non_white
-
-
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} missing: apt-get install -y chromium")
+@needs_chromium
 def test_report_renders_in_headless_chromium(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (dev extra)")
     out, _ = build_out(tmp_path)
-    uri = write_report(out)
-    url = Path(uri).resolve().as_uri()
-    errors: list[str] = []
-    requests: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            for width in (1280, 420):  # desktop and phone
-                page = browser.new_page(viewport={"width": width, "height": 900})
-                page.on(
-                    "console",
-                    lambda m: (
-                        errors.append(f"console {m.type}: {m.text}")
-                        if m.type in ("error", "warning")
-                        else None
-                    ),
-                )
-                page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-                page.on("request", lambda r: requests.append(r.url))
-                page.goto(url, wait_until="load")
-                broken = page.evaluate(
-                    "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt)"
-                )
-                n_images = page.evaluate("document.images.length")
-                assert n_images == 31 and broken == []
-                overflow = page.evaluate(
-                    "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-                )
-                assert overflow <= 1, f"page scrolls sideways at {width}px"
-                shot = page.screenshot(full_page=True)
-                if width == 1280 and os.environ.get("FACEPROC_REPORT_SCREENSHOT"):
-                    Path(os.environ["FACEPROC_REPORT_SCREENSHOT"]).write_bytes(shot)
-                colours, non_white = _screenshot_stats(shot)
-                assert colours > 500, f"screenshot looks blank: {colours} colours"
-                assert non_white > 0.15, f"screenshot looks blank: {non_white:.1%} non-white"
-                page.close()
-        finally:
-            browser.close()
-    assert errors == []
-    assert all(u == url or u.startswith("data:") for u in requests), requests
+    path = Path(write_report(out))
+    for result in render(path):
+        assert result.images == 31 and result.broken_images == []
+        assert result.sideways_overflow <= 1, f"page scrolls sideways at {result.width}px"
+        if result.width == 1280 and os.environ.get("FACEPROC_REPORT_SCREENSHOT"):
+            Path(os.environ["FACEPROC_REPORT_SCREENSHOT"]).write_bytes(result.screenshot)
+        colours, non_white = result.screenshot_stats()
+        assert colours > 500, f"screenshot looks blank: {colours} colours"
+        assert non_white > 0.15, f"screenshot looks blank: {non_white:.1%} non-white"
+        assert result.errors == []
+        url = path.resolve().as_uri()
+        assert all(u == url or u.startswith("data:") for u in result.requests), result.requests
 
 
 def test_box_is_drawn_where_the_face_is_on_an_exif_rotated_photo(tmp_path):

@@ -209,4 +209,6 @@ def resolve_spec(name: str, train: TrainConfig | None = None) -> ModelSpec:
         value = getattr(train, key)
         if value is not None:
             changes[key] = value
+    if name in train.model_epochs:
+        changes["epochs"] = train.model_epochs[name]
     return dataclasses.replace(spec, **changes) if changes else spec

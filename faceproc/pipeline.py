@@ -1,0 +1,104 @@
+"""`faceproc run`: fetch (when the default dataset is missing) -> preprocess -> train -> evaluate.
+
+Each stage runs only when it has something to do: preprocess when photos were added, changed or
+deleted; a model's training when its photos or settings changed; evaluation when anything upstream
+changed. Every run leaves a record in OUT/runs/<run>.json saying what ran and why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from faceproc import storage
+from faceproc.config import Config
+from faceproc.lock import output_lock
+from faceproc.preprocess import PreprocessSummary, new_run_id, run_preprocess
+
+log = logging.getLogger(__name__)
+DEFAULT_INPUT = Config().input
+
+
+@dataclass
+class PipelineResult:
+    run_id: str
+    preprocess: PreprocessSummary
+    training: list[dict[str, Any]] = field(default_factory=list)
+    accuracy: list[dict[str, Any]] | None = None  # None when evaluation did not need to run
+    stages: dict[str, str] = field(default_factory=dict)  # stage -> what happened and why
+
+    @property
+    def failed(self) -> bool:
+        rows = self.accuracy or []
+        return any(r["status"] == "failed" for r in [*self.training, *rows])
+
+
+def stage(number: int, name: str, message: str) -> None:
+    print(f"[{number}/4] {name}: {message}", flush=True)
+
+
+def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0) -> PipelineResult:
+    """The main job. `force` retrains and re-evaluates even when nothing changed."""
+    from faceproc.evaluate import run_evaluate
+    from faceproc.train import run_train
+
+    run_id = new_run_id()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = time.monotonic()
+    with output_lock(config.output, wait_seconds):
+        stages: dict[str, str] = {"fetch": _fetch_if_needed(config)}
+        stage(1, "fetch", stages["fetch"])
+
+        stage(2, "preprocess", f"{config.input} -> {config.output}")
+        summary = run_preprocess(config, run_id=run_id)
+        changed = summary.processed + summary.deleted
+        stages["preprocess"] = (f"{summary.new} new, {summary.changed} changed, {summary.deleted} deleted, "
+                                f"{summary.unchanged} unchanged")
+        print(summary.format(), flush=True)
+        result = PipelineResult(run_id, summary, stages=stages)
+
+        stage(3, "train", ", ".join(config.train.models))
+        result.training = run_train(config, force=force)
+        fitted = [r["model"] for r in result.training if r["status"] == "ok" and not r.get("up_to_date")]
+        stages["train"] = f"fitted {', '.join(fitted)}" if fitted else "all models up to date"
+
+        reports_missing = not storage.exists(storage.join(config.output, "reports", "accuracy.json"))
+        if force or changed or fitted or reports_missing:
+            why = "forced" if force else ("photos changed" if changed else
+                                          "models retrained" if fitted else "no report yet")
+            stage(4, "evaluate", why)
+            result.accuracy = run_evaluate(config)
+            stages["evaluate"] = f"ran: {why}"
+        else:
+            stage(4, "evaluate", "nothing to do: no photo or model changed")
+            stages["evaluate"] = "skipped: nothing changed"
+
+        storage.write_json_atomic(storage.join(config.output, "runs", f"{run_id}.json"), {
+            "run_id": run_id,
+            "started": started_at,
+            "ended": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.monotonic() - started, 1),
+            "counts": {"new": summary.new, "changed": summary.changed, "deleted": summary.deleted,
+                       "unchanged": summary.unchanged, "rejected": summary.rejects},
+            "stages": stages,
+            "training": [{k: r.get(k) for k in ("model", "status", "reason", "train_seconds", "up_to_date")}
+                         for r in result.training],
+            "accuracy": result.accuracy,
+        })
+    return result
+
+
+def _fetch_if_needed(config: Config) -> str:
+    """Fetch the default dataset when it is the input and missing; any other input is used as is."""
+    from faceproc.fetch import fetch_data
+
+    if config.input != DEFAULT_INPUT:
+        return f"using {config.input}"
+    if Path(config.input, "train").is_dir() and Path(config.models_dir, "facenet_keras.h5").is_file():
+        return "dataset and FaceNet weights present"
+    fetch_data(Path(config.input).parent, config.models_dir)
+    return "downloaded the dataset and FaceNet weights"
