@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import pyarrow.fs as pafs
 
 from faceproc import storage
-from faceproc.schema import RejectReason
 
 SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "icon\r"})
 

@@ -247,7 +247,8 @@ def accuracy_rows(
 # Formatting and writers
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def fmt(value: Any, digits: int = 3) -> str:
+    """A metric for people: '–' for missing or NaN, fixed digits for floats."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float):
@@ -272,25 +273,25 @@ def table_cells(row: Mapping[str, Any]) -> list[str]:
     if row.get("accuracy") is None:
         acc = "–"
     elif row.get("ci_low") is None:
-        acc = _fmt(row["accuracy"])
+        acc = fmt(row["accuracy"])
     else:
-        acc = f"{_fmt(row['accuracy'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
+        acc = f"{fmt(row['accuracy'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
     if row.get("accuracy_end_to_end") is None:
         e2e = "–"
     else:
         n_e2e = row.get("n_end_to_end") or 0
         correct = round(row["accuracy_end_to_end"] * n_e2e)
-        e2e = f"{_fmt(row['accuracy_end_to_end'])} ({correct}/{n_e2e})"
+        e2e = f"{fmt(row['accuracy_end_to_end'])} ({correct}/{n_e2e})"
     secs = row.get("train_seconds")
     return [
         str(row.get("model", "")),
         str(row.get("status", "")),
-        _fmt(row.get("n")),
+        fmt(row.get("n")),
         acc,
         e2e,
-        _fmt(row.get("macro_f1")),
+        fmt(row.get("macro_f1")),
         "–" if secs is None else f"{float(secs):.1f}",
-        _fmt(row.get("reference"), 2),
+        fmt(row.get("reference"), 2),
     ]
 
 

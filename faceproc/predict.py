@@ -361,6 +361,9 @@ def _probability_text(value: Any) -> str:
     return "" if value is None else f"{float(value):.3f}"
 
 
+NOTES = {"no_face": "no face found"}  # reasons said plainly in the table; --json keeps the codes
+
+
 def format_predictions(rows: Sequence[dict[str, Any]]) -> str:
     """A plain-text table: image, box, person, probability (and distance), note."""
     with_distance = any(row.get("distance") is not None for row in rows)
@@ -368,7 +371,7 @@ def format_predictions(rows: Sequence[dict[str, Any]]) -> str:
     table = []
     for row in rows:
         box = row.get("box")
-        note = row.get("reason") or ""
+        note = NOTES.get(row.get("reason") or "", row.get("reason") or "")
         if row.get("detail"):
             note = f"{note}: {row['detail']}" if note else str(row["detail"])
         cells = [

@@ -31,8 +31,7 @@ def init_ray(address: str | None = None) -> None:
     if address and address != "local":
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
     else:
-        ray.init(address="local", runtime_env=runtime_env, include_dashboard=False,
-                 logging_level=logging.WARNING)
+        ray.init(address="local", runtime_env=runtime_env, logging_level=logging.WARNING)
 
 
 def cluster_cpus() -> float:

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageOps
 
 from faceproc import __version__, metrics, storage
+from faceproc.metrics import fmt
 from faceproc.config import ALL_MODELS
 
 REPORT_HTML = "reports/report.html"
@@ -331,14 +332,6 @@ def _badge(status: str | None) -> str:
     return f'<span class="badge {cls}">{e(status)}</span>'
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def _basename(path: Any) -> str:
     return str(path).rstrip("/").rsplit("/", 1)[-1]
 
@@ -524,7 +517,7 @@ def _summary(data: RunData) -> str:
         cards.append(("models ok", f"{len(ok_models)}/{len(data.accuracy)}", ""))
         if best is not None and best.get("accuracy") is not None:
             cards.append(
-                ("best accuracy", _fmt(best["accuracy"]), f"{best['model']} on {best.get('n')} val faces")
+                ("best accuracy", fmt(best["accuracy"]), f"{best['model']} on {best.get('n')} val faces")
             )
     if not cards:
         return _none("No manifest yet: preprocessing has not published a run here.")
@@ -704,7 +697,7 @@ def _confusion_table(m: Mapping[str, Any]) -> str:
                 f'<td class="cell {kind}{strong}"{style} title="true {e(label)}, predicted {e(cols[j])}: {c}">{c or ""}</td>'
             )
         recall = m["per_class"].get(label)
-        cells.append(f'<td class="num muted">{total}</td><td class="num">{_fmt(recall, 2)}</td>')
+        cells.append(f'<td class="num muted">{total}</td><td class="num">{fmt(recall, 2)}</td>')
         body.append(f'<tr><th class="true" title="{e(label)}">{_breakable(label)}</th>{"".join(cells)}</tr>')
     return (
         '<div class="scroll"><table class="confusion">'
@@ -848,7 +841,7 @@ def _photos_section(data: RunData, max_photos: int) -> str:
         wrong = any(p.get("predicted") != p.get("label") for p in preds)
         src, why = photo_thumbnail(path, r.get("box"), wrong=wrong)
         faces = int(r.get("faces_found") or 1)
-        meta = f"detection {_fmt(r.get('confidence'), 3)}"
+        meta = f"detection {fmt(r.get('confidence'), 3)}"
         if faces > 1:
             meta += f' · <span class="warn">{faces} faces found</span>'
         cards.append(
@@ -1000,8 +993,8 @@ def _misclassified_section(data: RunData, max_photos: int) -> str:
             trs.append(
                 f'<tr class="{"good" if right else "bad"}"><th>{e(p.get("model"))}</th>'
                 f"<td>{'✓' if right else '✗'} {e(p.get('predicted'))}</td>"
-                f'<td class="num">{_fmt(p.get("confidence"), 2)}</td>'
-                f'<td class="num muted">{_fmt(p_true, 2)}</td></tr>'
+                f'<td class="num">{fmt(p.get("confidence"), 2)}</td>'
+                f'<td class="num muted">{fmt(p_true, 2)}</td></tr>'
             )
         n_wrong = sum(p.get("predicted") != p.get("label") for p in preds)
         cards.append(

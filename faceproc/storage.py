@@ -61,7 +61,7 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
 
 def read_bytes(uri: str) -> bytes:
     fs, path = resolve(uri)
-    with fs.open_input_stream(path) as stream:
+    with fs.open_input_stream(path, compression=None) as stream:
         return stream.read()
 
 
@@ -100,7 +100,7 @@ def sha256(uri: str) -> str:
     """SHA-256 of a file's content, read in 1 MiB chunks so memory stays flat."""
     fs, path = resolve(uri)
     digest = hashlib.sha256()
-    with fs.open_input_stream(path) as stream:
+    with fs.open_input_stream(path, compression=None) as stream:
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()

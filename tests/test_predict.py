@@ -21,28 +21,9 @@ from faceproc.predict import (
     predict_images,
 )
 
+from conftest import train_tiny_cnn
+
 PEOPLE = ["ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling"]
-
-
-def train_tiny_cnn(model_dir: Path, classes: list[str], seed: int = 0) -> None:
-    """The notebook CNN fitted for one epoch on a handful of random faces, saved like training does."""
-    from faceproc.models.cnn import build_cnn
-    from faceproc.models.keras_env import keras, tf
-    from faceproc.models.saving import save_model
-
-    tf.random.set_seed(seed)
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, size=(2 * len(classes), 160, 160, 3)).astype(np.float32)
-    y = np.arange(len(x)) % len(classes)
-    model = build_cnn(len(classes))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=1, batch_size=len(x), verbose=0)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(model_dir / "model.keras"))
-    (model_dir / "classes.json").write_text(json.dumps(classes))
-    (model_dir / "result.json").write_text(
-        json.dumps({"model": model_dir.name, "status": "ok", "reason": None, "train_seconds": 1.0})
-    )
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -161,7 +162,7 @@ def test_the_fetched_dataset(tmp_path, dataset_dir):
     manifest = load_manifest(str(out))
     splits = manifest.column("split").to_pylist()
     assert (splits.count("train"), splits.count("val"), summary.skipped_hidden) == (93, 25, 0)
-    ok = manifest.filter(manifest.column("status") == "ok")
+    ok = manifest.filter(pc.equal(manifest.column("status"), "ok"))
     train_ok = ok.column("split").to_pylist().count("train")
     val_ok = ok.column("split").to_pylist().count("val")
     rejects = pq.read_table(out / "rejects.parquet")
@@ -172,9 +173,8 @@ def test_the_fetched_dataset(tmp_path, dataset_dir):
     assert train_rows == 3 * train_ok and val_rows == val_ok
     assert train_ok >= 92 and val_ok >= 24
     assert summary.leakage == []
-    multi = ok.filter(ok.column("split") == "train")
     faces_found = pq.read_table(live_shard_files(str(out), "train")[0]).column("faces_found").to_pylist()
-    assert max(faces_found) >= 2 and len(multi.column("path")) == train_ok
+    assert max(faces_found) >= 2  # the dataset has photos with more than one face
 
     before = _snapshot(out)
     second = run_preprocess(_config(dataset_dir, out))

@@ -12,7 +12,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pyarrow as pa
-import pytest
 from PIL import Image, ImageDraw
 
 from faceproc import storage

@@ -22,3 +22,14 @@ def test_list_files_and_uris(tmp_path):
     assert storage.list_files(uri, ".parquet") == [f"{uri}/a.parquet", f"{uri}/b.parquet"]
     assert storage.list_files(str(tmp_path / "missing")) == []
     assert storage.exists(f"{uri}/c.txt") and not storage.exists(f"{uri}/zz")
+
+
+def test_compressed_names_are_read_as_stored_bytes(tmp_path):
+    """pyarrow would gunzip a `.gz` on read by default; hashes and decoding need the stored bytes."""
+    import gzip
+    import hashlib
+
+    path = tmp_path / "photo.jpg.gz"
+    path.write_bytes(gzip.compress(b"not really a photo"))
+    assert storage.read_bytes(str(path)) == path.read_bytes()
+    assert storage.sha256(str(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
