@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-fast bench
+.PHONY: install run test test-fast test-long
 
 $(BIN)/faceproc: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,7 +18,11 @@ run: install
 
 test: install
 	$(BIN)/faceproc fetch-data
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not long"
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not long"
+
+test-long: install
+	$(BIN)/faceproc fetch-data
+	$(BIN)/python -m pytest -m long

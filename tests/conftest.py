@@ -155,3 +155,13 @@ def train_tiny_cnn(model_dir: Path, classes: list[str], seed: int = 0) -> None:
     (model_dir / "result.json").write_text(
         json.dumps({"model": model_dir.name, "status": "ok", "reason": None, "train_seconds": 1.0})
     )
+
+
+LONG_MODULES = {"test_crash_safety.py", "test_jobs.py"}  # real process kills, a real `ray start` head
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the multi-minute process-kill and job-submission modules `long` (`make test-long`)."""
+    for item in items:
+        if item.path.name in LONG_MODULES:
+            item.add_marker(pytest.mark.long)
