@@ -1,0 +1,295 @@
+#!/usr/bin/env python
+"""Incremental reruns: what `faceproc run` costs when nothing, or only a little, is new.
+
+In one invocation, on a private copy of the fetched dataset (COPY) and a fresh output (OUT):
+
+1. first run:  `faceproc run --input COPY --output OUT --models cnn,facenet`: everything from
+   scratch (preprocess all 118 photos, train both models, evaluate). Only two of the four models,
+   to keep the benchmark short; resnet50/resnet50_imagenet would add the same kind of work to every
+   run that trains.
+2. rerun, nothing new: the same command again.
+3. rerun, 5 new photos: 5 training photos (one per person, all with a face in run 1) copied under
+   new names with one byte appended after the JPEG end-of-image marker, so each is a new file with
+   a new SHA-256 and the same pixels; then the same command.
+
+Each run is a subprocess, timed wall clock end to end (Python imports, Ray start-up, the run, Ray
+shut-down), next to the run's own `seconds` from OUT/runs/<run>.json. Photos decoded by a run are
+`processed` from OUT/runs/<run>.preprocess.json; a run with nothing to preprocess writes no such
+file, and then its counts in runs/<run>.json must show 0 new and 0 changed: processed = 0. The
+expected values are 0 and 5; the script exits 1 when they differ or a run fails.
+
+faceproc starts its own local Ray for every run (RAY_ADDRESS=local), so the benchmark never joins
+another job's cluster. The machine may be shared: the load average and the cores other processes
+took during each run (machine busy cores from /proc/stat minus the CPU time of the run's process
+tree) are printed with the numbers.
+
+    .venv/bin/python bench/rerun_incremental.py [--models cnn,facenet] [--new 5] [--out /tmp/DIR]
+
+Results: a table on stdout (and as Markdown), OUT_DIR/results.json, logs in OUT_DIR/logs/.
+Write-up: docs/benchmarks.md, "Incremental reruns".
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET = ROOT / "data" / "5-celebrity-faces-dataset"
+FACEPROC = Path(sys.executable).parent / "faceproc"
+ENV = {"RAY_ADDRESS": "local", "TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1",
+       "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+EXPECTED_PROCESSED = {"rerun_nothing_new": 0}  # rerun_new_photos: --new
+
+
+# --------------------------------------------------------------------------- machine state
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # guest time is already inside user
+    return total - idle, total
+
+
+def _proc_stats() -> dict[int, tuple[int, int, float]]:
+    """pid -> (parent pid, start time in ticks, user+system CPU seconds) for every process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        stats[int(entry.name)] = (int(fields[1]), int(fields[19]), (int(fields[11]) + int(fields[12])) / tick)
+    return stats
+
+
+def _tree_cpu(root: int, seen: dict[tuple[int, int], float]) -> None:
+    """Record the CPU seconds of `root` and all its descendants into `seen` (keyed by pid, start)."""
+    stats = _proc_stats()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            _, started, cpu = stats[pid]
+            seen[(pid, started)] = cpu
+            todo.extend(children.get(pid, []))
+
+
+def run_timed(name: str, cmd: list[str], log_path: Path) -> dict:
+    """Run `cmd`: exit code, wall seconds, CPU seconds of its process tree (driver, raylet, GCS,
+    Ray workers; polled every 0.5 s, so a slight undercount), machine load and busy cores."""
+    load_before, (busy0, total0) = loadavg(), cpu_jiffies()
+    print(f"[{time.strftime('%H:%M:%S')}] {name} (load {load_before}) ...", flush=True)
+    cpu: dict[tuple[int, int], float] = {}
+    with open(log_path, "wb") as log:
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, env={**os.environ, **ENV}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            _tree_cpu(proc.pid, cpu)
+            time.sleep(0.5)
+        wall = time.monotonic() - started
+    busy, total = cpu_jiffies()
+    busy_cores = (busy - busy0) / max(1, total - total0) * os.cpu_count()
+    tree_cpu = max(usage.ru_utime + usage.ru_stime, sum(cpu.values()))
+    other = max(0.0, busy_cores - tree_cpu / wall)
+    result = {"code": os.waitstatus_to_exitcode(status), "wall_seconds": round(wall, 1),
+              "tree_cpu_seconds": round(tree_cpu, 1), "machine_busy_cores": round(busy_cores, 2),
+              "other_jobs_cores": round(other, 2), "load_before": load_before, "load_after": loadavg(),
+              "log": str(log_path)}
+    print(f"[{time.strftime('%H:%M:%S')}] {name}: exit {result['code']}, {wall:.1f} s, own CPU "
+          f"{tree_cpu:.0f} s, machine busy {busy_cores:.2f} of {os.cpu_count()} cores (other jobs "
+          f"~{other:.2f}), load {result['load_after']}", flush=True)
+    return result
+
+
+# --------------------------------------------------------------------------- the runs
+
+
+def run_records(out: Path) -> set[str]:
+    runs = out / "runs"
+    return {p.name[: -len(".json")] for p in runs.glob("*.json") if not p.name.endswith(".preprocess.json")} \
+        if runs.is_dir() else set()
+
+
+def faceproc_run(name: str, copy: Path, out: Path, models: str, logs: Path) -> dict:
+    before = run_records(out)
+    cmd = [str(FACEPROC), "run", "--input", str(copy), "--output", str(out), "--models", models]
+    timing = run_timed(name, cmd, logs / f"{name}.log")
+    new = sorted(run_records(out) - before)
+    if timing["code"] != 0 or len(new) != 1:
+        tail = Path(timing["log"]).read_text(errors="replace")[-4000:]
+        raise SystemExit(f"{name} failed (exit {timing['code']}, new run records {new}):\n{tail}")
+    run_id = new[0]
+    record = json.loads((out / "runs" / f"{run_id}.json").read_text())
+    pre_path = out / "runs" / f"{run_id}.preprocess.json"
+    if pre_path.exists():
+        pre = json.loads(pre_path.read_text())
+        processed, pre_seconds, source = pre["processed"], pre["seconds"], "preprocess.json"
+    else:  # no preprocess work: the plan found nothing new or changed
+        counts = record["counts"]
+        if counts["new"] or counts["changed"]:
+            raise SystemExit(f"{name}: no {pre_path.name} but counts say {counts}")
+        processed, pre_seconds, source = 0, None, "runs/<run>.json counts (no preprocess.json)"
+    training = record.get("training") or []
+    return {
+        "name": name, "run_id": run_id, **timing,
+        "run_seconds": record["seconds"], "counts": record["counts"], "stages": record["stages"],
+        "processed": processed, "processed_source": source, "preprocess_seconds": pre_seconds,
+        "training": training,
+        "train_seconds": round(sum(t.get("train_seconds") or 0 for t in training
+                                   if not t.get("up_to_date")), 1),
+        "evaluated": record["stages"].get("evaluate", "").startswith("ran"),
+    }
+
+
+def add_new_photos(copy: Path, out: Path, count: int) -> list[dict]:
+    """Copy `count` train photos (JPEGs with a face in the first run, one per person in turn) under
+    new names, one byte appended after the EOI marker: new files, new SHA-256, same pixels."""
+    import pyarrow.parquet as pq
+
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    known = {row["sha256"] for row in manifest}
+    by_person: dict[str, list[Path]] = {}
+    for row in sorted(manifest, key=lambda r: r["path"]):
+        path = Path(row["path"])
+        data = path.read_bytes() if path.is_file() else b""
+        if (row["split"] == "train" and row["status"] == "ok" and data.startswith(b"\xff\xd8")
+                and data.endswith(b"\xff\xd9")):
+            by_person.setdefault(row["label"], []).append(path)
+    added: list[dict] = []
+    queues = [list(paths) for _, paths in sorted(by_person.items())]
+    while len(added) < count and any(queues):
+        for queue in queues:
+            if queue and len(added) < count:
+                source = queue.pop(0)
+                target = source.with_name(f"{source.stem}-rerun-new-{len(added)}{source.suffix}")
+                data = source.read_bytes() + b"\x00"  # after EOI: decoders stop before it
+                sha = hashlib.sha256(data).hexdigest()
+                assert sha not in known and not target.exists(), target
+                target.write_bytes(data)
+                added.append({"path": str(target), "from": source.name, "sha256": sha})
+    if len(added) != count:
+        raise SystemExit(f"only {len(added)} suitable train photos to copy, {count} asked")
+    return added
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt(value, spec: str = "") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table_rows(results: dict) -> list[list[str]]:
+    first = results["runs"][0]
+    rows = []
+    for run in results["runs"]:
+        trained = ", ".join(f"{t['model']} {t['train_seconds']:.0f} s" for t in run["training"]
+                            if not t.get("up_to_date")) or "none (up to date)"
+        rows.append([
+            run["name"], f"{run['wall_seconds']:.1f}", f"{run['wall_seconds'] / first['wall_seconds']:.2f}",
+            f"{run['run_seconds']:.1f}", f"{run['run_seconds'] / first['run_seconds']:.2f}",
+            str(run["processed"]), _fmt(run["preprocess_seconds"], ".1f"), trained,
+            "ran" if run["evaluated"] else "skipped",
+            f"{run['other_jobs_cores']:.2f}", f"{run['load_before']} / {run['load_after']}",
+        ])
+    return rows
+
+
+HEADER = ["run", "wall s", "x first (wall)", "run's own s", "x first (own)", "photos decoded",
+          "preprocess s", "trained", "evaluate", "other jobs' cores", "load before / after"]
+
+
+def print_table(results: dict) -> None:
+    rows = table_rows(results)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADER)]
+    line = "  ".join(h.ljust(w) for h, w in zip(HEADER, widths))
+    print("\n" + line + "\n" + "-" * len(line))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    print("\nMarkdown:\n")
+    print("| " + " | ".join(HEADER) + " |")
+    print("|" + "---|" * len(HEADER))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    for check in results["checks"]:
+        print(f"{'ok  ' if check['ok'] else 'FAIL'} {check['what']}: {check['got']} (expected {check['expected']})")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="cnn,facenet", help="models to train (default cnn,facenet)")
+    parser.add_argument("--new", type=int, default=5, help="new photos before the last rerun (default 5)")
+    parser.add_argument("--out", help="work folder (default: a new /tmp/fp-rerun-*)")
+    args = parser.parse_args(argv)
+    if not (DATASET / "train").is_dir():
+        raise SystemExit(f"{DATASET} missing: run `faceproc fetch-data` first")
+
+    work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fp-rerun-", dir="/tmp"))
+    copy, out, logs = work / "input", work / "out", work / "logs"
+    for path in (copy, out):
+        if path.exists():
+            shutil.rmtree(path)
+    logs.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(DATASET, copy)
+    photos = sum(1 for p in copy.glob("*/*/*") if p.is_file() and not p.name.startswith("."))
+
+    results: dict = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]), "work": str(work),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "uptime_start": uptime(),
+        "models": args.models, "input_photos": photos, "runs": [],
+    }
+    print(f"work folder {work}, {photos} photos, models {args.models}\n{results['uptime_start']}", flush=True)
+
+    results["runs"].append(faceproc_run("first_run", copy, out, args.models, logs))
+    results["runs"].append(faceproc_run("rerun_nothing_new", copy, out, args.models, logs))
+    results["added"] = add_new_photos(copy, out, args.new)
+    print(f"added {len(results['added'])} photos: {', '.join(Path(a['path']).name for a in results['added'])}")
+    results["runs"].append(faceproc_run("rerun_new_photos", copy, out, args.models, logs))
+    results["uptime_end"] = uptime()
+
+    expected = {**EXPECTED_PROCESSED, "rerun_new_photos": args.new}
+    results["checks"] = [
+        {"what": f"{run['name']} photos decoded", "got": run["processed"], "expected": expected[run["name"]],
+         "ok": run["processed"] == expected[run["name"]]}
+        for run in results["runs"][1:]
+    ]
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    print_table(results)
+    print(f"\n{results['uptime_end']}\nfull results: {work / 'results.json'}")
+    return 0 if all(c["ok"] for c in results["checks"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
