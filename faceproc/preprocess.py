@@ -96,6 +96,7 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     summary.discovered, summary.skipped_hidden = len(found.files), found.skipped
 
     previous = load_manifest(out)
+    _remove_leftovers(out, previous)
     plan = plan_run(_hash_files(found), previous)
     summary.new, summary.changed = plan.new, plan.changed
     summary.unchanged, summary.deleted = plan.unchanged, plan.deleted
@@ -103,7 +104,6 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     if plan.has_work:
         init_ray(config.ray_address)
         staging_root = storage.join(out, "_staging")
-        storage.delete_dir(staging_root)  # what a run that died left behind
         try:
             staging = storage.join(staging_root, summary.run_id)
             _process(config, found, plan, summary.run_id, staging, ray.data)
@@ -209,8 +209,19 @@ def _publish(config: Config, found: Discovery, plan: Plan, previous: pa.Table,
     manifest = merge_manifest(previous, current_paths, fresh)
     storage.write_table_atomic(storage.join(out, REJECTS_FILE), _live_rejects(out, manifest, new_rejects))
     storage.write_table_atomic(manifest_uri(out), manifest)
-    for orphan in orphan_shard_files(out, sorted({s for s in manifest.column("split").to_pylist() if s}),
-                                     manifest):
+
+
+def _remove_leftovers(out: str, manifest: pa.Table) -> None:
+    """Staging and shard files of runs the manifest does not name: what runs that died left behind.
+
+    Called under the output lock, so no other run can be writing them."""
+    storage.delete_dir(storage.join(out, "_staging"))
+    fs, shards_path = storage.resolve(storage.join(out, "shards"))
+    if fs.get_file_info(shards_path).type != pafs.FileType.Directory:
+        return
+    splits = [info.base_name for info in fs.get_file_info(pafs.FileSelector(shards_path))
+              if info.type == pafs.FileType.Directory]
+    for orphan in orphan_shard_files(out, splits, manifest):
         storage.delete_file(orphan)
 
 

@@ -149,8 +149,8 @@ def test_a_run_that_died_leaves_the_previous_state_and_is_cleaned_up(tmp_path):
     (out / "_staging" / "20990101T000000Z-dead00").mkdir(parents=True)
     assert orphan.name not in " ".join(live_shard_files(str(out), "train"))
     assert read_live_faces(str(out), "train", ["source_path", "source_sha256"]).count() == 6
-    (root / "val/madonna/e.jpg").write_bytes((root / "val/madonna/c.jpg").read_bytes() + b"\0")
-    run_preprocess(_config(root, out, max_reject_share=1.0))
+    rerun = run_preprocess(_config(root, out, max_reject_share=1.0))  # nothing new to process
+    assert rerun.processed == 0
     assert not orphan.exists() and not (out / "_staging").exists()
     assert all(before[k] == v for k, v in _snapshot(out).items() if k.startswith("shards/train"))
 
