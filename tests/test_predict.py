@@ -92,7 +92,7 @@ def test_real_photo_gives_faces_with_box_and_person(config, dataset_dir, tmp_pat
     assert json.loads(lines[len(faces) + 1])["reason"] == "not_an_image"
 
     text = format_predictions(rows)
-    assert faces[0]["person"] in text and "no_face" in text and "not_an_image" in text
+    assert faces[0]["person"] in text and "no face found" in text and "not_an_image" in text
     assert len(text.splitlines()) == len(rows) + 2
 
 
