@@ -13,10 +13,12 @@ In one invocation, on a private copy of the fetched dataset (COPY) and a fresh o
    a new SHA-256 and the same pixels; then the same command.
 
 Each run is a subprocess, timed wall clock end to end (Python imports, Ray start-up, the run, Ray
-shut-down), next to the run's own `seconds` from OUT/runs/<run>.json. Photos decoded by a run are
-`processed` from OUT/runs/<run>.preprocess.json; a run with nothing to preprocess writes no such
-file, and then its counts in runs/<run>.json must show 0 new and 0 changed: processed = 0. The
-expected values are 0 and 5; the script exits 1 when they differ or a run fails.
+shut-down), next to the run's own `seconds` from OUT/runs/<run>.json and the CPU seconds of the
+run's whole process tree (less sensitive to other jobs on the machine than wall time). Photos
+decoded by a run are `processed` from OUT/runs/<run>.preprocess.json; a run with nothing to
+preprocess writes no such file, and then its counts in runs/<run>.json must show 0 new and 0
+changed: processed = 0. The expected values are 0 and 5 (--new); the script exits 1 when they
+differ, and stops when a run fails.
 
 faceproc starts its own local Ray for every run (RAY_ADDRESS=local), so the benchmark never joins
 another job's cluster. The machine may be shared: the load average and the cores other processes
@@ -25,7 +27,7 @@ tree) are printed with the numbers.
 
     .venv/bin/python bench/rerun_incremental.py [--models cnn,facenet] [--new 5] [--out /tmp/DIR]
 
-Results: a table on stdout (and as Markdown), OUT_DIR/results.json, logs in OUT_DIR/logs/.
+Results: a table on stdout (and as Markdown), DIR/results.json, logs in DIR/logs/ (DIR = --out).
 Write-up: docs/benchmarks.md, "Incremental reruns".
 """
 
@@ -215,8 +217,9 @@ def table_rows(results: dict) -> list[list[str]]:
         trained = ", ".join(f"{t['model']} {t['train_seconds']:.0f} s" for t in run["training"]
                             if not t.get("up_to_date")) or "none (up to date)"
         rows.append([
-            run["name"], f"{run['wall_seconds']:.1f}", f"{run['wall_seconds'] / first['wall_seconds']:.2f}",
-            f"{run['run_seconds']:.1f}", f"{run['run_seconds'] / first['run_seconds']:.2f}",
+            run["name"], f"{run['wall_seconds']:.1f}", f"{run['wall_seconds'] / first['wall_seconds']:.3f}",
+            f"{run['run_seconds']:.1f}", f"{run['run_seconds'] / first['run_seconds']:.3f}",
+            f"{run['tree_cpu_seconds']:.0f}", f"{run['tree_cpu_seconds'] / first['tree_cpu_seconds']:.3f}",
             str(run["processed"]), _fmt(run["preprocess_seconds"], ".1f"), trained,
             "ran" if run["evaluated"] else "skipped",
             f"{run['other_jobs_cores']:.2f}", f"{run['load_before']} / {run['load_after']}",
@@ -224,7 +227,8 @@ def table_rows(results: dict) -> list[list[str]]:
     return rows
 
 
-HEADER = ["run", "wall s", "x first (wall)", "run's own s", "x first (own)", "photos decoded",
+HEADER = ["run", "wall s", "x first (wall)", "run's own s", "x first (own)", "CPU s", "x first (CPU)",
+          "photos decoded",
           "preprocess s", "trained", "evaluate", "other jobs' cores", "load before / after"]
 
 

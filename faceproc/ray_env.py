@@ -6,6 +6,7 @@ On a laptop Ray starts inside the process; under `ray job submit` (RAY_ADDRESS s
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -24,7 +25,7 @@ def init_ray(address: str | None = None) -> None:
     """
     if ray.is_initialized():
         return
-    runtime_env = {"env_vars": dict(WORKER_ENV)}
+    runtime_env = {"env_vars": _env_not_set_by_job()}
     address = address or os.environ.get("RAY_ADDRESS")
     for name in ("ray", "ray.data", "ray.train"):  # stage lines and progress bars are the progress
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -32,6 +33,13 @@ def init_ray(address: str | None = None) -> None:
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
     else:
         ray.init(address="local", runtime_env=runtime_env, logging_level=logging.WARNING)
+
+
+def _env_not_set_by_job() -> dict[str, str]:
+    """WORKER_ENV minus keys a `ray job submit` runtime_env already sets: Ray refuses the same key twice."""
+    job_config = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    job_env = json.loads(job_config).get("runtime_env", {}).get("env_vars", {}) if job_config else {}
+    return {key: value for key, value in WORKER_ENV.items() if key not in job_env}
 
 
 def cluster_cpus() -> float:

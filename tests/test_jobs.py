@@ -215,7 +215,8 @@ def client(head):
 def _run_job(client, entrypoint: str, timeout: float) -> tuple[str, str, str]:
     """Submit, wait for a terminal state; returns (status, logs, message)."""
     job_id = client.submit_job(entrypoint=entrypoint, runtime_env=RUNTIME_ENV)
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     status = client.get_job_status(job_id)
     while not status.is_terminal() and time.monotonic() < deadline:
         time.sleep(5)
@@ -224,7 +225,8 @@ def _run_job(client, entrypoint: str, timeout: float) -> tuple[str, str, str]:
         client.stop_job(job_id)
     info = client.get_job_info(job_id)
     logs = client.get_job_logs(job_id)
-    message = f"job {job_id}: {status} after at most {timeout:.0f} s ({info.message})\n--- job logs ---\n{logs}"
+    message = (f"job {job_id}: {status.value} after {time.monotonic() - started:.0f} s (limit {timeout:.0f} s): "
+               f"{info.message}\n--- job logs ---\n{logs}")
     return str(status.value), logs, message
 
 
