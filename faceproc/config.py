@@ -63,6 +63,7 @@ class TrainConfig:
     imagenet_weights: str | None = None  # a local ResNet50 notop .h5; None: Keras' own download
     concurrent: bool = False  # fit models at once when the cluster has room for all
     max_failures: int = 2  # worker failures Ray Train retries from the last checkpoint
+    materialize: bool = True  # decode faces once into Ray's object store, not every epoch
 
 
 @dataclass

@@ -150,9 +150,8 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement, 
     else:
         spec.build(num_classes, context)  # resolve weights in the driver: skip or fail fast
         build = functools.partial(_build_with_context, spec.build, context=context)
-        fit = data.fit.map_batches(decode_faces, fn_kwargs={"classes": data.classes}, batch_size=32)
-        holdout = (data.holdout.map_batches(decode_faces, fn_kwargs={"classes": data.classes}, batch_size=32)
-                   if data.holdout is not None else None)
+        fit, holdout = (_decoded(config, rows, data.classes) if rows is not None else None
+                        for rows in (data.fit, data.holdout))
         feature = "image"
 
     checkpoint = _run_trainer(config, spec, where, build, num_classes, feature, fit, holdout)
@@ -185,6 +184,13 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement, 
         "fit_photos": data.fit_photos,
         "holdout_photos": data.holdout_photos,
     }
+
+
+def _decoded(config: Config, rows, classes: list[str]):
+    """Shard rows -> decoded faces and class ids; with `train.materialize`, decoded once into Ray's
+    object store (spilling to disk when full) instead of re-read and re-decoded every epoch."""
+    faces = rows.map_batches(decode_faces, fn_kwargs={"classes": classes}, batch_size=32)
+    return faces.materialize() if config.train.materialize else faces
 
 
 def _build_with_context(build: Callable, num_classes: int, context: BuildContext):
