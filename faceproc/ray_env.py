@@ -46,5 +46,10 @@ def cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 1.0))
 
 
+def largest_node_cpus() -> float:
+    """CPUs of the biggest alive node: more than this cannot be reserved by one worker."""
+    return max((float(node["Resources"].get("CPU", 0.0)) for node in ray.nodes() if node["Alive"]), default=1.0)
+
+
 def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0.0))

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from faceproc.cli import main
-from faceproc.config import Config
-from faceproc.train import run_train
+from faceproc.config import Config, TrainConfig
+from faceproc.train import plan_placement, run_train
 
 from conftest import write_face_shards
 
@@ -77,6 +77,22 @@ def test_corrupt_facenet_weights_fail_that_model_with_one_line(tmp_path):
     (result,) = run_train(_config(out, models=["facenet"], facenet_weights=str(weights)))
     assert result["status"] == "failed"
     assert "corrupt" in result["reason"] and "\n" not in result["reason"]
+
+
+@pytest.mark.parametrize("train, cpus, node_cpus, gpus, expected", [
+    (TrainConfig(workers=2), 2, 2, 0, (False, 0.5, 0.0)),  # a core left for Ray Data's iteration
+    (TrainConfig(workers=1), 2, 2, 0, (False, 1.0, 0.0)),
+    (TrainConfig(workers=2), 64, 8, 0, (False, 8.0, 0.0)),  # never more than one node has
+    (TrainConfig(workers=16), 2, 2, 0, (False, 0.25, 0.0)),
+    (TrainConfig(workers=2), 16, 8, 4, (True, 1.0, 1.0)),  # GPUs when there is one per worker
+    (TrainConfig(workers=8), 16, 8, 4, (False, 1.875, 0.0)),
+    (TrainConfig(workers=2, gpus_per_worker=0.5), 16, 8, 1, (True, 1.0, 0.5)),  # asked for
+    (TrainConfig(workers=2, gpus_per_worker=0), 16, 8, 4, (False, 7.5, 0.0)),  # refused
+])
+def test_placement_shares_the_cluster_between_workers(train, cpus, node_cpus, gpus, expected):
+    where = plan_placement(train, cpus, node_cpus, gpus)
+    assert (where.use_gpu, where.cpus_per_worker, where.gpus_per_worker) == expected
+    assert where.workers == train.workers
 
 
 @pytest.mark.parametrize("argv, message", [
