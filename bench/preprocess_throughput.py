@@ -49,6 +49,9 @@ import time
 import zlib
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (bench/machine.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT / "data" / "5-celebrity-faces-dataset"
 FACEPROC = Path(sys.executable).parent / "faceproc"
@@ -120,18 +123,6 @@ def check_same_pixels(tree: Path) -> None:
 # --------------------------------------------------------------------------- machine state
 
 
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def cpu_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])  # guest time is already inside user
-    return total - idle, total
-
-
 class Phase:
     """Wall time, load average and the machine's busy cores over one benchmark phase.
 
@@ -144,22 +135,21 @@ class Phase:
         self.own_cpu: float | None = None
 
     def __enter__(self) -> "Phase":
-        self.load_before = loadavg()
-        self.busy0, self.total0 = cpu_jiffies()
-        self.t0 = time.monotonic()
+        self.start = machine.snapshot()
+        self.load_before = self.start.load
         print(f"[{time.strftime('%H:%M:%S')}] {self.name} (load {self.load_before}) ...", flush=True)
         return self
 
     def __exit__(self, *exc) -> None:
-        self.seconds = time.monotonic() - self.t0
-        busy, total = cpu_jiffies()
-        self.busy_cores = (busy - self.busy0) / max(1, total - self.total0) * os.cpu_count()
-        self.load_after = loadavg()
+        end = machine.snapshot()
+        self.seconds = end.at - self.start.at
+        self.busy_cores = machine.busy_cores(self.start, end)
+        self.load_after = end.load
         self.other_cores = (None if self.own_cpu is None
-                            else max(0.0, self.busy_cores - self.own_cpu / self.seconds))
+                            else machine.other_cores(self.busy_cores, self.own_cpu, self.seconds))
         other = "" if self.other_cores is None else f" (other jobs ~{self.other_cores:.2f})"
         print(f"[{time.strftime('%H:%M:%S')}] {self.name}: {self.seconds:.1f} s, machine busy "
-              f"{self.busy_cores:.2f} of {os.cpu_count()} cores{other}, load {self.load_after}", flush=True)
+              f"{self.busy_cores:.2f} of {machine.CPUS} cores{other}, load {self.load_after}", flush=True)
 
     def to_dict(self) -> dict:
         return {"wall_seconds": round(self.seconds, 2), "machine_busy_cores": round(self.busy_cores, 2),
@@ -167,96 +157,24 @@ class Phase:
                 "load_before": self.load_before, "load_after": self.load_after}
 
 
-def proc_status_kb(pid: int, key: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return None
-
-
-def _proc_stats() -> dict[int, tuple[int, int, float]]:
-    """pid -> (parent pid, start time in ticks, user+system CPU seconds) for every process."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
-        stats[int(entry.name)] = (int(fields[1]), int(fields[19]), (int(fields[11]) + int(fields[12])) / tick)
-    return stats
-
-
-def _tree_cpu(root: int, seen: dict[tuple[int, int], float]) -> None:
-    """Record the CPU seconds of `root` and all its descendants into `seen` (keyed by pid, start)."""
-    stats = _proc_stats()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        if pid in stats:
-            _, started, cpu = stats[pid]
-            seen[(pid, started)] = cpu
-            todo.extend(children.get(pid, []))
-
-
-def run_watched(cmd: list[str], env: dict, log_path: Path) -> dict:
-    """Run `cmd` and watch it: exit code, wall seconds, the peak RSS of that process alone, and the
-    CPU seconds of its whole process tree (for faceproc: driver, raylet, GCS, Ray workers).
-
-    The peak is the kernel's high-water mark (VmHWM) of the process, read every 0.2 s; only the
-    last 0.2 s before exit can escape it. Tree CPU sums each process's user+system time as last
-    seen (every 0.6 s): a slight undercount (the last moments of each process).
-    """
-    peak = 0
-    cpu: dict[tuple[int, int], float] = {}
-    with open(log_path, "wb") as log:
-        started = time.monotonic()
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        ticks = 0
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            hwm = proc_status_kb(proc.pid, "VmHWM")
-            if hwm:
-                peak = max(peak, hwm)
-            if ticks % 3 == 0:
-                _tree_cpu(proc.pid, cpu)
-            ticks += 1
-            time.sleep(0.2)
-        wall = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    # wait4 counts the process and every descendant reaped inside the tree; polling also sees
-    # long-lived processes that were orphaned before they ended. Neither can overcount.
-    waited = usage.ru_utime + usage.ru_stime
-    return {"code": proc.returncode, "wall": wall, "peak_kb": peak,
-            "tree_cpu_seconds": round(max(waited, sum(cpu.values())), 1),
-            "tree_cpu_polled": round(sum(cpu.values()), 1), "tree_cpu_waited": round(waited, 1),
-            "tree_processes": len(cpu)}
+def tree_cpu_fields(run: machine.TreeRun) -> dict:
+    """The CPU seconds of a watched run's process tree, as results.json reports them."""
+    return {"tree_cpu_seconds": round(run.tree_cpu, 1), "tree_cpu_polled": round(run.polled_cpu, 1),
+            "tree_cpu_waited": round(run.waited_cpu, 1)}
 
 
 def worker(mode: str, result: Path, *args: str, env: dict | None = None) -> dict:
     """Run this script in `mode` in a fresh process and return the JSON it wrote."""
     env = {**os.environ, **QUIET_TF, **(env or {})}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--result", str(result), *args]
-    run = run_watched(cmd, env, result.with_suffix(".log"))
-    if run["code"] != 0:
+    run = machine.run_watched(cmd, result.with_suffix(".log"), env=env, cwd=ROOT)
+    if run.code != 0:
         tail = result.with_suffix(".log").read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{mode} worker failed (exit {run['code']}):\n{tail}")
+        raise RuntimeError(f"{mode} worker failed (exit {run.code}):\n{tail}")
     out = json.loads(result.read_text())
-    out["process_wall_seconds"] = round(run["wall"], 2)
-    out["peak_rss_mb"] = round(run["peak_kb"] / 1024, 1)
-    out["tree_cpu_seconds"] = run["tree_cpu_seconds"]
-    out["tree_cpu_polled"], out["tree_cpu_waited"] = run["tree_cpu_polled"], run["tree_cpu_waited"]
+    out["process_wall_seconds"] = round(run.wall, 2)
+    out["peak_rss_mb"] = round(run.peak_rss_kb / 1024, 1)
+    out.update(tree_cpu_fields(run))
     return out
 
 
@@ -413,22 +331,20 @@ def run_faceproc(tree: Path, out: Path, files: int, ray_address: str) -> dict:
     env = {**os.environ, "RAY_ADDRESS": ray_address}
     cmd = [str(FACEPROC), "preprocess", "--input", str(tree), "--output", str(out)]
     log = out.parent / f"{out.name}.log"
-    run = run_watched(cmd, env, log)
-    code, wall, peak = run["code"], run["wall"], run["peak_kb"]
-    if code != 0:
-        raise RuntimeError(f"faceproc preprocess failed (exit {code}), see {log}:\n"
+    run = machine.run_watched(cmd, log, env=env, cwd=ROOT)
+    if run.code != 0:
+        raise RuntimeError(f"faceproc preprocess failed (exit {run.code}), see {log}:\n"
                            + log.read_text(errors="replace")[-3000:])
     (summary_file,) = sorted((out / "runs").glob("*.preprocess.json"))
     summary = json.loads(summary_file.read_text())
     if summary["processed"] != files:
         raise RuntimeError(f"faceproc processed {summary['processed']} of {files} files")
     return {
-        "files": files, "wall_seconds": round(wall, 2), "summary_seconds": round(summary["seconds"], 2),
-        "photos_per_s_wall": round(files / wall, 2),
+        "files": files, "wall_seconds": round(run.wall, 2), "summary_seconds": round(summary["seconds"], 2),
+        "photos_per_s_wall": round(files / run.wall, 2),
         "photos_per_s_summary": round(files / summary["seconds"], 2),
-        "driver_peak_rss_mb": round(peak / 1024, 1),
-        "tree_cpu_seconds": run["tree_cpu_seconds"], "tree_processes": run["tree_processes"],
-        "tree_cpu_polled": run["tree_cpu_polled"], "tree_cpu_waited": run["tree_cpu_waited"],
+        "driver_peak_rss_mb": round(run.peak_rss_kb / 1024, 1),
+        **tree_cpu_fields(run), "tree_processes": len(run.polled),
         "face_photos": summary["face_photos"], "face_rows": summary["face_rows"],
         "rejects": summary["rejects"], "rejects_by_reason": summary["rejects_by_reason"],
         "leakage": len(summary["leakage"]), "log": str(log),
@@ -493,8 +409,8 @@ def print_table(r: dict) -> None:
         if s1.get("tree_cpu_seconds") and s10.get("tree_cpu_seconds"):
             per_photo = (s10["tree_cpu_seconds"] - s1["tree_cpu_seconds"]) / (s10["files"] - s1["files"])
             rows.append(("CPU s/photo, faceproc marginal (10x - 1x)",
-                         f"{per_photo:.3f} (bound on {os.cpu_count()} idle cores: "
-                         f"{os.cpu_count() / per_photo:.1f} photos/s)"))
+                         f"{per_photo:.3f} (bound on {machine.CPUS} idle cores: "
+                         f"{machine.CPUS / per_photo:.1f} photos/s)"))
     d = r["detect"]
     rows += [
         ("detection/core, FaceDetector batches of 8", f"{d['batch8_photos_per_s']:.2f} photos/s "
@@ -556,8 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     if not source_files(DATASET):
         parser.error(f"no photos under {DATASET}; run `faceproc fetch-data` first")
 
-    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpus": os.cpu_count(),
-                     "uptime_start": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpus": machine.CPUS,
+                     "uptime_start": machine.uptime(),
                      "versions": versions(), "args": {k: v for k, v in vars(args).items() if v is not None},
                      "phases": {}}
     print(f"work folder {work}\nversions {results['versions']}\n{results['uptime_start']}", flush=True)
@@ -607,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
                 phase.own_cpu = results["scale"][label]["tree_cpu_seconds"]
             results["phases"][f"scale_{label}"] = phase.to_dict()
 
-    results["uptime_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    results["uptime_end"] = machine.uptime()
     (work / "results.json").write_text(json.dumps(results, indent=2))
     print_table(results)
     print(f"\n{results['uptime_end']}\nfull results: {work / 'results.json'}")

@@ -38,11 +38,13 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (bench/machine.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT / "data" / "5-celebrity-faces-dataset"
@@ -52,82 +54,25 @@ ENV = {"RAY_ADDRESS": "local", "TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS
 EXPECTED_PROCESSED = {"rerun_nothing_new": 0}  # rerun_new_photos: --new
 
 
-# --------------------------------------------------------------------------- machine state
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-
-
-def cpu_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])  # guest time is already inside user
-    return total - idle, total
-
-
-def _proc_stats() -> dict[int, tuple[int, int, float]]:
-    """pid -> (parent pid, start time in ticks, user+system CPU seconds) for every process."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2:].split()
-        stats[int(entry.name)] = (int(fields[1]), int(fields[19]), (int(fields[11]) + int(fields[12])) / tick)
-    return stats
-
-
-def _tree_cpu(root: int, seen: dict[tuple[int, int], float]) -> None:
-    """Record the CPU seconds of `root` and all its descendants into `seen` (keyed by pid, start)."""
-    stats = _proc_stats()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        if pid in stats:
-            _, started, cpu = stats[pid]
-            seen[(pid, started)] = cpu
-            todo.extend(children.get(pid, []))
+# --------------------------------------------------------------------------- timing
 
 
 def run_timed(name: str, cmd: list[str], log_path: Path) -> dict:
     """Run `cmd`: exit code, wall seconds, CPU seconds of its process tree (driver, raylet, GCS,
     Ray workers; polled every 0.5 s, so a slight undercount), machine load and busy cores."""
-    load_before, (busy0, total0) = loadavg(), cpu_jiffies()
-    print(f"[{time.strftime('%H:%M:%S')}] {name} (load {load_before}) ...", flush=True)
-    cpu: dict[tuple[int, int], float] = {}
-    with open(log_path, "wb") as log:
-        started = time.monotonic()
-        proc = subprocess.Popen(cmd, env={**os.environ, **ENV}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            _tree_cpu(proc.pid, cpu)
-            time.sleep(0.5)
-        wall = time.monotonic() - started
-    busy, total = cpu_jiffies()
-    busy_cores = (busy - busy0) / max(1, total - total0) * os.cpu_count()
-    tree_cpu = max(usage.ru_utime + usage.ru_stime, sum(cpu.values()))
-    other = max(0.0, busy_cores - tree_cpu / wall)
-    result = {"code": os.waitstatus_to_exitcode(status), "wall_seconds": round(wall, 1),
+    before = machine.snapshot()
+    print(f"[{time.strftime('%H:%M:%S')}] {name} (load {before.load}) ...", flush=True)
+    run = machine.run_watched(cmd, log_path, env={**os.environ, **ENV}, cwd=ROOT, poll_seconds=0.5, tree_every=1)
+    after = machine.snapshot()
+    busy_cores = machine.busy_cores(before, after)
+    wall, tree_cpu = run.wall, run.tree_cpu
+    other = machine.other_cores(busy_cores, tree_cpu, wall)
+    result = {"code": run.code, "wall_seconds": round(wall, 1),
               "tree_cpu_seconds": round(tree_cpu, 1), "machine_busy_cores": round(busy_cores, 2),
-              "other_jobs_cores": round(other, 2), "load_before": load_before, "load_after": loadavg(),
+              "other_jobs_cores": round(other, 2), "load_before": before.load, "load_after": after.load,
               "log": str(log_path)}
     print(f"[{time.strftime('%H:%M:%S')}] {name}: exit {result['code']}, {wall:.1f} s, own CPU "
-          f"{tree_cpu:.0f} s, machine busy {busy_cores:.2f} of {os.cpu_count()} cores (other jobs "
+          f"{tree_cpu:.0f} s, machine busy {busy_cores:.2f} of {machine.CPUS} cores (other jobs "
           f"~{other:.2f}), load {result['load_after']}", flush=True)
     return result
 
@@ -271,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "work": str(work),
-        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "uptime_start": uptime(),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "uptime_start": machine.uptime(),
         "models": args.models, "input_photos": photos, "runs": [],
     }
     print(f"work folder {work}, {photos} photos, models {args.models}\n{results['uptime_start']}", flush=True)
@@ -281,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     results["added"] = add_new_photos(copy, out, args.new)
     print(f"added {len(results['added'])} photos: {', '.join(Path(a['path']).name for a in results['added'])}")
     results["runs"].append(faceproc_run("rerun_new_photos", copy, out, args.models, logs))
-    results["uptime_end"] = uptime()
+    results["uptime_end"] = machine.uptime()
 
     expected = {**EXPECTED_PROCESSED, "rerun_new_photos": args.new}
     results["checks"] = [

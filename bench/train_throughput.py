@@ -48,6 +48,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (bench/machine.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT / "data" / "5-celebrity-faces-dataset"
 FACEPROC = Path(sys.executable).parent / "faceproc"
@@ -58,48 +61,7 @@ QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1",
             "PYTHONWARNINGS": "ignore::DeprecationWarning", "RAY_ADDRESS": "local"}
 
 
-# --------------------------------------------------------------------------- machine state
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def cpu_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values[:8]) - idle, sum(values[:8])
-
-
-def _proc_stats() -> dict[int, tuple[int, int, float]]:
-    """pid -> (parent pid, start ticks, user+system CPU seconds)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2:].split()
-        stats[int(entry.name)] = (int(fields[1]), int(fields[19]), (int(fields[11]) + int(fields[12])) / tick)
-    return stats
-
-
-def _tree_cpu(root: int, seen: dict[tuple[int, int], float]) -> None:
-    stats = _proc_stats()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        if pid in stats:
-            _, started, cpu = stats[pid]
-            seen[(pid, started)] = cpu
-            todo.extend(children.get(pid, []))
+# --------------------------------------------------------------------------- child processes
 
 
 def run_child(mode: str, work: Path, tag: str, *args: str) -> dict:
@@ -110,38 +72,23 @@ def run_child(mode: str, work: Path, tag: str, *args: str) -> dict:
     log_path = work / f"{tag}.log"
     env = {**os.environ, **QUIET_TF}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--result", str(result), *args]
-    load_before = loadavg()
-    busy0, total0 = cpu_jiffies()
-    print(f"[{time.strftime('%H:%M:%S')}] {tag} (load {load_before}) ...", flush=True)
-    cpu: dict[tuple[int, int], float] = {}
-    with open(log_path, "wb") as log:
-        started = time.monotonic()
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        ticks = 0
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if ticks % 3 == 0:
-                _tree_cpu(proc.pid, cpu)
-            ticks += 1
-            time.sleep(0.2)
-        wall = time.monotonic() - started
-    code = os.waitstatus_to_exitcode(status)
-    busy, total = cpu_jiffies()
-    busy_cores = (busy - busy0) / max(1, total - total0) * os.cpu_count()
-    tree_cpu = max(usage.ru_utime + usage.ru_stime, sum(cpu.values()))
-    if code != 0:
+    before = machine.snapshot()
+    print(f"[{time.strftime('%H:%M:%S')}] {tag} (load {before.load}) ...", flush=True)
+    run = machine.run_watched(cmd, log_path, env=env, cwd=ROOT)
+    after = machine.snapshot()
+    busy_cores = machine.busy_cores(before, after)
+    wall, tree_cpu = run.wall, run.tree_cpu
+    if run.code != 0:
         tail = log_path.read_text(errors="replace")[-4000:]
-        raise RuntimeError(f"{tag} failed (exit {code}), log {log_path}:\n{tail}")
+        raise RuntimeError(f"{tag} failed (exit {run.code}), log {log_path}:\n{tail}")
     out = json.loads(result.read_text())
     out["process"] = {"wall_seconds": round(wall, 1), "tree_cpu_seconds": round(tree_cpu, 1),
                       "tree_cores": round(tree_cpu / wall, 2), "machine_busy_cores": round(busy_cores, 2),
-                      "other_jobs_cores": round(max(0.0, busy_cores - tree_cpu / wall), 2),
-                      "load_before": load_before, "load_after": loadavg(), "log": str(log_path)}
+                      "other_jobs_cores": round(machine.other_cores(busy_cores, tree_cpu, wall), 2),
+                      "load_before": before.load, "load_after": after.load, "log": str(log_path)}
     p = out["process"]
     print(f"[{time.strftime('%H:%M:%S')}] {tag}: {wall:.0f} s, own {p['tree_cores']:.2f} cores, "
-          f"machine busy {busy_cores:.2f} of {os.cpu_count()} (other jobs ~{p['other_jobs_cores']:.2f}), "
+          f"machine busy {busy_cores:.2f} of {machine.CPUS} (other jobs ~{p['other_jobs_cores']:.2f}), "
           f"load {p['load_after']}", flush=True)
     return out
 
@@ -591,10 +538,10 @@ def main(argv: list[str] | None = None) -> int:
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
 
-    r: dict = {"date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "load_start": loadavg(),
-               "uptime_start": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+    r: dict = {"date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "load_start": machine.loadavg(),
+               "uptime_start": machine.uptime(),
                "command": " ".join([".venv/bin/python", "bench/train_throughput.py", *(argv or sys.argv[1:])]),
-               "versions": versions(), "cpus": os.cpu_count(), "models": {}}
+               "versions": versions(), "cpus": machine.CPUS, "models": {}}
     print(f"work folder {work}; {r['uptime_start']}", flush=True)
 
     if not (args.reuse_out and (out / "manifest.parquet").exists()):
@@ -642,8 +589,8 @@ def main(argv: list[str] | None = None) -> int:
                                                        / fn_runs["frozen_warm"]["train_seconds"], 1),
         }
 
-    r["load_end"] = loadavg()
-    r["uptime_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    r["load_end"] = machine.loadavg()
+    r["uptime_end"] = machine.uptime()
     r["tables_markdown"] = print_tables(r)
     print(f"\nuptime before: {r['uptime_start']}\nuptime after:  {r['uptime_end']}")
     (work / "results.json").write_text(json.dumps(r, indent=1))

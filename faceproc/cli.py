@@ -109,7 +109,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", help="comma-separated: cnn,resnet50,resnet50_imagenet,facenet (default all)")
     parser.add_argument("--epochs", type=int, help="override every model's default epochs")
-    parser.add_argument("--workers", type=int, help="Ray Train workers per model (default 2)")
+    parser.add_argument("--workers", type=int, help="Ray Train workers per model (default: one per GPU, or one per node on CPUs)")
     parser.add_argument("--gpus-per-worker", type=float, help="default: 1 when the cluster has GPUs, else 0")
     parser.add_argument("--force", action="store_true", help="retrain even when photos and settings are unchanged")
 

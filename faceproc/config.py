@@ -53,7 +53,7 @@ class TrainConfig:
     model_epochs: dict[str, int] = field(default_factory=dict)  # per model, beats `epochs`: "cnn=3,resnet50=1"
     batch_size: int | None = None
     learning_rate: float | None = None
-    workers: int = 2
+    workers: int | None = None  # None: one per GPU on a GPU cluster, else one per CPU node
     gpus_per_worker: float | None = None  # None: use a GPU when the cluster has one
     holdout_fraction: float = 0.2  # share of train photos held out for early stopping
     patience: int = 5

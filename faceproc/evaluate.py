@@ -36,7 +36,6 @@ from faceproc.predict import (
     MODEL_FILE,
     RESULT_FILE,
     PredictError,
-    list_dirs,
     check_outputs,
     fit_to_input,
     input_size,
@@ -278,7 +277,7 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
     from faceproc.shards import live_shard_files
 
     out = config.output
-    names = model_order(list_dirs(storage.join(out, "models")))
+    names = model_order(storage.list_dirs(storage.join(out, "models")))
     if not names:
         raise EvaluateError(f"no trained models under {storage.join(out, 'models')}: "
                             f"run `faceproc train --output {out}` first")

@@ -237,7 +237,7 @@ class Classifier:
                 raise PredictError(f"model {name!r} was {status} in training ({why}): run `faceproc train` again")
         if not storage.exists(model_uri):
             trained = [
-                m for m in list_dirs(storage.join(out, "models"))
+                m for m in storage.list_dirs(storage.join(out, "models"))
                 if storage.exists(storage.join(out, "models", m, MODEL_FILE))
             ]
             have = f" (trained models: {', '.join(trained)})" if trained else ""
@@ -289,17 +289,6 @@ def _split_facenet(model, where: str):
     if len(rest) == 1 and tuple(getattr(rest[0], "input_shape", ()) or ()) == tuple(backbone.output_shape):
         head = rest[0]
     return backbone, head
-
-
-def list_dirs(uri: str) -> list[str]:
-    """Names of the sub-directories of `uri` (not starting with "." or "_"), sorted; [] if absent."""
-    import pyarrow.fs as pafs
-
-    fs, path = storage.resolve(uri)
-    if fs.get_file_info(path).type != pafs.FileType.Directory:
-        return []
-    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
-    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and not i.base_name.startswith((".", "_")))
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 hash (tasks) -> plan against the manifest -> decode (tasks) -> MTCNN (actor pool) -> crop,
 augment and encode (tasks) -> staged Parquet -> publish: shards moved into place, rejects and
-then the manifest written atomically. Until the manifest is replaced, readers see the previous run.
+then the manifest written atomically. Until the manifest is replaced, readers see the previous run
+(shard and reject rows count only when the manifest names their run).
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from faceproc.config import Config
 from faceproc.discover import Discovery, InputFile, discover
 from faceproc.manifest import (FileState, Plan, load_manifest, manifest_uri, merge_manifest,
                                plan_run)
+from faceproc.rejects import prune_rejects, write_rejects
 from faceproc.schema import MANIFEST_SCHEMA, REJECT_SCHEMA
 from faceproc.shards import orphan_shard_files, shard_dir, shard_name
 from faceproc.stages import PARTITION_COLUMN, FacePipeline
 
 log = logging.getLogger(__name__)
 
-REJECTS_FILE = "rejects.parquet"
 
 
 class PreprocessError(RuntimeError):
@@ -207,7 +208,7 @@ def _publish(config: Config, found: Discovery, plan: Plan, previous: pa.Table,
         schema=MANIFEST_SCHEMA,
     )
     manifest = merge_manifest(previous, current_paths, fresh)
-    storage.write_table_atomic(storage.join(out, REJECTS_FILE), _live_rejects(out, manifest, new_rejects))
+    write_rejects(out, manifest, new_rejects)  # rows the manifest does not name yet are not live
     storage.write_table_atomic(manifest_uri(out), manifest)
 
 
@@ -216,6 +217,7 @@ def _remove_leftovers(out: str, manifest: pa.Table) -> None:
 
     Called under the output lock, so no other run can be writing them."""
     storage.delete_dir(storage.join(out, "_staging"))
+    prune_rejects(out, manifest)
     fs, shards_path = storage.resolve(storage.join(out, "shards"))
     if fs.get_file_info(shards_path).type != pafs.FileType.Directory:
         return
@@ -246,21 +248,6 @@ def _read_staged_rejects(rejects_dir: str) -> pa.Table:
     for i, path in enumerate(table.column("path").to_pylist()):
         first.setdefault(path, i)
     return table.take(sorted(first.values()))
-
-
-def _live_rejects(out: str, manifest: pa.Table, new_rejects: pa.Table) -> pa.Table:
-    """Previous rejects still described by the manifest, plus this run's."""
-    uri = storage.join(out, REJECTS_FILE)
-    keep = set(zip(manifest.column("path").to_pylist(), manifest.column("sha256").to_pylist(),
-                   manifest.column("run_id").to_pylist()))
-    tables = [new_rejects]
-    if storage.exists(uri):
-        old = storage.read_table(uri).cast(REJECT_SCHEMA)
-        mask = [(p, s or "", r) in keep for p, s, r in zip(old.column("path").to_pylist(),
-                                                          old.column("sha256").to_pylist(),
-                                                          old.column("run_id").to_pylist())]
-        tables.insert(0, old.filter(pa.array(mask, pa.bool_())))
-    return pa.concat_tables(tables).sort_by("path")
 
 
 def _check_accounting(plan: Plan, face_paths: set[str], rejected_paths: list[str]) -> None:

@@ -46,6 +46,11 @@ def cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 1.0))
 
 
+def cpu_nodes() -> int:
+    """Alive nodes that have CPUs to give (a head started with 0 CPUs does not count)."""
+    return max(1, sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0))
+
+
 def largest_node_cpus() -> float:
     """CPUs of the biggest alive node: more than this cannot be reserved by one worker."""
     return max((float(node["Resources"].get("CPU", 0.0)) for node in ray.nodes() if node["Alive"]), default=1.0)

@@ -30,7 +30,9 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageOps
 
 from faceproc import __version__, metrics, storage
+from faceproc.manifest import load_manifest, manifest_uri
 from faceproc.metrics import fmt
+from faceproc.rejects import REJECTS_FILE, read_live_rejects, rejects_uri
 from faceproc.config import ALL_MODELS
 
 REPORT_HTML = "reports/report.html"
@@ -88,14 +90,6 @@ def _iter_batches(uri: str, columns: Sequence[str], batch_size: int = 64) -> Ite
     yield from pf.iter_batches(batch_size=batch_size, columns=cols)
 
 
-def _list_dirs(uri: str) -> list[str]:
-    fs, path = storage.resolve(uri)
-    if fs.get_file_info(path).type != pafs.FileType.Directory:
-        return []
-    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
-    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
-
-
 def _model_order(names: Iterable[str]) -> list[str]:
     names = set(names)
     return [m for m in ALL_MODELS if m in names] + sorted(names - set(ALL_MODELS))
@@ -124,10 +118,13 @@ def load_run(out_uri: str) -> RunData:
             data.problems.append(f"{what}: {type(exc).__name__}: {exc}")
             return None
 
-    for name in ("manifest", "rejects"):
-        uri = storage.join(out_uri, f"{name}.parquet")
-        if storage.exists(uri):
-            setattr(data, name, attempt(f"{name}.parquet", lambda uri=uri: _read_rows(uri)))
+    manifest = (attempt("manifest.parquet", lambda: load_manifest(out_uri))
+                if storage.exists(manifest_uri(out_uri)) else None)
+    if manifest is not None:
+        data.manifest = manifest.to_pylist()
+    if storage.exists(rejects_uri(out_uri)):  # the rows the manifest vouches for; all if it is unreadable
+        data.rejects = attempt(REJECTS_FILE, lambda: read_live_rejects(out_uri, manifest).to_pylist()
+                               if manifest is not None else _read_rows(rejects_uri(out_uri)))
 
     data.val_shards = storage.list_files(storage.join(out_uri, "shards/val"), ".parquet")
     data.train_shards = storage.list_files(storage.join(out_uri, "shards/train"), ".parquet")
@@ -139,7 +136,7 @@ def load_run(out_uri: str) -> RunData:
     )
 
     models_uri = storage.join(out_uri, "models")
-    for model in _list_dirs(models_uri):
+    for model in storage.list_dirs(models_uri):
         for fname, target in (("result.json", data.results), ("history.json", data.histories)):
             uri = storage.join(models_uri, model, fname)
             if storage.exists(uri):

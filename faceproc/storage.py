@@ -123,3 +123,51 @@ def delete_file(uri: str) -> None:
     fs, path = resolve(uri)
     if fs.get_file_info(path).type == pafs.FileType.File:
         fs.delete_file(path)
+
+
+def list_dirs(uri: str) -> list[str]:
+    """Names of the sub-directories of `uri`, sorted, without faceproc's own ("." or "_" first)."""
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+    return sorted(i.base_name for i in infos
+                  if i.type == pafs.FileType.Directory and not i.base_name.startswith((".", "_")))
+
+
+def replace_dir(staging: str, target: str) -> None:
+    """Put the fully written directory `staging` at `target`, replacing what was there.
+
+    On a local disk these are renames: readers see the old or the new directory, never a mix, and a
+    crash between the two renames is undone by `restore_dir`. Object storage has no rename: files
+    are copied one by one, so a crash there can leave a mix until the next successful write."""
+    previous = _previous(target)
+    delete_dir(previous)
+    if exists(target):
+        _move_tree(target, previous)
+    _move_tree(staging, target)
+    delete_dir(previous)
+
+
+def restore_dir(target: str) -> None:
+    """Undo a `replace_dir` that died between moving the old directory aside and the new one in."""
+    previous = _previous(target)
+    if exists(previous) and not exists(target):
+        _move_tree(previous, target)
+    delete_dir(previous)
+
+
+def _previous(target: str) -> str:
+    parent, _, name = target.rstrip("/").rpartition("/")
+    return f"{parent}/.{name}.previous" if parent else f".{name}.previous"
+
+
+def _move_tree(src: str, dst: str) -> None:
+    if is_local(src):
+        move(src, dst)
+        return
+    fs, src_path = resolve(src)
+    for info in fs.get_file_info(pafs.FileSelector(src_path, recursive=True)):
+        if info.type == pafs.FileType.File:
+            move(join(src, info.path[len(src_path):].lstrip("/")), join(dst, info.path[len(src_path):].lstrip("/")))
+    delete_dir(src)

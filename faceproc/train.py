@@ -48,22 +48,25 @@ def model_dir(out: str, name: str) -> str:
 
 def placement(config: Config) -> Placement:
     """Placement on the running Ray cluster (see `plan_placement`)."""
-    from faceproc.ray_env import cluster_cpus, cluster_gpus, largest_node_cpus
+    from faceproc.ray_env import cluster_cpus, cluster_gpus, cpu_nodes, largest_node_cpus
 
-    return plan_placement(config.train, cluster_cpus(), largest_node_cpus(), cluster_gpus())
+    return plan_placement(config.train, cluster_cpus(), largest_node_cpus(), cluster_gpus(), cpu_nodes())
 
 
-def plan_placement(train: TrainConfig, cpus: float, node_cpus: float, gpus: float) -> Placement:
-    """GPU workers when the cluster has enough GPUs (or when asked); else the CPUs split between the
-    workers, less one core for Ray Data's per-epoch iteration (measured: reserving every core slows
-    the holdout pass 6x), and never more than one node has. Ray caps a worker's OpenMP threads at
-    what it reserved, so on big nodes a worker should reserve more than one CPU."""
-    workers = max(1, train.workers)
+def plan_placement(train: TrainConfig, cpus: float, node_cpus: float, gpus: float, nodes: int = 1) -> Placement:
+    """GPU workers when the cluster has a GPU per worker (or when asked); else CPU workers sharing the
+    CPUs, less one core for Ray Data's per-epoch iteration (reserving every core slowed the holdout
+    pass 6x), and never more than one node has: Ray caps a worker's OpenMP threads at what it
+    reserved. Without `train.workers`: one worker per GPU, or one per CPU node, since two
+    MultiWorkerMirroredStrategy workers on one CPU node trained 1.4-1.8x slower than one
+    (docs/benchmarks.md, "Training")."""
     gpus_per_worker = train.gpus_per_worker
     if gpus_per_worker is None:
-        gpus_per_worker = 1.0 if gpus >= workers else 0.0
+        gpus_per_worker = 1.0 if gpus >= max(1, train.workers or 1) else 0.0
     if gpus_per_worker > 0:
+        workers = train.workers or max(1, int(gpus // gpus_per_worker))
         return Placement(workers, True, 1.0, gpus_per_worker)
+    workers = max(1, train.workers or nodes)
     return Placement(workers, False, max(0.25, min(node_cpus, (cpus - 1) / workers)), 0.0)
 
 
@@ -116,6 +119,9 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
     """Fit one model and write its directory; never raises for a model-specific problem."""
     started = time.monotonic()
     target = model_dir(config.output, name)
+    storage.restore_dir(target)  # a run that died while swapping this model in
+    staging = storage.join(config.output, MODELS_DIR, f".{name}.staging")
+    storage.delete_dir(staging)
     result: dict[str, Any] = {"model": name, "status": "ok", "reason": None, "workers": where.workers,
                               "device": where.device}
     try:
@@ -126,7 +132,7 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
             log.info("%s: up to date (same photos and settings), not retrained", name)
             return {**saved, "up_to_date": True}
         result["fingerprint"] = fingerprint
-        result.update(_fit(config, spec, data, where, target))
+        result.update(_fit(config, spec, data, where, staging))
     except WeightsUnavailable as exc:
         result.update(status="skipped", reason=str(exc))
     except (WeightsError, UnknownModelError) as exc:
@@ -135,14 +141,21 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
         log.exception("training %s failed", name)
         result.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
     result["train_seconds"] = round(time.monotonic() - started, 1)
-    storage.write_json_atomic(storage.join(target, "result.json"), result)
-    storage.write_json_atomic(storage.join(target, "config.json"), config.to_dict())
+    # A new model's files are written aside and swapped in together, so evaluation never pairs
+    # one run's model.keras with another's classes.json; a failure only replaces result.json.
+    written = staging if result["status"] == "ok" else target
+    storage.write_json_atomic(storage.join(written, "config.json"), config.to_dict())
+    storage.write_json_atomic(storage.join(written, "result.json"), result)
+    if result["status"] == "ok":
+        storage.replace_dir(staging, target)
+    storage.delete_dir(staging)
     log.info("%s: %s%s (%.0f s)", name, result["status"],
              f" - {result['reason']}" if result["reason"] else "", result["train_seconds"])
     return result
 
 
-def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement, target: str) -> dict[str, Any]:
+def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement, into: str) -> dict[str, Any]:
+    """Train `spec` and write its model, classes, history (and centroids) into the directory `into`."""
     context = BuildContext(train=config.train, models_dir=config.models_dir)
     num_classes = len(data.classes)
     frozen_facenet = spec.name == "facenet" and context.facenet_mode == "frozen"
@@ -173,11 +186,11 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement, 
         else:
             model = spec.build(num_classes, context)
             model.load_weights(os.path.join(directory, BEST_WEIGHTS))
-    _save_model(model, target)
-    storage.write_json_atomic(storage.join(target, "classes.json"), data.classes)
-    storage.write_json_atomic(storage.join(target, "history.json"), state["history"])
+    _save_model(model, into)
+    storage.write_json_atomic(storage.join(into, "classes.json"), data.classes)
+    storage.write_json_atomic(storage.join(into, "history.json"), state["history"])
     if frozen_facenet:
-        _save_centroids(config, context.facenet_weights_path, data, target)
+        _save_centroids(config, context.facenet_weights_path, data, into)
     return {
         "epochs_run": len(state["history"]["epoch"]),
         "best_epoch": state["best_epoch"],

@@ -31,6 +31,7 @@ import pytest
 
 from faceproc.lock import output_lock
 from faceproc.manifest import live_runs, load_manifest
+from faceproc.rejects import read_live_rejects
 from faceproc.shards import live_shard_files, read_live_faces, run_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
@@ -325,14 +326,16 @@ def _assert_consistent(out: Path, input_root: Path, full_run: bool = True, clean
             assert sorted(found[path]) == indexes, f"{path}: augment indexes {sorted(found[path])}"
             assert by_path[path]["face_rows"] == len(indexes), path
 
-    rejects = pq.read_table(out / "rejects.parquet").to_pylist()
+    rejects = read_live_rejects(str(out), manifest).to_pylist()
     rejected = sorted(r["path"] for r in rows if r["status"] == "rejected")
-    assert sorted(r["path"] for r in rejects) == rejected, "rejects.parquet != the manifest's rejected files"
+    assert sorted(r["path"] for r in rejects) == rejected, "live rejects != the manifest's rejected files"
     for r in rejects:
         assert (r["sha256"], r["run_id"]) == (by_path[r["path"]]["sha256"], by_path[r["path"]]["run_id"])
 
     if clean:
         assert not (out / "_staging").exists(), f"staging left: {_files_under(out / '_staging')[:5]}"
+        dead = pq.read_table(out / "rejects.parquet").num_rows - len(rejects)
+        assert not dead, f"rejects.parquet keeps {dead} row(s) of runs the manifest does not name"
         runs = live_runs(manifest)
         orphans = [str(p.relative_to(out)) for p in _shard_files(out) if run_of(str(p)) not in runs]
         assert not orphans, f"shards of runs the manifest does not name: {orphans}"
@@ -486,10 +489,6 @@ def test_killed_during_training(tmp_path, photos, runner):
     _model_loads(out, len(PEOPLE))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "faceproc bugs: (1) rejects.parquet is replaced before the manifest, so a run killed between the "
-    "two publishes its rejects without its manifest; (2) _staging and orphan shards are cleaned only by "
-    "a run that has photos to process, so what a run killed just after its commit leaves stays"))
 def test_killed_right_after_each_publish_step(tmp_path, photos, runner):
     """The publish steps hit exactly: `faceproc preprocess` SIGKILLed (whole process group) right
     after the first shard move, after rejects.parquet, after the manifest; then a plain rerun.
@@ -501,6 +500,7 @@ def test_killed_right_after_each_publish_step(tmp_path, photos, runner):
     (run1,) = live_runs(manifest1)
     live1 = {split: _live_rows(out, split) for split in ("train", "val")}
     rejects1 = pq.read_table(out / "rejects.parquet")
+    assert rejects1.equals(read_live_rejects(str(out), manifest1))
     added = _add_extra_photos(work, photos)
     broken2 = work / "in" / "val" / "madonna" / "broken2.jpg"  # a new reject for the killed runs
     broken2.write_bytes(b"still not a photo\n" * 50)
@@ -512,12 +512,11 @@ def test_killed_right_after_each_publish_step(tmp_path, photos, runner):
             problems.append(f"{step}: the manifest changed")
         if {split: _live_rows(out, split) for split in ("train", "val")} != live1:
             problems.append(f"{step}: the live face rows changed")
-        rejects = pq.read_table(out / "rejects.parquet")
+        rejects = read_live_rejects(str(out), load_manifest(str(out)))
         if not rejects.equals(rejects1):
             extra = sorted(set(rejects.column("path").to_pylist()) - set(rejects1.column("path").to_pylist()))
-            problems.append(f"{step}: rejects.parquet changed although the manifest did not; "
-                            f"it now also lists {[Path(p).name for p in extra]} (run {killed}), "
-                            f"which the published manifest does not list at all")
+            problems.append(f"{step}: the live reject rows changed although the manifest did not; "
+                            f"they now also list {[Path(p).name for p in extra]} (run {killed})")
 
     killed = _killed_at(runner, work, "run2-killed-after-first-move", "move:1")
     assert [p for p in _shard_files(out) if run_of(str(p)) == killed], "the moved shard should be there"

@@ -129,7 +129,7 @@ def build_out(root: Path, *, with_accuracy_json: bool = False) -> tuple[str, Pat
                 detail=detail,
                 split=split,
                 label=label,
-                sha256=None,
+                sha256="sha-" + path.name,
                 run_id=RUN,
             )
         )

@@ -33,3 +33,36 @@ def test_compressed_names_are_read_as_stored_bytes(tmp_path):
     path.write_bytes(gzip.compress(b"not really a photo"))
     assert storage.read_bytes(str(path)) == path.read_bytes()
     assert storage.sha256(str(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tree(root) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_replace_dir_swaps_a_whole_directory_in(tmp_path):
+    target, staging = tmp_path / "models" / "cnn", tmp_path / "models" / ".cnn.staging"
+    target.mkdir(parents=True)
+    (target / "model.keras").write_text("old model")
+    (target / "stale.json").write_text("only in the old version")
+    staging.mkdir()
+    (staging / "model.keras").write_text("new model")
+    (staging / "classes.json").write_text('["a"]')
+    storage.replace_dir(str(staging), str(target))
+    assert _tree(target) == {"model.keras": "new model", "classes.json": '["a"]'}
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["cnn"]
+    assert storage.list_dirs(str(tmp_path / "models")) == ["cnn"]
+
+
+def test_restore_dir_undoes_a_swap_that_died_halfway(tmp_path):
+    models = tmp_path / "models"
+    (models / ".cnn.previous").mkdir(parents=True)  # moved aside, the new one never moved in
+    (models / ".cnn.previous" / "model.keras").write_text("old model")
+    storage.restore_dir(str(models / "cnn"))
+    assert _tree(models / "cnn") == {"model.keras": "old model"}
+    assert not (models / ".cnn.previous").exists()
+
+    (models / ".cnn.previous").mkdir()  # died after the new one moved in: the old one goes
+    (models / ".cnn.previous" / "model.keras").write_text("older model")
+    storage.restore_dir(str(models / "cnn"))
+    assert _tree(models / "cnn") == {"model.keras": "old model"}
+    assert not (models / ".cnn.previous").exists()

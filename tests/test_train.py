@@ -38,6 +38,7 @@ def test_two_worker_cnn_gives_a_loadable_model_and_history(tmp_path):
     assert result["status"] == "ok", result["reason"]
     assert (result["workers"], result["device"], result["epochs_run"]) == (2, "cpu", 2)
     model_dir = out / "models" / "cnn"
+    assert [p.name for p in (out / "models").iterdir()] == ["cnn"]  # staged, then swapped in whole
     history = json.loads((model_dir / "history.json").read_text())
     assert history["epoch"] == [0, 1] and len(history["holdout_loss"]) == 2
     assert all(np.isfinite(history["loss"]))
@@ -79,20 +80,21 @@ def test_corrupt_facenet_weights_fail_that_model_with_one_line(tmp_path):
     assert "corrupt" in result["reason"] and "\n" not in result["reason"]
 
 
-@pytest.mark.parametrize("train, cpus, node_cpus, gpus, expected", [
-    (TrainConfig(workers=2), 2, 2, 0, (False, 0.5, 0.0)),  # a core left for Ray Data's iteration
-    (TrainConfig(workers=1), 2, 2, 0, (False, 1.0, 0.0)),
-    (TrainConfig(workers=2), 64, 8, 0, (False, 8.0, 0.0)),  # never more than one node has
-    (TrainConfig(workers=16), 2, 2, 0, (False, 0.25, 0.0)),
-    (TrainConfig(workers=2), 16, 8, 4, (True, 1.0, 1.0)),  # GPUs when there is one per worker
-    (TrainConfig(workers=8), 16, 8, 4, (False, 1.875, 0.0)),
-    (TrainConfig(workers=2, gpus_per_worker=0.5), 16, 8, 1, (True, 1.0, 0.5)),  # asked for
-    (TrainConfig(workers=2, gpus_per_worker=0), 16, 8, 4, (False, 7.5, 0.0)),  # refused
+@pytest.mark.parametrize("train, cpus, node_cpus, gpus, nodes, expected", [
+    (TrainConfig(), 2, 2, 0, 1, (1, False, 1.0, 0.0)),  # a laptop: one worker, a core left for Ray Data
+    (TrainConfig(workers=2), 2, 2, 0, 1, (2, False, 0.5, 0.0)),
+    (TrainConfig(workers=2), 64, 8, 0, 8, (2, False, 8.0, 0.0)),  # never more than one node has
+    (TrainConfig(), 64, 8, 0, 8, (8, False, 7.875, 0.0)),  # one per CPU node
+    (TrainConfig(workers=16), 2, 2, 0, 1, (16, False, 0.25, 0.0)),
+    (TrainConfig(), 16, 8, 4, 3, (4, True, 1.0, 1.0)),  # one per GPU
+    (TrainConfig(workers=2), 16, 8, 4, 3, (2, True, 1.0, 1.0)),
+    (TrainConfig(workers=8), 16, 8, 4, 3, (8, False, 1.875, 0.0)),  # fewer GPUs than workers
+    (TrainConfig(workers=2, gpus_per_worker=0.5), 16, 8, 1, 2, (2, True, 1.0, 0.5)),  # asked for
+    (TrainConfig(workers=2, gpus_per_worker=0), 16, 8, 4, 3, (2, False, 7.5, 0.0)),  # refused
 ])
-def test_placement_shares_the_cluster_between_workers(train, cpus, node_cpus, gpus, expected):
-    where = plan_placement(train, cpus, node_cpus, gpus)
-    assert (where.use_gpu, where.cpus_per_worker, where.gpus_per_worker) == expected
-    assert where.workers == train.workers
+def test_placement_shares_the_cluster_between_workers(train, cpus, node_cpus, gpus, nodes, expected):
+    where = plan_placement(train, cpus, node_cpus, gpus, nodes)
+    assert (where.workers, where.use_gpu, where.cpus_per_worker, where.gpus_per_worker) == expected
 
 
 @pytest.mark.parametrize("argv, message", [
