@@ -18,7 +18,7 @@ run: install
 
 test: install
 	$(BIN)/faceproc fetch-data
-	$(BIN)/python -m pytest -m "not long"
+	$(BIN)/python -m pytest
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not long"
