@@ -142,7 +142,7 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
         result.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
     result["train_seconds"] = round(time.monotonic() - started, 1)
     # A new model's files are written aside and swapped in together, so evaluation never pairs
-    # one run's model.keras with another's classes.json; a failure only replaces result.json.
+    # one run's model.keras with another's classes.json; a failure rewrites only result and config.
     written = staging if result["status"] == "ok" else target
     storage.write_json_atomic(storage.join(written, "config.json"), config.to_dict())
     storage.write_json_atomic(storage.join(written, "result.json"), result)
