@@ -218,12 +218,7 @@ def _remove_leftovers(out: str, manifest: pa.Table) -> None:
     Called under the output lock, so no other run can be writing them."""
     storage.delete_dir(storage.join(out, "_staging"))
     prune_rejects(out, manifest)
-    fs, shards_path = storage.resolve(storage.join(out, "shards"))
-    if fs.get_file_info(shards_path).type != pafs.FileType.Directory:
-        return
-    splits = [info.base_name for info in fs.get_file_info(pafs.FileSelector(shards_path))
-              if info.type == pafs.FileType.Directory]
-    for orphan in orphan_shard_files(out, splits, manifest):
+    for orphan in orphan_shard_files(out, storage.list_dirs(storage.join(out, "shards")), manifest):
         storage.delete_file(orphan)
 
 

@@ -58,7 +58,7 @@ def plan_placement(train: TrainConfig, cpus: float, node_cpus: float, gpus: floa
     CPUs, less one core for Ray Data's per-epoch iteration (reserving every core slowed the holdout
     pass 6x), and never more than one node has: Ray caps a worker's OpenMP threads at what it
     reserved. Without `train.workers`: one worker per GPU, or one per CPU node, since two
-    MultiWorkerMirroredStrategy workers on one CPU node trained 1.4-1.8x slower than one
+    MultiWorkerMirroredStrategy workers on one CPU node trained 1.3-1.8x slower than one
     (docs/benchmarks.md, "Training")."""
     gpus_per_worker = train.gpus_per_worker
     if gpus_per_worker is None:
