@@ -64,6 +64,7 @@ class TrainConfig:
     concurrent: bool = False  # fit models at once when the cluster has room for all
     max_failures: int = 2  # worker failures Ray Train retries from the last checkpoint
     materialize: bool = True  # decode faces once into Ray's object store, not every epoch
+    worker_cache_mb: int = 2048  # a worker keeps its materialized share in memory up to this size
 
 
 @dataclass

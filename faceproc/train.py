@@ -46,28 +46,30 @@ def model_dir(out: str, name: str) -> str:
     return storage.join(out, MODELS_DIR, name)
 
 
-def placement(config: Config) -> Placement:
+def placement(config: Config, trainers: int = 1) -> Placement:
     """Placement on the running Ray cluster (see `plan_placement`)."""
     from faceproc.ray_env import cluster_cpus, cluster_gpus, cpu_nodes, largest_node_cpus
 
-    return plan_placement(config.train, cluster_cpus(), largest_node_cpus(), cluster_gpus(), cpu_nodes())
+    return plan_placement(config.train, cluster_cpus(), largest_node_cpus(), cluster_gpus(), cpu_nodes(), trainers)
 
 
-def plan_placement(train: TrainConfig, cpus: float, node_cpus: float, gpus: float, nodes: int = 1) -> Placement:
+def plan_placement(train: TrainConfig, cpus: float, node_cpus: float, gpus: float, nodes: int = 1,
+                   trainers: int = 1) -> Placement:
     """GPU workers when the cluster has a GPU per worker (or when asked); else CPU workers sharing the
-    CPUs, less one core for Ray Data's per-epoch iteration (reserving every core slowed the holdout
-    pass 6x), and never more than one node has: Ray caps a worker's OpenMP threads at what it
-    reserved. Without `train.workers`: one worker per GPU, or one per CPU node, since two
-    MultiWorkerMirroredStrategy workers on one CPU node trained 1.3-1.8x slower than one
-    (docs/benchmarks.md, "Training")."""
+    CPUs of `trainers` concurrent trainings, never more than one node has (Ray caps a worker's threads
+    at what it reserved). Faces decoded every epoch (`materialize` off) need a core left for Ray
+    Data's tasks; reserving every core then slowed the holdout pass 6x. Without `train.workers`: one
+    worker per GPU, or one per CPU node, since two MultiWorkerMirroredStrategy workers on one CPU
+    node trained 1.3-1.8x slower than one (docs/benchmarks.md, "Training")."""
     gpus_per_worker = train.gpus_per_worker
     if gpus_per_worker is None:
-        gpus_per_worker = 1.0 if gpus >= max(1, train.workers or 1) else 0.0
+        gpus_per_worker = 1.0 if gpus >= max(1, train.workers or 1) * trainers else 0.0
     if gpus_per_worker > 0:
-        workers = train.workers or max(1, int(gpus // gpus_per_worker))
+        workers = train.workers or max(1, int(gpus // (gpus_per_worker * trainers)))
         return Placement(workers, True, 1.0, gpus_per_worker)
     workers = max(1, train.workers or nodes)
-    return Placement(workers, False, max(0.25, min(node_cpus, (cpus - 1) / workers)), 0.0)
+    spare = 0 if train.materialize else 1
+    return Placement(workers, False, max(0.25, min(node_cpus, (cpus - spare) / (workers * trainers))), 0.0)
 
 
 def run_train(config: Config, force: bool = False) -> list[dict[str, Any]]:
@@ -83,8 +85,9 @@ def run_train(config: Config, force: bool = False) -> list[dict[str, Any]]:
     data = load_training_data(config.output, config.train.holdout_fraction, config.train.seed)
     log.info("training %s on %d photos (+%d held out for early stopping), %d people",
              ", ".join(names), data.fit_photos, data.holdout_photos, len(data.classes))
-    where = placement(config)
-    if config.train.concurrent and len(names) > 1:
+    concurrent = config.train.concurrent and len(names) > 1
+    where = placement(config, trainers=len(names) if concurrent else 1)
+    if concurrent:
         with ThreadPoolExecutor(max_workers=len(names)) as pool:
             return list(pool.map(lambda name: train_model(config, name, data, where, force), names))
     return [train_model(config, name, data, where, force) for name in names]
@@ -174,18 +177,20 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement, 
                         for rows in (data.fit, data.holdout))
         feature = "image"
 
-    checkpoint = _run_trainer(config, spec, where, build, num_classes, feature, fit, holdout)
-    with checkpoint.as_directory() as directory:
-        from faceproc.train_loop import BEST_WEIGHTS, STATE_FILE
+    latest, best = _run_trainer(config, spec, where, build, num_classes, feature, fit, holdout)
+    from faceproc.train_loop import STATE_FILE, WEIGHTS_FILE
 
+    with latest.as_directory() as directory:
         state = storage.read_json(os.path.join(directory, STATE_FILE))
+    with best.as_directory() as directory:
+        best_state = storage.read_json(os.path.join(directory, STATE_FILE))
         if frozen_facenet:
             head = build_embedding_head(num_classes)
-            head.load_weights(os.path.join(directory, BEST_WEIGHTS))
+            head.load_weights(os.path.join(directory, WEIGHTS_FILE))
             model = attach_head(backbone, head)
         else:
             model = spec.build(num_classes, context)
-            model.load_weights(os.path.join(directory, BEST_WEIGHTS))
+            model.load_weights(os.path.join(directory, WEIGHTS_FILE))
     _save_model(model, into)
     storage.write_json_atomic(storage.join(into, "classes.json"), data.classes)
     storage.write_json_atomic(storage.join(into, "history.json"), state["history"])
@@ -193,8 +198,8 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement, 
         _save_centroids(config, context.facenet_weights_path, data, into)
     return {
         "epochs_run": len(state["history"]["epoch"]),
-        "best_epoch": state["best_epoch"],
-        "best_holdout_loss": state["best_loss"],
+        "best_epoch": best_state["next_epoch"] - 1,
+        "best_holdout_loss": best_state["history"]["holdout_loss"][-1],
         "resumed_at_epochs": state["resumed_at"],
         "epochs": spec.epochs,
         "batch_size": spec.batch_size,
@@ -219,7 +224,8 @@ def _build_with_context(build: Callable, num_classes: int, context: BuildContext
 
 def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Callable, num_classes: int,
                  feature: str, fit, holdout):
-    """One TensorflowTrainer run; returns the final checkpoint (best weights + history inside)."""
+    """One TensorflowTrainer run; returns its latest checkpoint (the whole history inside) and the one
+    with the lowest holdout loss (the weights to keep)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
@@ -236,11 +242,14 @@ def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Calla
         "batch_size": spec.batch_size,
         "patience": config.train.patience,
         "seed": config.train.seed,
+        "use_gpu": where.use_gpu,
+        "cpus_per_worker": where.cpus_per_worker,
+        "cache_in_worker": _fits_worker_cache(config.train.worker_cache_mb, where.workers, fit, holdout),
     }
     resources = {"CPU": where.cpus_per_worker}
     if where.use_gpu:
         resources["GPU"] = where.gpus_per_worker
-    from faceproc.train_loop import train_func
+    from faceproc.train_loop import SCORE, train_func
 
     trainer = TensorflowTrainer(
         train_func,
@@ -253,13 +262,26 @@ def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Calla
             name=f"{spec.name}-{int(time.time())}",
             storage_path=_ray_storage(config.output),
             failure_config=FailureConfig(max_failures=config.train.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=SCORE,
+                                               checkpoint_score_order="min"),  # and always the latest
         ),
     )
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"{spec.name}: training ended without a checkpoint")
-    return result.checkpoint
+    return result.checkpoint, result.get_best_checkpoint(SCORE, "min") or result.checkpoint
+
+
+def _fits_worker_cache(cache_mb: int, workers: int, fit, holdout) -> bool:
+    """Whether each worker may hold its share of the fitting rows plus the whole holdout in its own
+    memory; only materialized datasets know their size, the others stream every epoch."""
+    from ray.data.dataset import MaterializedDataset
+
+    datasets = [fit] if holdout is None else [fit, holdout]
+    if not all(isinstance(dataset, MaterializedDataset) for dataset in datasets):
+        return False
+    share = fit.size_bytes() / workers + (holdout.size_bytes() if holdout is not None else 0)
+    return share <= cache_mb * 2**20
 
 
 def _ray_storage(out: str) -> str:

@@ -1,8 +1,9 @@
 """`train_func`: what every Ray Train worker runs, and nothing else.
 
 Each epoch fits once over this worker's shard, scores the holdout, and reports metrics plus a
-checkpoint (last weights, best weights, history) to Ray Train. A worker restarted after a failure
-resumes from the last checkpoint instead of starting over.
+checkpoint (the epoch's weights, early-stopping state and history) to Ray Train, which keeps the
+latest checkpoint and the one with the lowest holdout loss. A worker restarted after a failure
+resumes from the latest instead of starting over.
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-LAST_WEIGHTS = "last.weights.h5"
-BEST_WEIGHTS = "best.weights.h5"
+WEIGHTS_FILE = "model.weights.h5"
 STATE_FILE = "state.json"
+SCORE = "holdout_loss"  # what Ray Train keeps the best checkpoint by (lowest)
 
 
 @dataclass
@@ -44,42 +44,57 @@ def quiet_worker_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def configure_cpu_threads(tf, cpus: float) -> None:
+    """One inter-op thread and as many intra-op threads as Ray reserved, Intel's advice for oneDNN
+    on CPU. TensorFlow's defaults (a thread per core in both pools) left this 2-core machine idle up
+    to 1.2 s in an epoch of 1.4 s (docs/benchmarks.md, "Training")."""
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(max(1, round(cpus)))
+
+
+def distribution_strategy(tf, workers: int):
+    """MultiWorkerMirroredStrategy across workers; a lone worker uses TensorFlow's default strategy,
+    since its collective ops only add waits there (1.5-2x the epoch time on 2 cores)."""
+    return tf.distribute.MultiWorkerMirroredStrategy() if workers > 1 else tf.distribute.get_strategy()
+
+
 def train_func(config: dict[str, Any]) -> None:
-    """Ray Train entry point; `config` comes from faceproc.train.fit_model."""
+    """Ray Train entry point; `config` comes from faceproc.train._run_trainer."""
     import ray.train
     from ray.train import Checkpoint
 
     from faceproc.models.keras_env import keras, tf
+    from faceproc.shard_feed import ShardFeed
 
     quiet_worker_logs()
+    if not config["use_gpu"]:
+        configure_cpu_threads(tf, config["cpus_per_worker"])
     keras.utils.set_random_seed(config["seed"])
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    context = ray.train.get_context()
+    strategy = distribution_strategy(tf, context.get_world_size())
     with strategy.scope():
         model = config["build"](config["num_classes"])
         model.compile(optimizer=config["optimizer"](), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
 
-    state, best_dir = LoopState(), tempfile.mkdtemp(prefix="faceproc-best-")
+    state = LoopState()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
             state = LoopState(**json.loads(open(os.path.join(directory, STATE_FILE)).read()))
-            model.load_weights(os.path.join(directory, LAST_WEIGHTS))
-            shutil.copy(os.path.join(directory, BEST_WEIGHTS), os.path.join(best_dir, BEST_WEIGHTS))
+            model.load_weights(os.path.join(directory, WEIGHTS_FILE))
         state.resumed_at.append(state.next_epoch)
 
-    feature = config["feature"]
-    fit_shard = ray.train.get_dataset_shard("fit")
-    holdout_shard = ray.train.get_dataset_shard("holdout") if config["has_holdout"] else None
-    rank = ray.train.get_context().get_world_rank()
+    feature, batch_size = config["feature"], config["batch_size"]
+    fit_feed = ShardFeed(ray.train.get_dataset_shard("fit"), feature, batch_size, config["cache_in_worker"],
+                         shuffle=True)
+    holdout_feed = (ShardFeed(ray.train.get_dataset_shard("holdout"), feature, batch_size,
+                              config["cache_in_worker"], shuffle=False) if config["has_holdout"] else None)
     for epoch in range(state.next_epoch, config["epochs"]):
-        fit_data = fit_shard.to_tf(feature, "label", batch_size=config["batch_size"],
-                                   local_shuffle_buffer_size=256, local_shuffle_seed=config["seed"] + epoch)
-        fitted = model.fit(fit_data, epochs=1, verbose=0).history
+        fitted = model.fit(fit_feed.epoch(config["seed"] + epoch), epochs=1, verbose=0).history
         scores = {"loss": fitted["loss"][-1], "accuracy": fitted["accuracy"][-1]}
-        if holdout_shard is not None:
-            holdout = holdout_shard.to_tf(feature, "label", batch_size=config["batch_size"])
-            scored = model.evaluate(holdout, verbose=0, return_dict=True)
+        if holdout_feed is not None:
+            scored = model.evaluate(holdout_feed.epoch(config["seed"]), verbose=0, return_dict=True)
             scores.update(holdout_loss=scored["loss"], holdout_accuracy=scored["accuracy"])
         else:
             scores.update(holdout_loss=scores["loss"], holdout_accuracy=scores["accuracy"])
@@ -87,20 +102,19 @@ def train_func(config: dict[str, Any]) -> None:
         for key, value in scores.items():
             state.history[key].append(float(value))
 
-        improved = scores["holdout_loss"] < state.best_loss - 1e-6
+        improved = scores[SCORE] < state.best_loss - 1e-6
         if improved:
-            state.best_loss, state.best_epoch, state.bad_epochs = float(scores["holdout_loss"]), epoch, 0
-            model.save_weights(os.path.join(best_dir, BEST_WEIGHTS))
+            state.best_loss, state.best_epoch, state.bad_epochs = float(scores[SCORE]), epoch, 0
         else:
             state.bad_epochs += 1
         state.next_epoch = epoch + 1
         stop = state.bad_epochs >= config["patience"]
+        metrics = {**scores, "epoch": epoch, "stopped_early": stop}
         with tempfile.TemporaryDirectory() as directory:
-            model.save_weights(os.path.join(directory, LAST_WEIGHTS))
-            shutil.copy(os.path.join(best_dir, BEST_WEIGHTS), os.path.join(directory, BEST_WEIGHTS))
+            model.save_weights(os.path.join(directory, WEIGHTS_FILE))  # every worker: a collective read
             with open(os.path.join(directory, STATE_FILE), "w") as stream:
                 json.dump(asdict(state), stream)
-            ray.train.report({**scores, "epoch": epoch, "stopped_early": stop},
-                             checkpoint=Checkpoint.from_directory(directory) if rank == 0 else None)
+            chief = context.get_world_rank() == 0  # the only worker whose checkpoint is kept
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory) if chief else None)
         if stop:
             break

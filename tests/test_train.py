@@ -80,20 +80,23 @@ def test_corrupt_facenet_weights_fail_that_model_with_one_line(tmp_path):
     assert "corrupt" in result["reason"] and "\n" not in result["reason"]
 
 
-@pytest.mark.parametrize("train, cpus, node_cpus, gpus, nodes, expected", [
-    (TrainConfig(), 2, 2, 0, 1, (1, False, 1.0, 0.0)),  # a laptop: one worker, a core left for Ray Data
-    (TrainConfig(workers=2), 2, 2, 0, 1, (2, False, 0.5, 0.0)),
-    (TrainConfig(workers=2), 64, 8, 0, 8, (2, False, 8.0, 0.0)),  # never more than one node has
-    (TrainConfig(), 64, 8, 0, 8, (8, False, 7.875, 0.0)),  # one per CPU node
-    (TrainConfig(workers=16), 2, 2, 0, 1, (16, False, 0.25, 0.0)),
-    (TrainConfig(), 16, 8, 4, 3, (4, True, 1.0, 1.0)),  # one per GPU
-    (TrainConfig(workers=2), 16, 8, 4, 3, (2, True, 1.0, 1.0)),
-    (TrainConfig(workers=8), 16, 8, 4, 3, (8, False, 1.875, 0.0)),  # fewer GPUs than workers
-    (TrainConfig(workers=2, gpus_per_worker=0.5), 16, 8, 1, 2, (2, True, 1.0, 0.5)),  # asked for
-    (TrainConfig(workers=2, gpus_per_worker=0), 16, 8, 4, 3, (2, False, 7.5, 0.0)),  # refused
+@pytest.mark.parametrize("train, cpus, node_cpus, gpus, nodes, trainers, expected", [
+    (TrainConfig(), 2, 2, 0, 1, 1, (1, False, 2.0, 0.0)),  # a laptop: one worker, the whole machine
+    (TrainConfig(materialize=False), 2, 2, 0, 1, 1, (1, False, 1.0, 0.0)),  # a core left for decoding
+    (TrainConfig(), 2, 2, 0, 1, 2, (1, False, 1.0, 0.0)),  # two models trained concurrently
+    (TrainConfig(workers=2), 2, 2, 0, 1, 1, (2, False, 1.0, 0.0)),
+    (TrainConfig(workers=2), 64, 8, 0, 8, 1, (2, False, 8.0, 0.0)),  # never more than one node has
+    (TrainConfig(), 64, 8, 0, 8, 1, (8, False, 8.0, 0.0)),  # one per CPU node
+    (TrainConfig(workers=16), 2, 2, 0, 1, 1, (16, False, 0.25, 0.0)),
+    (TrainConfig(), 16, 8, 4, 3, 1, (4, True, 1.0, 1.0)),  # one per GPU
+    (TrainConfig(), 16, 8, 4, 3, 2, (2, True, 1.0, 1.0)),  # the GPUs shared by two trainings
+    (TrainConfig(workers=2), 16, 8, 4, 3, 1, (2, True, 1.0, 1.0)),
+    (TrainConfig(workers=8), 16, 8, 4, 3, 1, (8, False, 2.0, 0.0)),  # fewer GPUs than workers
+    (TrainConfig(workers=2, gpus_per_worker=0.5), 16, 8, 1, 2, 1, (2, True, 1.0, 0.5)),  # asked for
+    (TrainConfig(workers=2, gpus_per_worker=0), 16, 8, 4, 3, 1, (2, False, 8.0, 0.0)),  # refused
 ])
-def test_placement_shares_the_cluster_between_workers(train, cpus, node_cpus, gpus, nodes, expected):
-    where = plan_placement(train, cpus, node_cpus, gpus, nodes)
+def test_placement_shares_the_cluster_between_workers(train, cpus, node_cpus, gpus, nodes, trainers, expected):
+    where = plan_placement(train, cpus, node_cpus, gpus, nodes, trainers)
     assert (where.workers, where.use_gpu, where.cpus_per_worker, where.gpus_per_worker) == expected
 
 
