@@ -438,7 +438,7 @@ def print_tables(r: dict) -> str:
                          f"{cpu_per_image(f, f['epochs_run'])} | {cores(f)} |")
     lines += ["", "### Where faceproc's time goes (seconds)", "",
               "| run | Ray init (not in train_seconds) | driver before trainer | Ray Train start-up (trainer() to "
-              "train_func) | worker setup (MWMS, build, compile) | first epoch | steady epoch: fit / holdout "
+              "train_func) | worker setup (strategy, build, compile) | first epoch | steady epoch: fit / holdout "
               "eval / report+checkpoint / other | steps per epoch per worker | trainer teardown | driver after "
               "trainer (best weights, save) | Ray workers started / Dataset executions |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
