@@ -26,7 +26,6 @@ class LoopState:
 
     next_epoch: int = 0
     best_loss: float = math.inf
-    best_epoch: int = -1
     bad_epochs: int = 0
     resumed_at: list[int] = field(default_factory=list)
     history: dict[str, list[float]] = field(default_factory=lambda: {
@@ -90,6 +89,7 @@ def train_func(config: dict[str, Any]) -> None:
                          shuffle=True)
     holdout_feed = (ShardFeed(ray.train.get_dataset_shard("holdout"), feature, batch_size,
                               config["cache_in_worker"], shuffle=False) if config["has_holdout"] else None)
+    chief = context.get_world_rank() == 0  # the only worker whose checkpoints are kept
     for epoch in range(state.next_epoch, config["epochs"]):
         fitted = model.fit(fit_feed.epoch(config["seed"] + epoch), epochs=1, verbose=0).history
         scores = {"loss": fitted["loss"][-1], "accuracy": fitted["accuracy"][-1]}
@@ -104,7 +104,7 @@ def train_func(config: dict[str, Any]) -> None:
 
         improved = scores[SCORE] < state.best_loss - 1e-6
         if improved:
-            state.best_loss, state.best_epoch, state.bad_epochs = float(scores[SCORE]), epoch, 0
+            state.best_loss, state.bad_epochs = float(scores[SCORE]), 0
         else:
             state.bad_epochs += 1
         state.next_epoch = epoch + 1
@@ -114,7 +114,6 @@ def train_func(config: dict[str, Any]) -> None:
             model.save_weights(os.path.join(directory, WEIGHTS_FILE))  # every worker: a collective read
             with open(os.path.join(directory, STATE_FILE), "w") as stream:
                 json.dump(asdict(state), stream)
-            chief = context.get_world_rank() == 0  # the only worker whose checkpoint is kept
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory) if chief else None)
         if stop:
             break
