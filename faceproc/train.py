@@ -178,7 +178,7 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement, 
         feature = "image"
 
     latest, best = _run_trainer(config, spec, where, build, num_classes, feature, fit, holdout)
-    from faceproc.train_loop import STATE_FILE, WEIGHTS_FILE
+    from faceproc.train_loop import STATE_FILE, read_weights
 
     with latest.as_directory() as directory:
         state = storage.read_json(os.path.join(directory, STATE_FILE))
@@ -186,11 +186,11 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement, 
         best_state = storage.read_json(os.path.join(directory, STATE_FILE))
         if frozen_facenet:
             head = build_embedding_head(num_classes)
-            head.load_weights(os.path.join(directory, WEIGHTS_FILE))
+            read_weights(head, directory)
             model = attach_head(backbone, head)
         else:
             model = spec.build(num_classes, context)
-            model.load_weights(os.path.join(directory, WEIGHTS_FILE))
+            read_weights(model, directory)
     _save_model(model, into)
     storage.write_json_atomic(storage.join(into, "classes.json"), data.classes)
     storage.write_json_atomic(storage.join(into, "history.json"), state["history"])
