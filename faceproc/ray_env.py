@@ -14,7 +14,12 @@ import ray
 
 from faceproc import TF_ENV
 
-WORKER_ENV = {**TF_ENV, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+# Ray Train's controller takes one report per worker each time it polls them, every 2 s by default;
+# shorter epochs (cnn 1.4 s, a FaceNet head epoch 0.02 s) queued behind it: FaceNet's default training
+# took 141 s at 2 s and 53 s at 0.5 s (docs/benchmarks.md, "Training"). Polling cost no measurable CPU.
+POLL_SECONDS = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+WORKER_ENV = {**TF_ENV, "PYTHONWARNINGS": "ignore::DeprecationWarning",
+              "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": POLL_SECONDS}
 
 
 def init_ray(address: str | None = None) -> None:
