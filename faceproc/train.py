@@ -60,7 +60,7 @@ def plan_placement(train: TrainConfig, cpus: float, node_cpus: float, gpus: floa
     at what it reserved). Faces decoded every epoch (`materialize` off) need a core left for Ray
     Data's tasks; reserving every core then slowed the holdout pass 6x. Without `train.workers`: one
     worker per GPU, or one per CPU node, since two MultiWorkerMirroredStrategy workers on one CPU
-    node trained no faster than one (docs/benchmarks.md, "Training")."""
+    node were no faster end to end than one (docs/benchmarks.md, "Training")."""
     gpus_per_worker = train.gpus_per_worker
     if gpus_per_worker is None:
         gpus_per_worker = 1.0 if gpus >= max(1, train.workers or 1) * trainers else 0.0
