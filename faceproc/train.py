@@ -232,7 +232,10 @@ def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Calla
     datasets = {"fit": fit}
     if holdout is not None:
         datasets["holdout"] = holdout
+    for dataset in datasets.values():  # workers print one line per epoch instead (train_loop.epoch_line)
+        dataset.context.enable_progress_bars = False
     loop_config = {
+        "model": spec.name,
         "build": build,
         "optimizer": spec.make_optimizer,
         "num_classes": num_classes,

@@ -54,14 +54,23 @@ def read_weights(model, directory: str) -> None:
 
 
 def quiet_worker_logs() -> None:
-    """Workers otherwise print TensorFlow's collective-op chatter and a progress bar per epoch."""
+    """Workers otherwise print TensorFlow's collective-op chatter, a progress bar per epoch and two
+    lines of Ray Train internals per report (one of its loggers is named by file path, hence the
+    root logger); `epoch_line` is the progress instead."""
     import logging
 
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
-    for name in ("tensorflow", "ray.data"):
+    for name in ("", "ray.train", "tensorflow", "ray.data"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def epoch_line(model: str, epoch: int, epochs: int, scores: dict[str, float], stop: bool) -> str:
+    """One line per epoch for the console, printed by the chief worker."""
+    return (f"{model} epoch {epoch + 1}/{epochs}: loss {scores['loss']:.3f} acc {scores['accuracy']:.3f}, "
+            f"holdout loss {scores['holdout_loss']:.3f} acc {scores['holdout_accuracy']:.3f}"
+            + (" (early stop)" if stop else ""))
 
 
 def configure_cpu_threads(tf, cpus: float) -> None:
@@ -133,6 +142,8 @@ def train_func(config: dict[str, Any]) -> None:
         state.next_epoch = epoch + 1
         stop = state.bad_epochs >= config["patience"]
         metrics = {**scores, "epoch": epoch, "stopped_early": stop}
+        if chief:
+            print(epoch_line(config["model"], epoch, config["epochs"], scores, stop), flush=True)
         weights = model.get_weights()  # every worker: under MWMS, reading BatchNorm statistics is collective
         ray.train.report(metrics, checkpoint=write_checkpoint(weights, state) if chief else None,
                          checkpoint_upload_mode=CheckpointUploadMode.ASYNC)  # a synchronous report

@@ -1,4 +1,4 @@
-"""What a Ray Train worker writes per epoch reads back into a fresh model, weights and state exact."""
+"""Per epoch a Ray Train worker writes a checkpoint that reads back exactly and prints one progress line."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 
 from faceproc.models.cnn import build_cnn
-from faceproc.train_loop import STATE_FILE, LoopState, read_weights, write_checkpoint
+from faceproc.train_loop import STATE_FILE, LoopState, epoch_line, read_weights, write_checkpoint
 
 
 def test_checkpoint_round_trips_weights_and_loop_state():
@@ -28,3 +28,11 @@ def test_checkpoint_round_trips_weights_and_loop_state():
             assert LoopState(**json.load(stream)) == state
     finally:
         shutil.rmtree(checkpoint.path)
+
+
+def test_epoch_line_counts_from_one_and_says_when_training_stops():
+    scores = {"loss": 0.91234, "accuracy": 0.5, "holdout_loss": 1.0, "holdout_accuracy": 0.25}
+    assert epoch_line("cnn", 0, 30, scores, stop=False) == (
+        "cnn epoch 1/30: loss 0.912 acc 0.500, holdout loss 1.000 acc 0.250")
+    assert epoch_line("cnn", 6, 30, scores, stop=True).endswith("epoch 7/30: loss 0.912 acc 0.500, "
+                                                                "holdout loss 1.000 acc 0.250 (early stop)")
