@@ -149,19 +149,19 @@ def worker_baseline(out: str, name: str, epochs: int) -> dict:
     t_build = time.perf_counter()
 
     times: list[float] = []
-    last_epoch_end = [0.0]
 
     class EpochTimer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            last_epoch_end[0] = time.perf_counter()
-            times.append(last_epoch_end[0] - self.start)
+            self.end = time.perf_counter()
+            times.append(self.end - self.start)
 
     cpu0 = time.process_time()
+    timer = EpochTimer()
     history = model.fit(x, y, batch_size=spec.batch_size, epochs=spec.epochs, shuffle=True, verbose=0,
-                        callbacks=[EpochTimer()])
+                        callbacks=[timer])
     t_fit = time.perf_counter()
     fit_cpu = time.process_time() - cpu0
     steps = int(model.optimizer.iterations.numpy())
@@ -178,11 +178,11 @@ def worker_baseline(out: str, name: str, epochs: int) -> dict:
         "epoch_seconds": [round(t, 2) for t in times],
         # After its last epoch `fit` sometimes sat idle for up to ~40 s (tf.data's autotuner winding
         # down, the stall faceproc's pipelines avoid); counting it would flatter faceproc.
-        "fit_tail_seconds": round(t_fit - last_epoch_end[0], 2),
-        "end_to_end_seconds": round(last_epoch_end[0] - t_import, 2),  # read+decode, build, compile, epochs
+        "fit_tail_seconds": round(t_fit - timer.end, 2),
+        "end_to_end_seconds": round(timer.end - t_import, 2),  # read+decode, build, compile, epochs
         "steady_epoch_seconds": round(sum(steady) / len(steady), 3) if steady else None,
         "steady_images_per_s": round(rows * len(steady) / sum(steady), 2) if steady else None,
-        "end_to_end_images_per_s": round(rows * spec.epochs / (last_epoch_end[0] - t_import), 2),
+        "end_to_end_images_per_s": round(rows * spec.epochs / (timer.end - t_import), 2),
         "final_loss": float(history.history["loss"][-1]),
     }
 

@@ -23,6 +23,7 @@ from faceproc.config import Config, TrainConfig
 from faceproc.models.errors import UnknownModelError, WeightsError, WeightsUnavailable
 from faceproc.models.registry import BuildContext, ModelSpec, parse_model_names, resolve_spec
 from faceproc.train_data import TrainingData, decode_faces, load_training_data, split_holdout
+from faceproc.train_loop import SCORE, read_state, read_weights, train_func
 
 log = logging.getLogger(__name__)
 MODELS_DIR = "models"
@@ -178,12 +179,10 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement, 
         feature = "image"
 
     latest, best = _run_trainer(config, spec, where, build, num_classes, feature, fit, holdout)
-    from faceproc.train_loop import STATE_FILE, read_weights
-
     with latest.as_directory() as directory:
-        state = storage.read_json(os.path.join(directory, STATE_FILE))
+        state = read_state(directory)
     with best.as_directory() as directory:
-        best_state = storage.read_json(os.path.join(directory, STATE_FILE))
+        best_state = read_state(directory)
         if frozen_facenet:
             head = build_embedding_head(num_classes)
             read_weights(head, directory)
@@ -193,14 +192,14 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement, 
             read_weights(model, directory)
     _save_model(model, into)
     storage.write_json_atomic(storage.join(into, "classes.json"), data.classes)
-    storage.write_json_atomic(storage.join(into, "history.json"), state["history"])
+    storage.write_json_atomic(storage.join(into, "history.json"), state.history)
     if frozen_facenet:
         _save_centroids(config, context.facenet_weights_path, data, into)
     return {
-        "epochs_run": len(state["history"]["epoch"]),
-        "best_epoch": best_state["next_epoch"] - 1,
-        "best_holdout_loss": best_state["history"]["holdout_loss"][-1],
-        "resumed_at_epochs": state["resumed_at"],
+        "epochs_run": len(state.history["epoch"]),
+        "best_epoch": best_state.next_epoch - 1,
+        "best_holdout_loss": best_state.history[SCORE][-1],
+        "resumed_at_epochs": state.resumed_at,
         "epochs": spec.epochs,
         "batch_size": spec.batch_size,
         "learning_rate": spec.learning_rate,
@@ -252,8 +251,6 @@ def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Calla
     resources = {"CPU": where.cpus_per_worker}
     if where.use_gpu:
         resources["GPU"] = where.gpus_per_worker
-    from faceproc.train_loop import SCORE, train_func
-
     trainer = TensorflowTrainer(
         train_func,
         train_loop_config=loop_config,

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 
 import numpy as np
 
 from faceproc.models.cnn import build_cnn
-from faceproc.train_loop import STATE_FILE, LoopState, epoch_line, read_weights, write_checkpoint
+from faceproc.train_loop import LoopState, epoch_line, read_state, read_weights, write_checkpoint
 
 
 def test_checkpoint_round_trips_weights_and_loop_state():
@@ -24,8 +22,7 @@ def test_checkpoint_round_trips_weights_and_loop_state():
         read_weights(fresh, checkpoint.path)
         for expected, got in zip(trained.get_weights(), fresh.get_weights(), strict=True):
             np.testing.assert_array_equal(expected, got)
-        with open(os.path.join(checkpoint.path, STATE_FILE)) as stream:
-            assert LoopState(**json.load(stream)) == state
+        assert read_state(checkpoint.path) == state
     finally:
         shutil.rmtree(checkpoint.path)
 
