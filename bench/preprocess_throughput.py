@@ -199,7 +199,7 @@ def worker_baseline(tree: Path, threads: str) -> dict:
     from mtcnn import MTCNN
     from PIL import Image
 
-    from faceproc.augment import augment_face
+    from faceproc.preprocess.augment import augment_face
 
     if threads == "1":
         _pin_threads()
@@ -247,7 +247,7 @@ def worker_baseline(tree: Path, threads: str) -> dict:
 
 def _decoded_base_photos():
     from faceproc.config import PreprocessConfig
-    from faceproc.decode import decode_image
+    from faceproc.preprocess.decode import decode_image
 
     cfg = PreprocessConfig()
     return [decode_image(p.read_bytes(), cfg.max_pixels, cfg.min_side) for p in source_files(DATASET)]
@@ -261,7 +261,7 @@ def worker_detect(passes: int) -> dict:
 
     _pin_threads()
     from faceproc.config import PreprocessConfig
-    from faceproc.detect import FaceDetector
+    from faceproc.preprocess.detector import FaceDetector
 
     images = _decoded_base_photos()
     config = PreprocessConfig()
@@ -311,7 +311,7 @@ def worker_rayinit() -> dict:
     t0 = time.perf_counter()
     import ray
 
-    from faceproc.ray_env import init_ray
+    from faceproc.core.ray_env import init_ray
 
     t1 = time.perf_counter()
     init_ray(os.environ.get("RAY_ADDRESS"))

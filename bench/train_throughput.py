@@ -18,7 +18,7 @@ same machine, same invocation:
       "End to end" is the run's own `train_seconds` (result.json: Ray Train start-up, every epoch,
       final checkpoint and model save). "Steady state" excludes the first epoch; per-epoch times come
       from timestamps taken inside the Ray Train workers: the benchmark hands Ray Train a thin
-      wrapper around `faceproc.train_loop.train_func` that records when each `ray.train.report`
+      wrapper around `faceproc.train.loop.train_func` that records when each `ray.train.report`
       (one per epoch, after fit + holdout evaluation + checkpoint) and each `Model.fit` /
       `Model.evaluate` call starts and ends, and the optimizer's step count. The driver's phases
       (trainer, model save, embeddings) are timed the same way. faceproc's code is not changed;
@@ -104,11 +104,11 @@ def read_fit_rows(out: str, holdout_fraction: float, seed: int):
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from faceproc import storage
-    from faceproc.holdout import select_holdout
-    from faceproc.manifest import live_keys, load_manifest
-    from faceproc.shards import live_shard_files
-    from faceproc.train_data import decode_png
+    from faceproc.core import storage
+    from faceproc.train.holdout import select_holdout
+    from faceproc.core.manifest import live_keys, load_manifest
+    from faceproc.core.shards import live_shard_files
+    from faceproc.train.data import decode_png
 
     manifest = load_manifest(out)
     ok = manifest.filter(pc.and_(pc.equal(manifest.column("status"), "ok"),
@@ -200,7 +200,7 @@ def make_timed_train_func(events_dir: str):
 
         import ray.train
 
-        import faceproc.train_loop as loop
+        import faceproc.train.loop as loop
         from faceproc.models.keras_env import keras
 
         rank = ray.train.get_context().get_world_rank()
@@ -302,9 +302,9 @@ def worker_faceproc(out: str, name: str, epochs: int | None, workers: int, facen
 
     import faceproc.models.facenet_weights as facenet_weights
     import faceproc.train as ftrain
-    import faceproc.train_loop as loop
+    import faceproc.train.loop as loop
     from faceproc.config import Config
-    from faceproc.ray_env import init_ray
+    from faceproc.core.ray_env import init_ray
 
     t_import = time.perf_counter()
     if clear_embeddings:

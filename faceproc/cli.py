@@ -7,9 +7,9 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from faceproc import storage
+from faceproc.core import layout, storage
 from faceproc.config import Config, ConfigError, load_config, parse_override
-from faceproc.lock import output_lock
+from faceproc.core.lock import output_lock
 
 log = logging.getLogger("faceproc")
 
@@ -44,7 +44,7 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
-    from faceproc.preprocess import run_preprocess
+    from faceproc.preprocess.run import run_preprocess
 
     config = _config(args, input=args.input, output=args.output)
     with output_lock(config.output, args.wait):
@@ -56,7 +56,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from faceproc.train import run_train
+    from faceproc.train.run import run_train
 
     config = _config(args, output=args.output, **{
         "train.models": args.models, "train.epochs": args.epochs, "train.workers": args.workers,
@@ -70,19 +70,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from faceproc.evaluate import run_evaluate
-    from faceproc.metrics import format_table
+    from faceproc.evaluate.run import run_evaluate
+    from faceproc.evaluate.metrics import format_table
 
     config = _config(args, output=args.output)
     with output_lock(config.output, args.wait):
         rows = run_evaluate(config)
     print(format_table(rows))
-    print(f"report: {storage.join(config.output, 'reports', 'report.html')}")
+    print(f"report: {layout.report_file(config.output, layout.REPORT_HTML)}")
     return 1 if any(r["status"] == "failed" for r in rows) else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from faceproc.metrics import format_table
+    from faceproc.evaluate.metrics import format_table
     from faceproc.pipeline import run_pipeline
 
     config = _config(args, input=args.input, output=args.output, **{"train.models": args.models,
@@ -90,16 +90,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                      "train.gpus_per_worker": args.gpus_per_worker})
     result = run_pipeline(config, force=args.force, wait_seconds=args.wait)
     accuracy = result.accuracy
-    if accuracy is None and storage.exists(storage.join(config.output, "reports", "accuracy.json")):
-        accuracy = storage.read_json(storage.join(config.output, "reports", "accuracy.json"))
+    accuracy_uri = layout.report_file(config.output, layout.ACCURACY_JSON)
+    if accuracy is None and storage.exists(accuracy_uri):
+        accuracy = storage.read_json(accuracy_uri)
     if accuracy:
         print(format_table(accuracy))
-    print(f"report: {storage.join(config.output, 'reports', 'report.html')}")
+    print(f"report: {layout.report_file(config.output, layout.REPORT_HTML)}")
     return 1 if result.failed else 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from faceproc.predict import format_predictions, json_lines, predict_images
+    from faceproc.inference.predict import format_predictions, json_lines, predict_images
 
     rows = predict_images(_config(args, output=args.output), args.images, model=args.model)
     print(json_lines(rows) if args.json else format_predictions(rows), end="" if args.json else "\n")

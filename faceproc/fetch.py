@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from faceproc import storage
+from faceproc.core import storage
 
 log = logging.getLogger(__name__)
 

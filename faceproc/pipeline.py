@@ -14,10 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from faceproc import storage
+from faceproc.core import layout, storage
 from faceproc.config import Config
-from faceproc.lock import output_lock
-from faceproc.preprocess import PreprocessSummary, new_run_id, run_preprocess
+from faceproc.core.lock import output_lock
+from faceproc.preprocess.run import PreprocessSummary, new_run_id, run_preprocess
 
 log = logging.getLogger(__name__)
 DEFAULT_INPUT = Config().input
@@ -43,8 +43,8 @@ def stage(number: int, name: str, message: str) -> None:
 
 def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0) -> PipelineResult:
     """The main job. `force` retrains and re-evaluates even when nothing changed."""
-    from faceproc.evaluate import run_evaluate
-    from faceproc.train import run_train
+    from faceproc.evaluate.run import run_evaluate
+    from faceproc.train.run import run_train
 
     run_id = new_run_id()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -66,7 +66,7 @@ def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0)
         fitted = [r["model"] for r in result.training if r["status"] == "ok" and not r.get("up_to_date")]
         stages["train"] = f"fitted {', '.join(fitted)}" if fitted else "all models up to date"
 
-        reports_missing = not storage.exists(storage.join(config.output, "reports", "accuracy.json"))
+        reports_missing = not storage.exists(layout.report_file(config.output, layout.ACCURACY_JSON))
         if force or changed or fitted or reports_missing:
             why = "forced" if force else ("photos changed" if changed else
                                           "models retrained" if fitted else "no report yet")
@@ -77,7 +77,7 @@ def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0)
             stage(4, "evaluate", "nothing to do: no photo or model changed")
             stages["evaluate"] = "skipped: nothing changed"
 
-        storage.write_json_atomic(storage.join(config.output, "runs", f"{run_id}.json"), {
+        storage.write_json_atomic(layout.run_record(config.output, run_id), {
             "run_id": run_id,
             "started": started_at,
             "ended": datetime.now(timezone.utc).isoformat(timespec="seconds"),

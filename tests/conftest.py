@@ -72,7 +72,7 @@ FACENET_WEIGHTS = REPO / "models" / "facenet_keras.h5"
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     """One local Ray for the whole test session: starting Ray costs seconds."""
-    from faceproc.ray_env import init_ray
+    from faceproc.core.ray_env import init_ray
 
     init_ray()
     yield
@@ -96,9 +96,9 @@ def write_face_shards(out: Path, people: dict[str, list[tuple[int, int, int]]], 
     import numpy as np
     import pyarrow as pa
 
-    from faceproc import storage
-    from faceproc.schema import FACE_SCHEMA, MANIFEST_SCHEMA
-    from faceproc.stages import encode_png
+    from faceproc.core import storage
+    from faceproc.core.schema import FACE_SCHEMA, MANIFEST_SCHEMA
+    from faceproc.preprocess.operators import encode_png
 
     rng = np.random.default_rng(0)
     rows, manifest = [], []
@@ -125,7 +125,7 @@ def write_face_shards(out: Path, people: dict[str, list[tuple[int, int, int]]], 
 def real_out(tmp_path_factory, ray_session, dataset_dir) -> Path:
     """The fetched dataset preprocessed once per test session (slow tests share it read-only)."""
     from faceproc.config import Config
-    from faceproc.preprocess import run_preprocess
+    from faceproc.preprocess.run import run_preprocess
 
     out = tmp_path_factory.mktemp("real") / "out"
     run_preprocess(Config(input=str(dataset_dir), output=str(out)))

@@ -1,0 +1,101 @@
+"""Every path under OUT, and every file name in it: the one place the output layout is spelled.
+
+The layout is part of the contract (README "Outputs under OUT"); other tools read these paths.
+Each function takes OUT (a local path or a URI) and returns a path or URI under it.
+"""
+
+from __future__ import annotations
+
+from faceproc.core import storage
+
+# Files of a trained model's folder, OUT/models/<name>/.
+MODEL_FILE = "model.keras"
+CLASSES_FILE = "classes.json"
+HISTORY_FILE = "history.json"
+RESULT_FILE = "result.json"
+CONFIG_FILE = "config.json"
+CENTROIDS_FILE = "centroids.json"
+
+LOCK_FILE = ".faceproc.lock"
+SHARDS_DIR = "shards"
+MODELS_DIR = "models"
+REPORTS_DIR = "reports"
+
+
+def manifest(out: str) -> str:
+    return storage.join(out, "manifest.parquet")
+
+
+def rejects(out: str) -> str:
+    return storage.join(out, "rejects.parquet")
+
+
+def config(out: str) -> str:
+    """The config of the last preprocessing run, beside the rows it produced."""
+    return storage.join(out, CONFIG_FILE)
+
+
+def shards_root(out: str) -> str:
+    return storage.join(out, SHARDS_DIR)
+
+
+def shard_dir(out: str, split: str) -> str:
+    return storage.join(out, SHARDS_DIR, split)
+
+
+def shard_name(run_id: str, index: int) -> str:
+    return f"{run_id}.{index:05d}.parquet"
+
+
+def run_of_shard(shard_uri: str) -> str:
+    """The run id a shard file's name starts with."""
+    return shard_uri.rsplit("/", 1)[-1].split(".", 1)[0]
+
+
+def staging_root(out: str) -> str:
+    """Where preprocessing runs stage their files before publishing; removed at the end of a run."""
+    return storage.join(out, "_staging")
+
+
+def run_record(out: str, run_id: str, stage: str | None = None) -> str:
+    """OUT/runs/<run>.json (the pipeline) or OUT/runs/<run>.<stage>.json (one stage)."""
+    return storage.join(out, "runs", f"{run_id}.{stage}.json" if stage else f"{run_id}.json")
+
+
+def models_root(out: str) -> str:
+    return storage.join(out, MODELS_DIR)
+
+
+def model_dir(out: str, name: str) -> str:
+    return storage.join(out, MODELS_DIR, name)
+
+
+def model_staging_dir(out: str, name: str) -> str:
+    """A model's new files are written here and swapped in whole."""
+    return storage.join(out, MODELS_DIR, f".{name}.staging")
+
+
+def ray_train_storage(out: str) -> str:
+    """Ray Train's checkpoints; on a cluster OUT is shared storage, so this is too."""
+    return storage.join(out, "_ray_train")
+
+
+def embeddings_dir(out: str, weights_key: str, split: str) -> str:
+    """Cached FaceNet embeddings of one split, per weights file (`weights_key` from its hash)."""
+    return storage.join(out, "embeddings", weights_key, split)
+
+
+def reports_dir(out: str) -> str:
+    return storage.join(out, REPORTS_DIR)
+
+
+def report_file(out: str, name: str) -> str:
+    """OUT/reports/<name>: predictions.parquet, accuracy.{json,csv,md}, report.html, config.json."""
+    return storage.join(out, REPORTS_DIR, name)
+
+
+PREDICTIONS_FILE = "predictions.parquet"
+ACCURACY_JSON = "accuracy.json"
+ACCURACY_CSV = "accuracy.csv"
+ACCURACY_MD = "accuracy.md"
+REPORT_HTML = "report.html"

@@ -1,0 +1,51 @@
+"""OUT/rejects.parquet: one row per input file that gave no face, with the reason.
+
+A run writes this file just before its manifest (the commit), so a run killed between the two
+leaves reject rows the manifest does not name. Like shard rows, a reject row is live only when the
+manifest lists its (path, sha256, run_id) as rejected; readers go through `read_live_rejects`, and
+the next run rewrites the file without the dead rows (`prune_rejects`).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from faceproc.core import layout, storage
+from faceproc.core.schema import REJECT_SCHEMA
+
+def read_live_rejects(out: str, manifest: pa.Table) -> pa.Table:
+    """The reject rows the manifest vouches for (empty when there is no rejects file)."""
+    uri = layout.rejects(out)
+    if not storage.exists(uri):
+        return REJECT_SCHEMA.empty_table()
+    return keep_live_rejects(storage.read_table(uri).cast(REJECT_SCHEMA), manifest)
+
+
+def keep_live_rejects(rejects: pa.Table, manifest: pa.Table) -> pa.Table:
+    """Rows whose (path, sha256, run_id) the manifest lists as rejected."""
+    rejected = manifest.filter(pc.equal(manifest.column("status"), "rejected"))
+    live = _keys(rejected.column("path"), rejected.column("sha256"), rejected.column("run_id")).combine_chunks()
+    keys = _keys(rejects.column("path"), pc.fill_null(rejects.column("sha256"), ""), rejects.column("run_id"))
+    return rejects.filter(pc.is_in(keys, value_set=live))
+
+
+def write_rejects(out: str, manifest: pa.Table, new_rejects: pa.Table) -> None:
+    """Previous rejects still live under `manifest`, plus this run's `new_rejects`, sorted by path."""
+    kept = read_live_rejects(out, manifest)
+    storage.write_table_atomic(layout.rejects(out), pa.concat_tables([kept, new_rejects]).sort_by("path"))
+
+
+def prune_rejects(out: str, manifest: pa.Table) -> None:
+    """Rewrite the file without the rows of runs that died before their commit, if it has any."""
+    uri = layout.rejects(out)
+    if not storage.exists(uri):
+        return
+    rejects = storage.read_table(uri).cast(REJECT_SCHEMA)
+    live = keep_live_rejects(rejects, manifest)
+    if live.num_rows != rejects.num_rows:
+        storage.write_table_atomic(uri, live)
+
+
+def _keys(paths: pa.ChunkedArray, hashes: pa.ChunkedArray, runs: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.binary_join_element_wise(paths, hashes, runs, "\0")

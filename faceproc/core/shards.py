@@ -1,0 +1,54 @@
+"""Where face shards live and which of their rows are in use.
+
+Shard files are named `<run_id>.<index>.parquet`; a file belongs to the published state only when the
+manifest still names its run, and a row only while the manifest lists its source file as `ok`.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from faceproc.core import layout, storage
+from faceproc.core.manifest import live_keys, live_runs, load_manifest
+
+
+def live_shard_files(out: str, split: str, manifest: pa.Table | None = None) -> list[str]:
+    """Shard files of published runs; files left behind by a run that died are not included."""
+    runs = live_runs(load_manifest(out) if manifest is None else manifest)
+    return [uri for uri in storage.list_files(layout.shard_dir(out, split), ".parquet")
+            if layout.run_of_shard(uri) in runs]
+
+
+def orphan_shard_files(out: str, splits: list[str], manifest: pa.Table) -> list[str]:
+    runs = live_runs(manifest)
+    return [
+        uri
+        for split in splits
+        for uri in storage.list_files(layout.shard_dir(out, split), ".parquet")
+        if layout.run_of_shard(uri) not in runs
+    ]
+
+
+def read_live_faces(out: str, split: str, columns: list[str] | None = None):
+    """A Ray Dataset of the live face rows of `split` (None when the split has no shards)."""
+    import ray.data
+
+    manifest = load_manifest(out)
+    files = live_shard_files(out, split, manifest)
+    if not files:
+        return None
+    fs, _ = storage.resolve(out)
+    paths = [storage.resolve(uri)[1] for uri in files]
+    return keep_live_rows(ray.data.read_parquet(paths, filesystem=fs, columns=columns), manifest)
+
+
+def keep_live_rows(dataset, manifest: pa.Table):
+    """Rows whose (source_path, source_sha256) the manifest lists as ok; a vectorised filter."""
+    keys = pa.array(sorted(f"{path}\0{sha}" for path, sha in live_keys(manifest)), pa.string())
+    return dataset.map_batches(_live_rows, batch_format="pyarrow", fn_kwargs={"keys": keys})
+
+
+def _live_rows(table: pa.Table, keys: pa.Array) -> pa.Table:
+    joined = pc.binary_join_element_wise(table["source_path"], table["source_sha256"], "\0")
+    return table.filter(pc.is_in(joined, value_set=keys))

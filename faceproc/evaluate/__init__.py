@@ -1,0 +1,1 @@
+"""Stage 3, `faceproc evaluate`: predictions, the accuracy table and report.html under OUT/reports/."""

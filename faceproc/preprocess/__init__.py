@@ -1,0 +1,1 @@
+"""Stage 1, `faceproc preprocess`: photos to Parquet face shards, rejects and the manifest."""

@@ -1,0 +1,166 @@
+"""Turn the bytes of one input file into an RGB array, or a RejectError saying why not.
+
+Decoding goes by content (Pillow sniffs the format), never by file name. Every failure on
+bad input becomes a RejectError with a closed reason, so one odd file never fails a block.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from faceproc.core.schema import RejectError, RejectReason
+
+# Leading bytes of formats we expect, with the Pillow plugin that reads them. A file Pillow
+# cannot identify that starts like one of these is a damaged or unsupported image, not some
+# other kind of file; re-opening it with that plugin tells which (Image.open hides the error).
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+# Error messages that mean "Pillow cannot handle this kind of image", not "the data is damaged".
+_UNSUPPORTED_HINTS = re.compile(
+    r"unsupported|not supported|not yet supported|not available|not implemented|cannot handle"
+    r"|unknown pixel mode|unknown data organization|ghostscript",
+    re.IGNORECASE,
+)
+
+
+def decode_image(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
+    """Decode `data` to a C-contiguous HxWx3 uint8 RGB array.
+
+    The declared size is checked before any pixel data is decoded, so a small file that
+    declares a huge image costs nothing. Raises RejectError (and nothing else) for bad input.
+    """
+    if not data:
+        raise RejectError(RejectReason.EMPTY_FILE, "the file is empty (0 bytes)")
+    try:
+        return _decode(data, max_pixels, min_side)
+    except RejectError:
+        raise
+    except Image.DecompressionBombError as e:
+        # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS), hit before ours could be checked.
+        raise RejectError(RejectReason.TOO_LARGE, _bomb_detail(e, max_pixels)) from None
+    except MemoryError:
+        raise RejectError(RejectReason.TOO_LARGE, "not enough memory to decode the image") from None
+    except Exception as e:  # noqa: BLE001 - the boundary: bad input must become a reject, not a crash
+        raise RejectError(RejectReason.UNSUPPORTED, f"cannot decode: {type(e).__name__}: {e}") from None
+
+
+def _decode(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
+    im = _open(data)
+    fmt = im.format or "image"
+    width, height = im.size
+    if width * height > max_pixels:
+        raise RejectError(
+            RejectReason.TOO_LARGE,
+            f"{fmt} declares {width}x{height} = {width * height} pixels, more than max_pixels={max_pixels}",
+        )
+    if min(width, height) < min_side:
+        raise RejectError(RejectReason.TOO_SMALL, f"{fmt} is {width}x{height}, shorter side below min_side={min_side}")
+    _load(im, fmt)
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - damaged EXIF should not cost a good photo; keep it as stored
+        pass
+    try:
+        rgb = _to_rgb(im)
+    except Exception as e:  # noqa: BLE001
+        raise RejectError(RejectReason.UNSUPPORTED, f"{fmt} mode {im.mode} cannot be converted to RGB: {e}") from None
+    out = np.ascontiguousarray(rgb, dtype=np.uint8)
+    return out if out.flags.writeable else out.copy()  # arrays over Pillow's buffer are read-only
+
+
+def _open(data: bytes) -> Image.Image:
+    """Read the header only; Pillow's bomb warning is silenced because our own max_pixels check follows."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise
+    except Exception:  # noqa: BLE001 - UnidentifiedImageError, or a plugin failing on a damaged header
+        pass
+    fmt = next((name for sig, name in _SIGNATURES if data.startswith(sig)), None)
+    if fmt is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        fmt = "WEBP"
+    if fmt is None:
+        raise RejectError(RejectReason.NOT_AN_IMAGE, f"not a recognised image format ({len(data)} bytes)")
+    why = _plugin_error(data, fmt)
+    if _UNSUPPORTED_HINTS.search(why):
+        raise RejectError(RejectReason.UNSUPPORTED, f"{fmt} variant Pillow cannot read: {why}")
+    raise RejectError(RejectReason.TRUNCATED, f"{fmt} header is truncated or corrupt: {why}")
+
+
+def _plugin_error(data: bytes, fmt: str) -> str:
+    """The error the format's own plugin raises on `data`, which Image.open swallows."""
+    Image.init()
+    factory = Image.OPEN.get(fmt, (None, None))[0]
+    if factory is None:
+        return "no Pillow plugin for this format"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            factory(io.BytesIO(data), "")
+    except Exception as e:  # noqa: BLE001
+        return f"{type(e).__name__}: {e}"
+    return "cannot identify image file"
+
+
+def _load(im: Image.Image, fmt: str) -> None:
+    """Decode the pixel data (the first frame of an animation); map failures to truncated or unsupported."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im.load()
+    except (Image.DecompressionBombError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001
+        if _UNSUPPORTED_HINTS.search(str(e)):
+            raise RejectError(RejectReason.UNSUPPORTED, f"{fmt} variant Pillow cannot decode: {e}") from None
+        raise RejectError(RejectReason.TRUNCATED, f"{fmt} pixel data is truncated or corrupt: {e}") from None
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """Convert any Pillow mode to RGB: scale high-bit-depth modes, composite alpha onto white."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        gray = _to_uint8(np.asarray(im), mode)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.asarray(im if mode == "RGB" else im.convert("RGB"))
+
+
+def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """Scale, not clip: Pillow's own convert("L") clips 16-bit data to 255 and whitens the image."""
+    v = values.astype(np.float64)
+    if mode.startswith("I;16") or (mode == "I" and v.size and v.min() >= 0 and v.max() <= 65535):
+        scaled = v / 257.0  # 65535 -> 255 exactly
+    elif mode == "F" and v.size and v.min() >= 0 and v.max() <= 1:
+        scaled = v * 255.0
+    else:  # 32-bit or float data of unknown range: stretch what is there
+        finite = v[np.isfinite(v)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        scaled = (np.nan_to_num(v, nan=lo, posinf=hi, neginf=lo) - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _bomb_detail(error: Exception, max_pixels: int) -> str:
+    """Pillow refuses before we see the size; recover the pixel count from its message."""
+    match = re.search(r"\((\d+) pixels\)", str(error))
+    if match and int(match.group(1)) > max_pixels:
+        return f"declares {match.group(1)} pixels, more than max_pixels={max_pixels}"
+    return f"refused by Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS): {error}"

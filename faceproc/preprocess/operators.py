@@ -1,0 +1,140 @@
+"""The per-batch steps of the preprocessing dataset: decode, detect, finalize, in one actor.
+
+They run fused in `FacePipeline` so that full-size decoded photos never travel through the object
+store: an actor takes file rows and returns encoded face rows. A bad file never raises: its failure
+becomes `reason`/`detail` on its row and, at the end, a reject record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+from faceproc.core import storage
+from faceproc.preprocess.augment import augment_face
+from faceproc.config import PreprocessConfig
+from faceproc.preprocess.decode import decode_image
+from faceproc.core.schema import FACE_SCHEMA, REJECT_SCHEMA, RejectError, RejectReason
+
+EMPTY_IMAGE = np.zeros((0, 0, 3), np.uint8)
+PARTITION_COLUMN = "_split"  # Hive partition of the staged faces; dropped from the files written
+
+
+def _object_array(items: list) -> np.ndarray:
+    """A 1-D object array, even when every item has the same shape."""
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def decode_batch(batch: dict[str, np.ndarray], max_pixels: int, min_side: int) -> dict[str, np.ndarray]:
+    """Read and decode each file to RGB; failures become a reason on the row."""
+    images, reasons, details, hashes = [], [], [], []
+    for path, layout_error in zip(batch["path"], batch["layout_error"]):
+        image, reason, detail, sha = EMPTY_IMAGE, "", "", ""
+        try:
+            data = storage.read_bytes(path)
+            sha = hashlib.sha256(data).hexdigest()
+            if layout_error:
+                raise RejectError(RejectReason.BAD_LAYOUT, layout_error)
+            image = decode_image(data, max_pixels=max_pixels, min_side=min_side)
+        except RejectError as exc:
+            reason, detail = exc.reason.value, exc.detail
+        except OSError as exc:
+            reason, detail = RejectReason.READ_ERROR.value, str(exc)
+        images.append(image)
+        reasons.append(reason)
+        details.append(detail)
+        hashes.append(sha)
+    out = {k: v for k, v in batch.items() if k != "sha256"}
+    out.update(sha256=np.array(hashes), image=_object_array(images),
+               reason=np.array(reasons), detail=np.array(details))
+    return out
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buffer.tobytes()
+
+
+class Finalizer:
+    """Turns detected rows into face rows (plus augmented copies for train) and stages rejects.
+
+    Reject rows are written to their own staging folder here, because a Ray Data stream can feed only
+    one sink; the driver gathers them when the run is published.
+    """
+
+    def __init__(self, run_id: str, seed: int, augment_copies: int, rejects_dir: str) -> None:
+        self.run_id = run_id
+        self.seed = seed
+        self.augment_copies = augment_copies
+        self.rejects_dir = rejects_dir
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        faces: dict[str, list] = {name: [] for name in [*FACE_SCHEMA.names, PARTITION_COLUMN]}
+        rejects: dict[str, list] = {name: [] for name in REJECT_SCHEMA.names}
+        for i, path in enumerate(batch["path"]):
+            if batch["reason"][i]:
+                self._add_reject(rejects, batch, i)
+                continue
+            copies = self.augment_copies if batch["split"][i] == "train" else 0
+            for index in range(copies + 1):
+                face = batch["face"][i]
+                if index:
+                    face = augment_face(face, self.seed, batch["sha256"][i], index)
+                row = {
+                    "image": encode_png(face),
+                    "label": batch["label"][i],
+                    "label_id": int(batch["label_id"][i]),
+                    "split": batch["split"][i],
+                    "source_path": path,
+                    "source_sha256": batch["sha256"][i],
+                    "box": [int(v) for v in batch["box"][i]],
+                    "confidence": float(batch["confidence"][i]),
+                    "faces_found": int(batch["faces_found"][i]),
+                    "augment_index": index,
+                    "run_id": self.run_id,
+                    PARTITION_COLUMN: batch["split"][i],
+                }
+                for name, value in row.items():
+                    faces[name].append(value)
+        if rejects["path"]:
+            table = pa.table(rejects, schema=REJECT_SCHEMA)
+            storage.write_table_atomic(storage.join(self.rejects_dir, f"{uuid.uuid4().hex}.parquet"), table)
+        schema = FACE_SCHEMA.append(pa.field(PARTITION_COLUMN, pa.string()))
+        return pa.table(faces, schema=schema)
+
+    def _add_reject(self, rejects: dict[str, list], batch: dict[str, np.ndarray], i: int) -> None:
+        rejects["path"].append(batch["path"][i])
+        rejects["reason"].append(batch["reason"][i])
+        rejects["detail"].append(batch["detail"][i])
+        rejects["split"].append(batch["split"][i] or None)
+        rejects["label"].append(batch["label"][i] or None)
+        rejects["sha256"].append(batch["sha256"][i] or None)
+        rejects["run_id"].append(self.run_id)
+
+
+class FacePipeline:
+    """Ray Data callable class: MTCNN loaded once per actor; file rows in, face rows out."""
+
+    def __init__(self, config: PreprocessConfig, run_id: str, rejects_dir: str) -> None:
+        import tensorflow as tf
+
+        from faceproc.preprocess.detector import FaceDetector
+
+        if config.detector_threads > 0:  # one actor per core beats actors fighting over threads
+            tf.config.threading.set_intra_op_parallelism_threads(config.detector_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(config.detector_threads)
+        self.config = config
+        self.detect = FaceDetector(config)
+        self.finalize = Finalizer(run_id, config.seed, config.augment_copies, rejects_dir)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        decoded = decode_batch(batch, max_pixels=self.config.max_pixels, min_side=self.config.min_side)
+        return self.finalize(self.detect(decoded))

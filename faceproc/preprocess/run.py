@@ -1,0 +1,272 @@
+"""`faceproc preprocess`: photos to Parquet face shards with Ray Data, incrementally.
+
+hash (tasks) -> plan against the manifest -> decode (tasks) -> MTCNN (actor pool) -> crop,
+augment and encode (tasks) -> staged Parquet -> publish: shards moved into place, rejects and
+then the manifest written atomically. Until the manifest is replaced, readers see the previous run
+(shard and reject rows count only when the manifest names their run).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+
+from faceproc.core import layout, storage
+from faceproc.config import Config
+from faceproc.preprocess.discover import Discovery, InputFile, discover
+from faceproc.core.manifest import FileState, Plan, load_manifest, merge_manifest, plan_run
+from faceproc.core.rejects import prune_rejects, write_rejects
+from faceproc.core.schema import MANIFEST_SCHEMA, REJECT_SCHEMA
+from faceproc.core.shards import orphan_shard_files
+from faceproc.preprocess.operators import PARTITION_COLUMN, FacePipeline
+
+log = logging.getLogger(__name__)
+
+
+
+class PreprocessError(RuntimeError):
+    """The run finished but its result is not usable (e.g. too many rejects); message says why."""
+
+
+@dataclass
+class PreprocessSummary:
+    run_id: str
+    discovered: int = 0
+    skipped_hidden: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    processed: int = 0
+    face_photos: int = 0
+    face_rows: int = 0
+    augmented_rows: int = 0
+    rejects: int = 0
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    live_files: int = 0
+    live_rejects: int = 0
+    leakage: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def format(self) -> str:
+        lines = [
+            ("discovered files", self.discovered),
+            ("skipped (hidden/system)", self.skipped_hidden),
+            ("new / changed / unchanged / deleted",
+             f"{self.new} / {self.changed} / {self.unchanged} / {self.deleted}"),
+            ("processed this run", self.processed),
+            ("photos with a face", self.face_photos),
+            ("face rows written", self.face_rows),
+            ("  of which augmented", self.augmented_rows),
+            ("rejects this run", self.rejects),
+            *[(f"  {reason}", n) for reason, n in sorted(self.rejects_by_reason.items())],
+            ("live files / live rejects", f"{self.live_files} / {self.live_rejects}"),
+            ("train/val leakage (same content)", len(self.leakage)),
+            ("seconds", f"{self.seconds:.1f}"),
+        ]
+        width = max(len(name) for name, _ in lines)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in lines)
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSummary:
+    """Process the files under config.input that the manifest in config.output does not hold yet."""
+    import ray.data
+
+    from faceproc.core.ray_env import init_ray
+
+    started = time.monotonic()
+    summary = PreprocessSummary(run_id=run_id or new_run_id())
+    out = config.output
+    found = discover(config.input)
+    summary.discovered, summary.skipped_hidden = len(found.files), found.skipped
+
+    previous = load_manifest(out)
+    _remove_leftovers(out, previous)
+    plan = plan_run(_hash_files(found), previous)
+    summary.new, summary.changed = plan.new, plan.changed
+    summary.unchanged, summary.deleted = plan.unchanged, plan.deleted
+    summary.processed = len(plan.to_process)
+    if plan.has_work:
+        init_ray(config.ray_address)
+        staging_root = layout.staging_root(out)
+        try:
+            staging = storage.join(staging_root, summary.run_id)
+            _process(config, found, plan, summary.run_id, staging, ray.data)
+            _publish(config, found, plan, previous, summary, staging)
+        finally:
+            storage.delete_dir(staging_root)
+    manifest = load_manifest(out)
+    _fill_live_counts(summary, manifest)
+    summary.seconds = time.monotonic() - started
+    storage.write_json_atomic(layout.config(out), config.to_dict())
+    if plan.has_work:
+        storage.write_json_atomic(layout.run_record(out, summary.run_id, "preprocess"),
+                                  summary.to_dict())
+    _check_reject_share(summary, config.preprocess.max_reject_share)
+    return summary
+
+
+def _hash_files(found: Discovery) -> list[FileState]:
+    """SHA-256 of every discovered file, streamed through a few threads (hashlib releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def state(file: InputFile) -> FileState:
+        try:
+            sha = storage.sha256(file.path)
+        except OSError:
+            sha = ""  # unreadable now: processed (and rejected as read_error) on every run
+        return FileState(file.path, sha, file.split, file.label)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(state, found.files))
+
+
+def _process(config: Config, found: Discovery, plan: Plan, run_id: str, staging: str, data) -> None:
+    """Run the dataset for the files in `plan`, staging faces and rejects under `staging`."""
+    prep = config.preprocess
+    by_path: dict[str, InputFile] = {f.path: f for f in found.files}
+    label_ids = {label: i for i, label in enumerate(found.labels)}
+    items = [
+        {
+            "path": state.path,
+            "sha256": state.sha256,
+            "split": state.split or "",
+            "label": state.label or "",
+            "label_id": label_ids.get(state.label or "", -1),
+            "layout_error": by_path[state.path].layout_error or "",
+        }
+        for state in plan.to_process
+    ]
+    fs, staging_path = storage.resolve(staging)
+    (
+        data.from_items(items)
+        .map_batches(FacePipeline, fn_constructor_args=(prep, run_id, storage.join(staging, "rejects")),
+                     batch_size=prep.actor_batch_size,
+                     compute=data.ActorPoolStrategy(size=prep.detector_actors),
+                     num_cpus=prep.detector_num_cpus, num_gpus=prep.detector_num_gpus)
+        .write_parquet(f"{staging_path}/faces", filesystem=fs, partition_cols=[PARTITION_COLUMN],
+                       max_rows_per_file=prep.rows_per_shard)
+    )
+
+
+def _publish(config: Config, found: Discovery, plan: Plan, previous: pa.Table,
+             summary: PreprocessSummary, staging: str) -> None:
+    """Move staged shards into place, then write rejects and finally the manifest (the commit)."""
+    out = config.output
+    faces_by_path: collections.Counter[str] = collections.Counter()
+    augmented = 0
+    staged_files: list[tuple[str, str]] = []
+    for split_dir in _partition_dirs(storage.join(staging, "faces")):
+        split = split_dir.rsplit("=", 1)[1]
+        for staged in storage.list_files(split_dir, ".parquet"):
+            columns = storage.read_table(staged, columns=["source_path", "augment_index"])
+            faces_by_path.update(columns.column("source_path").to_pylist())
+            augmented += sum(1 for i in columns.column("augment_index").to_pylist() if i > 0)
+            staged_files.append((split, staged))
+    new_rejects = _read_staged_rejects(storage.join(staging, "rejects"))
+    rejected_paths = new_rejects.column("path").to_pylist()
+    _check_accounting(plan, set(faces_by_path), rejected_paths)
+    for index, (split, staged) in enumerate(staged_files):
+        storage.move(staged, storage.join(layout.shard_dir(out, split), layout.shard_name(summary.run_id, index)))
+
+    summary.face_photos = len(faces_by_path)
+    summary.face_rows = sum(faces_by_path.values())
+    summary.augmented_rows = augmented
+    summary.rejects = len(rejected_paths)
+    summary.rejects_by_reason = dict(collections.Counter(new_rejects.column("reason").to_pylist()))
+
+    current_paths = {f.path for f in found.files}
+    reasons = dict(zip(rejected_paths, new_rejects.column("reason").to_pylist()))
+    fresh = pa.table(
+        {
+            "path": [s.path for s in plan.to_process],
+            "sha256": [s.sha256 for s in plan.to_process],
+            "split": [s.split for s in plan.to_process],
+            "label": [s.label for s in plan.to_process],
+            "status": ["rejected" if s.path in reasons else "ok" for s in plan.to_process],
+            "reason": [reasons.get(s.path) for s in plan.to_process],
+            "face_rows": [faces_by_path.get(s.path, 0) for s in plan.to_process],
+            "leakage": [False] * len(plan.to_process),
+            "run_id": [summary.run_id] * len(plan.to_process),
+        },
+        schema=MANIFEST_SCHEMA,
+    )
+    manifest = merge_manifest(previous, current_paths, fresh)
+    write_rejects(out, manifest, new_rejects)  # rows the manifest does not name yet are not live
+    storage.write_table_atomic(layout.manifest(out), manifest)
+
+
+def _remove_leftovers(out: str, manifest: pa.Table) -> None:
+    """Staging and shard files of runs the manifest does not name: what runs that died left behind.
+
+    Called under the output lock, so no other run can be writing them."""
+    storage.delete_dir(layout.staging_root(out))
+    prune_rejects(out, manifest)
+    for orphan in orphan_shard_files(out, storage.list_dirs(layout.shards_root(out)), manifest):
+        storage.delete_file(orphan)
+
+
+def _partition_dirs(faces_dir: str) -> list[str]:
+    fs, path = storage.resolve(faces_dir)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    return sorted(
+        storage.join(faces_dir, info.base_name)
+        for info in fs.get_file_info(pafs.FileSelector(path))
+        if info.type == pafs.FileType.Directory and info.base_name.startswith(f"{PARTITION_COLUMN}=")
+    )
+
+
+def _read_staged_rejects(rejects_dir: str) -> pa.Table:
+    files = storage.list_files(rejects_dir, ".parquet")
+    if not files:
+        return REJECT_SCHEMA.empty_table()
+    table = pa.concat_tables([storage.read_table(uri).cast(REJECT_SCHEMA) for uri in files])
+    # A retried task may have staged the same file twice; keep one row per path.
+    first = {}
+    for i, path in enumerate(table.column("path").to_pylist()):
+        first.setdefault(path, i)
+    return table.take(sorted(first.values()))
+
+
+def _check_accounting(plan: Plan, face_paths: set[str], rejected_paths: list[str]) -> None:
+    """Every processed file is a face or a reject, never both, never neither."""
+    expected = {s.path for s in plan.to_process}
+    both = face_paths & set(rejected_paths)
+    missing = expected - face_paths - set(rejected_paths)
+    if both or missing:
+        raise PreprocessError(
+            f"accounting failed: {len(missing)} file(s) produced neither a face nor a reject "
+            f"(e.g. {sorted(missing)[:3]}), {len(both)} produced both; nothing was published"
+        )
+
+
+def _fill_live_counts(summary: PreprocessSummary, manifest: pa.Table) -> None:
+    summary.live_files = manifest.num_rows
+    summary.live_rejects = pc.sum(pc.equal(manifest.column("status"), "rejected")).as_py() or 0
+    leaked = manifest.filter(manifest.column("leakage"))
+    summary.leakage = leaked.column("path").to_pylist()
+
+
+def _check_reject_share(summary: PreprocessSummary, max_share: float) -> None:
+    if summary.live_files and summary.live_rejects / summary.live_files > max_share:
+        raise PreprocessError(
+            f"{summary.live_rejects} of {summary.live_files} input files were rejected "
+            f"({summary.live_rejects / summary.live_files:.0%} > preprocess.max_reject_share "
+            f"{max_share:.0%}); see rejects.parquet for the reasons"
+        )

@@ -1,0 +1,1 @@
+"""Stage 2, `faceproc train`: the face shards to trained models under OUT/models/<name>/ (Ray Train)."""

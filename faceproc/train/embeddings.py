@@ -1,0 +1,70 @@
+"""FaceNet embeddings of face shards, computed once with Ray Data and cached beside the shards.
+
+Shard files never change once published, so the cache is one embeddings file per shard file, under a
+folder named after the FaceNet weights' hash: new shards get embedded, old ones are reused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from faceproc.core import storage
+from faceproc.core.manifest import load_manifest
+from faceproc.core.shards import keep_live_rows, live_shard_files
+from faceproc.train.data import decode_png
+
+EMBEDDING_COLUMNS = ["source_path", "source_sha256", "augment_index", "label"]
+
+
+class FaceNetEmbedder:
+    """Ray Data callable class: loads the FaceNet backbone once per actor, embeds PNG face crops."""
+
+    def __init__(self, weights_path: str) -> None:
+        from faceproc.models.facenet_weights import load_facenet_backbone
+
+        self.backbone = load_facenet_backbone(weights_path)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images = np.stack([decode_png(data) for data in batch["image"]]).astype(np.float32)
+        embeddings = self.backbone.predict_on_batch(images)
+        out = {name: batch[name] for name in EMBEDDING_COLUMNS}
+        out["embedding"] = np.asarray(embeddings, np.float32)
+        return out
+
+
+def embeddings_dir(out: str, weights_path: str, split: str) -> str:
+    return storage.join(out, "embeddings", storage.sha256(weights_path)[:16], split)
+
+
+def ensure_embeddings(out: str, weights_path: str, split: str, num_gpus: float = 0.0) -> list[str]:
+    """Embed every live shard file of `split` that has no cached embeddings; return all cache files."""
+    import ray
+    import ray.data
+
+    cache = embeddings_dir(out, weights_path, split)
+    cached = set(storage.list_files(cache, ".parquet"))
+    files = []
+    for shard in live_shard_files(out, split):
+        target = storage.join(cache, shard.rsplit("/", 1)[1])
+        files.append(target)
+        if target in cached:
+            continue
+        fs, path = storage.resolve(shard)
+        refs = (
+            ray.data.read_parquet(path, filesystem=fs, columns=["image", *EMBEDDING_COLUMNS])
+            .map_batches(FaceNetEmbedder, fn_constructor_args=(weights_path,), batch_size=32,
+                         concurrency=1, num_cpus=1, num_gpus=num_gpus)
+            .to_arrow_refs()
+        )
+        storage.write_table_atomic(target, pa.concat_tables(ray.get(refs)))
+    return files
+
+
+def read_live_embeddings(out: str, files: list[str]):
+    """A Ray Dataset of cached embedding rows whose source files are still live."""
+    import ray.data
+
+    fs, _ = storage.resolve(out)
+    dataset = ray.data.read_parquet([storage.resolve(uri)[1] for uri in files], filesystem=fs)
+    return keep_live_rows(dataset, load_manifest(out))

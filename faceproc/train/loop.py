@@ -1,0 +1,159 @@
+"""`train_func`: what every Ray Train worker runs, and nothing else.
+
+Each epoch fits once over this worker's shard, scores the holdout, and reports metrics plus a
+checkpoint (the epoch's weights, early-stopping state and history) to Ray Train, which keeps the
+latest checkpoint and the one with the lowest holdout loss. A worker restarted after a failure
+resumes from the latest instead of starting over.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+WEIGHTS_FILE = "model.weights.npz"
+STATE_FILE = "state.json"
+SCORE = "holdout_loss"  # what Ray Train keeps the best checkpoint by (lowest)
+
+
+@dataclass
+class LoopState:
+    """Everything needed to resume: the next epoch, early-stopping counters and the history so far."""
+
+    next_epoch: int = 0
+    best_loss: float = math.inf
+    bad_epochs: int = 0
+    resumed_at: list[int] = field(default_factory=list)
+    history: dict[str, list[float]] = field(default_factory=lambda: {
+        "epoch": [], "loss": [], "accuracy": [], "holdout_loss": [], "holdout_accuracy": []})
+
+
+def write_checkpoint(weights: list[np.ndarray], state: LoopState):
+    """A new directory holding the weights and the loop state, as a Ray Train checkpoint. Ray Train
+    uploads it on its own thread while the next epoch runs, then deletes it. The weights are Keras'
+    weight list in one .npz: a third of the time of `save_weights`' HDF5 for ResNet50's 322 arrays."""
+    from ray.train import Checkpoint
+
+    directory = tempfile.mkdtemp(prefix="faceproc-checkpoint-")
+    np.savez(os.path.join(directory, WEIGHTS_FILE), *weights)
+    with open(os.path.join(directory, STATE_FILE), "w") as stream:
+        json.dump(asdict(state), stream)
+    return Checkpoint.from_directory(directory)
+
+
+def read_state(directory: str) -> LoopState:
+    """The loop state `write_checkpoint` saved."""
+    with open(os.path.join(directory, STATE_FILE)) as stream:
+        return LoopState(**json.load(stream))
+
+
+def read_weights(model, directory: str) -> None:
+    """Load the weights `write_checkpoint` saved into a model built the same way."""
+    with np.load(os.path.join(directory, WEIGHTS_FILE)) as arrays:
+        model.set_weights([arrays[f"arr_{index}"] for index in range(len(arrays.files))])
+
+
+def quiet_worker_logs() -> None:
+    """Workers otherwise print TensorFlow's collective-op chatter, a progress bar per epoch and two
+    lines of Ray Train internals per report (one of its loggers is named by file path, hence the
+    root logger); `epoch_line` is the progress instead."""
+    import logging
+
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    for name in ("", "ray.train", "tensorflow", "ray.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def epoch_line(model: str, epoch: int, epochs: int, scores: dict[str, float], stop: bool) -> str:
+    """One line per epoch for the console, printed by the chief worker."""
+    return (f"{model} epoch {epoch + 1}/{epochs}: loss {scores['loss']:.3f} acc {scores['accuracy']:.3f}, "
+            f"holdout loss {scores['holdout_loss']:.3f} acc {scores['holdout_accuracy']:.3f}"
+            + (" (early stop)" if stop else ""))
+
+
+def configure_cpu_threads(tf, cpus: float) -> None:
+    """Both TensorFlow thread pools sized to the cores Ray reserved rather than to the whole node,
+    so workers sharing a node do not oversubscribe it. One inter-op thread (Intel's oneDNN advice)
+    cost resnet50 7% per epoch on 2 cores; the epoch stalls it seemed to cure came from tf.data's
+    autotuner, which `shard_feed.static_pipeline` turns off (docs/benchmarks.md, "Training")."""
+    threads = max(1, round(cpus))
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+
+
+def distribution_strategy(tf, workers: int):
+    """MultiWorkerMirroredStrategy across workers; a lone worker uses TensorFlow's default strategy,
+    since its collective ops only add waits there (1.5-2x the epoch time on 2 cores)."""
+    return tf.distribute.MultiWorkerMirroredStrategy() if workers > 1 else tf.distribute.get_strategy()
+
+
+def train_func(config: dict[str, Any]) -> None:
+    """Ray Train entry point; `config` comes from faceproc.train._run_trainer."""
+    import ray.train
+    from ray.train import CheckpointUploadMode
+
+    from faceproc.models.keras_env import keras, tf
+    from faceproc.train.feed import ShardFeed
+
+    quiet_worker_logs()
+    if not config["use_gpu"]:
+        configure_cpu_threads(tf, config["cpus_per_worker"])
+    keras.utils.set_random_seed(config["seed"])
+    context = ray.train.get_context()
+    strategy = distribution_strategy(tf, context.get_world_size())
+    with strategy.scope():
+        model = config["build"](config["num_classes"])
+        model.compile(optimizer=config["optimizer"](), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+
+    state = LoopState()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            state = read_state(directory)
+            read_weights(model, directory)
+        state.resumed_at.append(state.next_epoch)
+
+    feature, batch_size = config["feature"], config["batch_size"]
+    fit_feed = ShardFeed(ray.train.get_dataset_shard("fit"), feature, batch_size, config["cache_in_worker"],
+                         shuffle=True)
+    holdout_feed = (ShardFeed(ray.train.get_dataset_shard("holdout"), feature, batch_size,
+                              config["cache_in_worker"], shuffle=False) if config["has_holdout"] else None)
+    chief = context.get_world_rank() == 0  # the only worker whose checkpoints are kept
+    for epoch in range(state.next_epoch, config["epochs"]):
+        fitted = model.fit(fit_feed.epoch(config["seed"] + epoch), epochs=1, verbose=0).history
+        scores = {"loss": fitted["loss"][-1], "accuracy": fitted["accuracy"][-1]}
+        if holdout_feed is not None:
+            scored = model.evaluate(holdout_feed.epoch(config["seed"]), verbose=0, return_dict=True)
+            scores.update(holdout_loss=scored["loss"], holdout_accuracy=scored["accuracy"])
+        else:
+            scores.update(holdout_loss=scores["loss"], holdout_accuracy=scores["accuracy"])
+        state.history["epoch"].append(epoch)
+        for key, value in scores.items():
+            state.history[key].append(float(value))
+
+        improved = scores[SCORE] < state.best_loss - 1e-6
+        if improved:
+            state.best_loss, state.bad_epochs = float(scores[SCORE]), 0
+        else:
+            state.bad_epochs += 1
+        state.next_epoch = epoch + 1
+        stop = state.bad_epochs >= config["patience"]
+        metrics = {**scores, "epoch": epoch, "stopped_early": stop}
+        if chief:
+            print(epoch_line(config["model"], epoch, config["epochs"], scores, stop), flush=True)
+        weights = model.get_weights()  # every worker: under MWMS, reading BatchNorm statistics is collective
+        # Uploaded on Ray Train's own thread: a synchronous report also waits for the controller's
+        # next poll of the workers (faceproc.core.ray_env.POLL_SECONDS).
+        ray.train.report(metrics, checkpoint=write_checkpoint(weights, state) if chief else None,
+                         checkpoint_upload_mode=CheckpointUploadMode.ASYNC)
+        if stop:
+            break

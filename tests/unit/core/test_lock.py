@@ -1,0 +1,37 @@
+import subprocess
+import sys
+import time
+
+import pytest
+
+from faceproc.core.lock import LockedError, output_lock
+
+
+def test_second_holder_is_refused_with_a_clear_message(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time, sys; from faceproc.core.lock import output_lock\n"
+        f"with output_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(30)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockedError, match=r"another faceproc run is using .*pid \d+"):
+            with output_lock(str(tmp_path), wait_seconds=1):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with output_lock(str(tmp_path)):  # released when the holder died
+        pass
+
+
+def test_waits_for_the_holder(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from faceproc.core.lock import output_lock\n"
+        f"with output_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(2)")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    started = time.monotonic()
+    with output_lock(str(tmp_path), wait_seconds=30):
+        waited = time.monotonic() - started
+    assert 0.5 < waited < 30  # blocked until the holder let go, then got the lock
+    holder.wait()

@@ -1,0 +1,223 @@
+"""`faceproc predict`: a real (tiny) trained model, real MTCNN, real photos; no mocks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceproc.core import storage
+from faceproc.config import Config
+from faceproc.inference.predict import (
+    UNKNOWN,
+    PredictError,
+    compute_centroids,
+    decide,
+    format_predictions,
+    json_lines,
+    nearest_centroid,
+    predict_images,
+)
+
+from tests.conftest import train_tiny_cnn
+
+PEOPLE = ["ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling"]
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("predict") / "out"
+    train_tiny_cnn(out / "models" / "cnn", PEOPLE)
+    return out
+
+
+@pytest.fixture(scope="module")
+def config(out_dir: Path) -> Config:
+    return Config(output=str(out_dir))
+
+
+def _val_photo(dataset_dir: Path, person: str = "madonna") -> Path:
+    photos = sorted((dataset_dir / "val" / person).glob("*.jpg"))
+    assert photos, f"no val photos of {person}"
+    return photos[0]
+
+
+def test_real_photo_gives_faces_with_box_and_person(config, dataset_dir, tmp_path):
+    photo = _val_photo(dataset_dir)
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+
+    Image.new("RGB", (200, 160), (128, 128, 128)).save(blank)
+    junk = tmp_path / "notes.jpg"
+    junk.write_text("this is not an image\n")
+    missing = tmp_path / "gone.jpg"
+
+    rows = predict_images(config, [str(photo), str(blank), str(junk), str(missing)], model="cnn")
+
+    faces = [r for r in rows if r["image"] == str(photo)]
+    assert faces, rows
+    from PIL import Image as _Image
+
+    width, height = _Image.open(photo).size
+    for face in faces:
+        x0, y0, x1, y1 = face["box"]
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert face["person"] in PEOPLE
+        assert 0.0 < face["probability"] <= 1.0
+        assert "reason" not in face
+
+    (no_face,) = [r for r in rows if r["image"] == str(blank)]
+    assert no_face == {"image": str(blank), "box": None, "person": None, "probability": None, "reason": "no_face"}
+
+    (bad,) = [r for r in rows if r["image"] == str(junk)]
+    assert bad["person"] is None and bad["box"] is None and bad["probability"] is None
+    assert bad["reason"] == "not_an_image" and bad["detail"]
+
+    (gone,) = [r for r in rows if r["image"] == str(missing)]
+    assert gone["person"] is None and gone["reason"] == "read_error"
+
+    # output order follows the input order
+    assert [r["image"] for r in rows] == [str(photo)] * len(faces) + [str(blank), str(junk), str(missing)]
+
+    lines = json_lines(rows).splitlines()
+    assert len(lines) == len(rows)
+    first = json.loads(lines[0])
+    assert set(first) == {"image", "box", "person", "probability"}
+    assert first["box"] == faces[0]["box"]
+    assert json.loads(lines[len(faces)]) == {
+        "image": str(blank), "box": None, "person": None, "probability": None, "reason": "no_face"
+    }
+    assert json.loads(lines[len(faces) + 1])["reason"] == "not_an_image"
+
+    text = format_predictions(rows)
+    assert faces[0]["person"] in text and "no face found" in text and "not_an_image" in text
+    assert len(text.splitlines()) == len(rows) + 2
+
+
+def test_missing_model_says_train_first(config):
+    with pytest.raises(PredictError, match="faceproc train"):
+        predict_images(config, [], model="facenet")
+
+
+def test_model_not_ok_in_training_is_refused(tmp_path):
+    model_dir = tmp_path / "out" / "models" / "resnet50_imagenet"
+    model_dir.mkdir(parents=True)
+    (model_dir / "result.json").write_text(
+        json.dumps({"model": "resnet50_imagenet", "status": "skipped", "reason": "no ImageNet weights"})
+    )
+    with pytest.raises(PredictError, match="skipped.*no ImageNet weights"):
+        predict_images(Config(output=str(tmp_path / "out")), [], model="resnet50_imagenet")
+
+
+# --- centroids and "unknown" on synthetic embeddings --------------------------------------
+
+
+def _clusters(rng: np.random.Generator, n_per: int = 40, dim: int = 128):
+    centres = {"alice": np.eye(dim)[0], "bob": np.eye(dim)[1], "carol": np.eye(dim)[2]}
+    embeddings, labels = [], []
+    for name, centre in centres.items():
+        # unnormalised, with different scales: compute_centroids must normalise
+        points = (centre + 0.05 * rng.standard_normal((n_per, dim))) * rng.uniform(0.5, 20, (n_per, 1))
+        embeddings.append(points)
+        labels += [name] * n_per
+    return np.concatenate(embeddings), labels, centres
+
+
+def test_compute_centroids_threshold_is_the_quantile_of_own_class_distances():
+    rng = np.random.default_rng(1)
+    embeddings, labels, centres = _clusters(rng)
+    table = compute_centroids(embeddings, labels, 0.99)
+    assert table["classes"] == ["alice", "bob", "carol"]
+    assert table["counts"] == {"alice": 40, "bob": 40, "carol": 40}
+    cents = np.asarray(table["centroids"])
+    assert cents.shape == (3, 128)
+    np.testing.assert_allclose(np.linalg.norm(cents, axis=1), 1.0, rtol=1e-9)
+    for i, name in enumerate(table["classes"]):
+        assert cents[i] @ centres[name] > 0.95
+
+    normed = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    own = np.array([cents[table["classes"].index(label)] for label in labels])
+    distances = np.linalg.norm(normed - own, axis=1)
+    assert table["threshold"] == pytest.approx(np.quantile(distances, 0.99))
+    assert np.sum(distances > table["threshold"]) <= np.ceil(0.01 * len(distances))
+    # a lower quantile gives a tighter threshold
+    assert compute_centroids(embeddings, labels, 0.5)["threshold"] < table["threshold"]
+    json.dumps(table)  # the centroids.json object is plain JSON
+
+    with pytest.raises(ValueError):
+        compute_centroids(embeddings, labels[:-1], 0.99)
+    with pytest.raises(ValueError):
+        compute_centroids(embeddings, labels, 1.5)
+    with pytest.raises(ValueError):
+        compute_centroids(np.zeros((0, 128)), [], 0.99)
+
+
+def test_far_face_is_unknown_and_near_face_is_its_class():
+    rng = np.random.default_rng(2)
+    embeddings, labels, centres = _clusters(rng)
+    table = json.loads(json.dumps(compute_centroids(embeddings, labels, 0.99)))  # as read from the file
+    near = 7.0 * (centres["bob"] + 0.02 * rng.standard_normal(128))
+    far = np.eye(128)[50] + 0.3 * np.eye(128)[0]  # nearest to alice, but nowhere near her
+    nearest, distances = nearest_centroid(np.stack([near, far]), table)
+    assert nearest == ["bob", "alice"]
+    assert distances[0] < table["threshold"] < distances[1]
+
+    classes = table["classes"]
+    # the softmax head says bob for the first face and alice (confidently) for the second
+    probs = np.array([[0.1, 0.8, 0.1], [0.97, 0.02, 0.01]])
+    verdicts = decide(probs, classes, distances, table["threshold"])
+    assert verdicts[0] == ("bob", pytest.approx(0.8))
+    assert verdicts[1] == (UNKNOWN, pytest.approx(0.97))  # probability is still the softmax max
+    # without centroids the softmax answer stands
+    assert decide(probs, classes)[1] == ("alice", pytest.approx(0.97))
+
+
+def test_facenet_style_model_uses_backbone_and_centroids(tmp_path):
+    """A small model with FaceNet's layout (input -> sub-model "facenet" -> head) and centroids.json:
+    predict embeds with the backbone and reports unknown beyond the threshold."""
+    from faceproc.models.facenet import attach_head, build_embedding_head
+    from faceproc.models.keras_env import keras
+    from faceproc.models.saving import save_model
+    from faceproc.inference.predict import Classifier
+
+    inputs = keras.Input(shape=(160, 160, 3), dtype="float32", name="image")
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    embedding = keras.layers.Dense(128, name="embed")(pooled)
+    backbone = keras.Model(inputs, embedding, name="facenet")
+    head = build_embedding_head(2)
+    model = attach_head(backbone, head)
+    model_dir = tmp_path / "out" / "models" / "facenet"
+    model_dir.mkdir(parents=True)
+    save_model(model, str(model_dir / "model.keras"))
+    (model_dir / "classes.json").write_text(json.dumps(["alice", "bob"]))
+
+    rng = np.random.default_rng(3)
+    dark = rng.integers(0, 60, (6, 160, 160, 3)).astype(np.uint8)
+    light = rng.integers(190, 256, (6, 160, 160, 3)).astype(np.uint8)
+    train = np.concatenate([dark, light]).astype(np.float32)
+    table = compute_centroids(backbone.predict(train, verbose=0), ["alice"] * 6 + ["bob"] * 6, 1.0)
+    (model_dir / "centroids.json").write_text(json.dumps(table))
+
+    classifier = Classifier(str(tmp_path / "out"), "facenet")
+    assert classifier.backbone is not None and classifier.head is not None
+    verdicts = classifier.classify([dark[0], light[0]])
+    expected = model.predict(np.stack([dark[0], light[0]]).astype(np.float32), verbose=0)
+    for verdict, probs in zip(verdicts, expected):
+        assert verdict["person"] in ("alice", "bob")
+        assert verdict["probability"] == pytest.approx(float(probs.max()), rel=1e-4)
+        assert verdict["distance"] <= table["threshold"] + 1e-6
+
+    # a face unlike every training face: far from both centroids
+    odd = np.zeros((160, 160, 3), np.uint8)
+    odd[..., 0] = 255
+    (verdict,) = classifier.classify([odd])
+    _, (distance,) = nearest_centroid(backbone.predict(odd[None].astype(np.float32), verbose=0), table)
+    assert verdict["distance"] == pytest.approx(distance, rel=1e-4)
+    assert (verdict["person"] == UNKNOWN) == (distance > table["threshold"])
+    # and with a threshold of 0 every face is unknown, probability unchanged
+    storage.write_json_atomic(str(model_dir / "centroids.json"), {**table, "threshold": 0.0})
+    strict = Classifier(str(tmp_path / "out"), "facenet").classify([dark[0]])
+    assert strict[0]["person"] == UNKNOWN
+    assert strict[0]["probability"] == pytest.approx(verdicts[0]["probability"], rel=1e-4)

@@ -1,0 +1,182 @@
+"""The preprocessing job end to end: real Ray Data, real MTCNN, real Parquet files."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from faceproc.config import Config
+from faceproc.core.manifest import load_manifest
+from faceproc.preprocess.run import PreprocessError, run_preprocess
+from faceproc.core.schema import FACE_SCHEMA, REJECT_SCHEMA
+from faceproc.core.shards import live_shard_files, read_live_faces
+from faceproc.train.data import decode_png
+
+from tests.conftest import DATASET, raw_png
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+FACE_PHOTOS = {  # one clear face each
+    "train/madonna/a.jpg": "train/madonna/httpiamediaimdbcomimagesMMVBMTANDQNTAxNDVeQTJeQWpwZBbWUMDIMjQOTYVUXCRALjpg.jpg",
+    "train/ben_afflek/b.jpg": "train/ben_afflek/httpcsvkmeuaeccjpg.jpg",
+    "val/madonna/c.jpg": "val/madonna/httpassetsrollingstonecomassetsarticlemadonnadavidbowiechangedthecourseofmylifeforeversmallsquarexmadonnabowiejpg.jpg",
+}
+
+
+def _config(input_dir: Path, out: Path, **preprocess) -> Config:
+    config = Config(input=str(input_dir), output=str(out))
+    for key, value in preprocess.items():
+        setattr(config.preprocess, key, value)
+    return config
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Three real face photos and one file for every way an input can fail; returns expected reasons."""
+    for target, source in FACE_PHOTOS.items():
+        src = DATASET / source
+        (root / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, root / target)
+    bad = {
+        "train/madonna/empty.jpg": (b"", "empty_file"),
+        "train/madonna/notes.jpg": (b"these are not pixels\n" * 10, "not_an_image"),
+        "train/ben_afflek/cut.jpg": ((root / "train/ben_afflek/b.jpg").read_bytes()[:2000], "truncated"),
+        "train/ben_afflek/bomb.png": (raw_png(30000, 30000, 8, 2), "too_large"),
+        "val/madonna/tiny.png": (_png(np.zeros((8, 8, 3), np.uint8)), "too_small"),
+        "val/madonna/wall.png": (_png(np.full((200, 200, 3), 180, np.uint8)), "no_face"),
+        "val/stray.jpg": ((root / "val/madonna/c.jpg").read_bytes(), "bad_layout"),
+    }
+    for rel, (data, _) in bad.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    (root / "train" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    return {rel: reason for rel, (_, reason) in bad.items()}
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _snapshot(out: Path) -> dict[str, str]:
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name != "config.json"
+            and "runs" not in p.parts}
+
+
+def test_every_file_is_a_face_or_a_reject_and_reruns_are_incremental(tmp_path):
+    root, out = tmp_path / "photos", tmp_path / "out"
+    expected_rejects = _tree(root)
+    summary = run_preprocess(_config(root, out, max_reject_share=1.0))
+
+    assert (summary.discovered, summary.skipped_hidden) == (10, 1)
+    rejects = pq.read_table(out / "rejects.parquet")
+    assert rejects.schema.equals(REJECT_SCHEMA)
+    got = {Path(p).relative_to(root).as_posix(): r for p, r in
+           zip(rejects.column("path").to_pylist(), rejects.column("reason").to_pylist())}
+    assert got == expected_rejects
+    assert all(rejects.column("detail").to_pylist())
+
+    manifest = load_manifest(str(out))
+    assert manifest.num_rows == 10
+    assert sorted(manifest.column("status").to_pylist()) == ["ok"] * 3 + ["rejected"] * 7
+    assert summary.face_photos + summary.rejects == summary.discovered
+    # the stray copy of c.jpg sits outside any split, so it is not leakage; nothing else is shared
+    assert summary.leakage == []
+
+    train_files = live_shard_files(str(out), "train")
+    train = pq.read_table(train_files[0])
+    assert train.schema.equals(FACE_SCHEMA)
+    assert train.num_rows == 2 * 3 and sorted(train.column("augment_index").to_pylist()) == [0, 0, 1, 1, 2, 2]
+    val = pq.read_table(live_shard_files(str(out), "val")[0])
+    assert val.num_rows == 1 and val.column("augment_index").to_pylist() == [0]
+    face = decode_png(val.column("image")[0].as_py())
+    assert face.shape == (160, 160, 3)
+    x0, y0, x1, y1 = val.column("box")[0].as_py()
+    width, height = Image.open(root / "val/madonna/c.jpg").size
+    assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+
+    # nothing new: nothing is written, every published byte stays the same
+    before = _snapshot(out)
+    again = run_preprocess(_config(root, out, max_reject_share=1.0))
+    assert (again.processed, again.unchanged, again.face_rows) == (0, 10, 0)
+    assert _snapshot(out) == before
+
+    # one changed, one deleted, one new file: only those are processed
+    (root / "val/madonna/wall.png").unlink()
+    shutil.copy(root / "train/madonna/a.jpg", root / "train/ben_afflek/b.jpg")  # changed content
+    shutil.copy(root / "val/madonna/c.jpg", root / "val/madonna/d.jpg")  # new (same content as c)
+    third = run_preprocess(_config(root, out, max_reject_share=1.0))
+    assert (third.new, third.changed, third.deleted, third.processed) == (1, 1, 1, 2)
+    live = read_live_faces(str(out), "train", ["source_path", "source_sha256"]).to_pandas()
+    b_rows = live[live.source_path.str.endswith("ben_afflek/b.jpg")]
+    assert len(b_rows) == 3 and set(b_rows.source_sha256) == {
+        hashlib.sha256((root / "train/madonna/a.jpg").read_bytes()).hexdigest()}
+    manifest = load_manifest(str(out))
+    assert "wall.png" not in " ".join(manifest.column("path").to_pylist())
+    assert "wall.png" not in " ".join(pq.read_table(out / "rejects.parquet").column("path").to_pylist())
+    # a.jpg (train) and b.jpg (train, now a's content) are one photo twice, but in one split: no leakage
+    assert third.leakage == []
+
+
+def test_leakage_and_reject_share(tmp_path):
+    root, out = tmp_path / "photos", tmp_path / "out"
+    _tree(root)
+    shutil.copy(root / "val/madonna/c.jpg", root / "train/madonna/c_again.jpg")
+    with pytest.raises(PreprocessError, match=r"7 of 11 input files were rejected"):
+        run_preprocess(_config(root, out, max_reject_share=0.5))
+    manifest = load_manifest(str(out))  # the outputs are published before the verdict
+    leaked = manifest.filter(manifest.column("leakage")).column("path").to_pylist()
+    assert sorted(Path(p).name for p in leaked) == ["c.jpg", "c_again.jpg"]
+
+
+def test_a_run_that_died_leaves_the_previous_state_and_is_cleaned_up(tmp_path):
+    root, out = tmp_path / "photos", tmp_path / "out"
+    _tree(root)
+    run_preprocess(_config(root, out, max_reject_share=1.0))
+    before = _snapshot(out)
+    # what a run killed after moving shards but before the manifest leaves behind
+    orphan = out / "shards" / "train" / "20990101T000000Z-dead00.00000.parquet"
+    shutil.copy(live_shard_files(str(out), "train")[0], orphan)
+    (out / "_staging" / "20990101T000000Z-dead00").mkdir(parents=True)
+    assert orphan.name not in " ".join(live_shard_files(str(out), "train"))
+    assert read_live_faces(str(out), "train", ["source_path", "source_sha256"]).count() == 6
+    rerun = run_preprocess(_config(root, out, max_reject_share=1.0))  # nothing new to process
+    assert rerun.processed == 0
+    assert not orphan.exists() and not (out / "_staging").exists()
+    assert all(before[k] == v for k, v in _snapshot(out).items() if k.startswith("shards/train"))
+
+
+@pytest.mark.slow
+def test_the_fetched_dataset(tmp_path, dataset_dir):
+    out = tmp_path / "out"
+    summary = run_preprocess(_config(dataset_dir, out))
+    manifest = load_manifest(str(out))
+    splits = manifest.column("split").to_pylist()
+    assert (splits.count("train"), splits.count("val"), summary.skipped_hidden) == (93, 25, 0)
+    ok = manifest.filter(pc.equal(manifest.column("status"), "ok"))
+    train_ok = ok.column("split").to_pylist().count("train")
+    val_ok = ok.column("split").to_pylist().count("val")
+    rejects = pq.read_table(out / "rejects.parquet")
+    assert set(rejects.column("reason").to_pylist()) <= {"no_face"}
+    assert train_ok + val_ok + rejects.num_rows == 118
+    train_rows = sum(pq.read_metadata(f).num_rows for f in live_shard_files(str(out), "train"))
+    val_rows = sum(pq.read_metadata(f).num_rows for f in live_shard_files(str(out), "val"))
+    assert train_rows == 3 * train_ok and val_rows == val_ok
+    assert train_ok >= 92 and val_ok >= 24
+    assert summary.leakage == []
+    faces_found = pq.read_table(live_shard_files(str(out), "train")[0]).column("faces_found").to_pylist()
+    assert max(faces_found) >= 2  # the dataset has photos with more than one face
+
+    before = _snapshot(out)
+    second = run_preprocess(_config(dataset_dir, out))
+    assert (second.processed, second.face_rows, second.rejects) == (0, 0, 0)
+    assert _snapshot(out) == before

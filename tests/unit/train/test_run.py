@@ -1,0 +1,179 @@
+"""Training with Ray Train on real (small) shards: no mocks of Ray, TensorFlow or Parquet."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceproc.cli import main
+from faceproc.config import Config, TrainConfig
+from faceproc.train.run import plan_placement, run_train
+
+from tests.conftest import write_face_shards
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+COLOURS = {"red": [(200, 40, 40), (220, 60, 50), (180, 30, 60), (210, 50, 30)],
+           "blue": [(40, 40, 200), (50, 70, 220), (30, 60, 180), (60, 40, 210)]}
+
+
+def _config(out: Path, **train) -> Config:
+    config = Config(output=str(out))
+    for key, value in train.items():
+        setattr(config.train, key, value)
+    return config
+
+
+def test_two_worker_cnn_gives_a_loadable_model_and_history(tmp_path):
+    out = tmp_path / "out"
+    write_face_shards(out, COLOURS)
+    (result,) = run_train(_config(out, models=["cnn"], epochs=2, workers=2, holdout_fraction=0.25))
+    assert result["status"] == "ok", result["reason"]
+    assert (result["workers"], result["device"], result["epochs_run"]) == (2, "cpu", 2)
+    model_dir = out / "models" / "cnn"
+    assert [p.name for p in (out / "models").iterdir()] == ["cnn"]  # staged, then swapped in whole
+    history = json.loads((model_dir / "history.json").read_text())
+    assert history["epoch"] == [0, 1] and len(history["holdout_loss"]) == 2
+    assert all(np.isfinite(history["loss"]))
+    assert json.loads((model_dir / "classes.json").read_text()) == ["blue", "red"]
+    assert json.loads((model_dir / "config.json").read_text())["train"]["epochs"] == 2
+
+    import faceproc.models  # noqa: F401  (registers faceproc's layers)
+    from faceproc.models.keras_env import keras
+
+    model = keras.models.load_model(model_dir / "model.keras")
+    probabilities = model.predict(np.full((2, 160, 160, 3), 128, np.float32), verbose=0)
+    assert probabilities.shape == (2, 2) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+
+    # same photos and settings: kept as is; --force (or new settings) retrains
+    (again,) = run_train(_config(out, models=["cnn"], epochs=2, workers=2, holdout_fraction=0.25))
+    assert again.get("up_to_date") is True and again["train_seconds"] == result["train_seconds"]
+
+
+def test_imagenet_weights_unavailable_is_skipped_with_the_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEPROC_IMAGENET_WEIGHTS_URL", "http://127.0.0.1:9/resnet50_notop.h5")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    out = tmp_path / "out"
+    write_face_shards(out, COLOURS)
+    config = _config(out, models=["resnet50_imagenet"], epochs=1)
+    config.models_dir = str(tmp_path / "models")
+    (result,) = run_train(config)
+    assert result["status"] == "skipped"
+    assert str(tmp_path / "models" / "resnet50_imagenet_notop.h5") in result["reason"]
+    assert json.loads((out / "models" / "resnet50_imagenet" / "result.json").read_text())["status"] == "skipped"
+
+
+def test_corrupt_facenet_weights_fail_that_model_with_one_line(tmp_path):
+    out = tmp_path / "out"
+    write_face_shards(out, COLOURS)
+    weights = tmp_path / "facenet_keras.h5"
+    weights.write_bytes(os.urandom(4096))
+    (result,) = run_train(_config(out, models=["facenet"], facenet_weights=str(weights)))
+    assert result["status"] == "failed"
+    assert "corrupt" in result["reason"] and "\n" not in result["reason"]
+
+
+@pytest.mark.parametrize("train, cpus, node_cpus, gpus, nodes, trainers, expected", [
+    (TrainConfig(), 2, 2, 0, 1, 1, (1, False, 2.0, 0.0)),  # a laptop: one worker, the whole machine
+    (TrainConfig(materialize=False), 2, 2, 0, 1, 1, (1, False, 1.0, 0.0)),  # a core left for decoding
+    (TrainConfig(), 2, 2, 0, 1, 2, (1, False, 1.0, 0.0)),  # two models trained concurrently
+    (TrainConfig(workers=2), 2, 2, 0, 1, 1, (2, False, 1.0, 0.0)),
+    (TrainConfig(workers=2), 64, 8, 0, 8, 1, (2, False, 8.0, 0.0)),  # never more than one node has
+    (TrainConfig(), 64, 8, 0, 8, 1, (8, False, 8.0, 0.0)),  # one per CPU node
+    (TrainConfig(workers=16), 2, 2, 0, 1, 1, (16, False, 0.25, 0.0)),
+    (TrainConfig(), 16, 8, 4, 3, 1, (4, True, 1.0, 1.0)),  # one per GPU
+    (TrainConfig(), 16, 8, 4, 3, 2, (2, True, 1.0, 1.0)),  # the GPUs shared by two trainings
+    (TrainConfig(workers=2), 16, 8, 4, 3, 1, (2, True, 1.0, 1.0)),
+    (TrainConfig(workers=8), 16, 8, 4, 3, 1, (8, False, 2.0, 0.0)),  # fewer GPUs than workers
+    (TrainConfig(workers=2, gpus_per_worker=0.5), 16, 8, 1, 2, 1, (2, True, 1.0, 0.5)),  # asked for
+    (TrainConfig(workers=2, gpus_per_worker=0), 16, 8, 4, 3, 1, (2, False, 8.0, 0.0)),  # refused
+])
+def test_placement_shares_the_cluster_between_workers(train, cpus, node_cpus, gpus, nodes, trainers, expected):
+    where = plan_placement(train, cpus, node_cpus, gpus, nodes, trainers)
+    assert (where.workers, where.use_gpu, where.cpus_per_worker, where.gpus_per_worker) == expected
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--models", "cnn,vgg"], "unknown model 'vgg'; valid models: cnn, resnet50"),
+    (["--models", "cnn"], "no train face shards under"),
+])
+def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
+    code = main(["train", "--output", str(tmp_path / "empty"), *argv])
+    err = capsys.readouterr().err
+    assert code != 0 and message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_a_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
+    """Kill a real Ray Train worker process after its first checkpoint; the run completes."""
+    import psutil
+    import ray
+
+    out = tmp_path / "out"
+    write_face_shards(out, COLOURS)
+    checkpoints = out / "_ray_train"
+    killed: list[int] = []
+
+    def first_checkpoint_is_registered() -> bool:
+        """Ray Train resumes from checkpoints its controller registered, not from any folder on disk."""
+        for snapshot in checkpoints.glob("*/checkpoint_manager_snapshot.json"):
+            try:
+                if json.loads(snapshot.read_text()).get("latest_checkpoint_result"):
+                    return True
+            except ValueError:  # being written
+                pass
+        return False
+
+    def kill_a_worker_after_first_checkpoint() -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not killed:
+            if first_checkpoint_is_registered():
+                for process in psutil.Process().children(recursive=True):  # this session's Ray only
+                    try:
+                        is_train_worker = "RayTrainWorker" in " ".join(process.cmdline())
+                    except psutil.Error:  # a process that ended while we looked
+                        continue
+                    if is_train_worker:
+                        os.kill(process.pid, signal.SIGKILL)
+                        killed.append(process.pid)
+                        return
+            time.sleep(0.1)
+
+    epochs = 5
+    killer = threading.Thread(target=kill_a_worker_after_first_checkpoint, daemon=True)
+    killer.start()
+    (result,) = run_train(_config(out, models=["cnn"], epochs=epochs, workers=2, patience=epochs, max_failures=2))
+    killer.join(timeout=5)
+    assert killed, "no worker was killed"
+    assert result["status"] == "ok", result["reason"]
+    assert result["resumed_at_epochs"] and result["resumed_at_epochs"][0] >= 1
+    history = json.loads((out / "models" / "cnn" / "history.json").read_text())
+    assert history["epoch"] == list(range(epochs))  # no epoch repeated or lost across the restart
+    assert ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_facenet_default_reaches_092_on_the_val_photos(real_out):
+    from faceproc.core.shards import read_live_faces
+    from faceproc.train.data import decode_png
+
+    (result,) = run_train(_config(real_out, models=["facenet"]))
+    assert result["status"] == "ok", result["reason"]
+    import faceproc.models  # noqa: F401
+    from faceproc.models.saving import load_model
+
+    model = load_model(str(real_out / "models" / "facenet" / "model.keras"))
+    classes = json.loads((real_out / "models" / "facenet" / "classes.json").read_text())
+    val = read_live_faces(str(real_out), "val", ["image", "label", "source_path", "source_sha256"]).to_pandas()
+    images = np.stack([decode_png(b) for b in val.image]).astype(np.float32)
+    predicted = [classes[i] for i in model.predict(images, verbose=0).argmax(axis=1)]
+    correct = sum(p == t for p, t in zip(predicted, val.label))
+    assert correct / 25 >= 0.92  # rejected val photos count as errors
+    assert (real_out / "models" / "facenet" / "centroids.json").exists()
