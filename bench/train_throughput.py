@@ -108,7 +108,7 @@ def read_fit_rows(out: str, holdout_fraction: float, seed: int):
     from faceproc.train.holdout import select_holdout
     from faceproc.core.manifest import live_keys, load_manifest
     from faceproc.core.shards import live_shard_files
-    from faceproc.train.data import decode_png
+    from faceproc.core.images import decode_png
 
     manifest = load_manifest(out)
     ok = manifest.filter(pc.and_(pc.equal(manifest.column("status"), "ok"),

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 from faceproc.core import layout, storage
 from faceproc.config import Config, ConfigError, load_config, parse_override
+from faceproc.core.errors import first_line
 from faceproc.core.lock import output_lock
 
 log = logging.getLogger("faceproc")
@@ -172,18 +173,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if not _is_user_error(exc):
             raise
-        print(f"faceproc: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"faceproc: error: {first_line(exc) or type(exc).__name__}", file=sys.stderr)
         return 2 if isinstance(exc, (ConfigError, FileNotFoundError, ValueError)) else 1
 
 
 def _is_user_error(exc: Exception) -> bool:
     """faceproc's own errors (and a missing input) are explained in one line; anything else is a bug."""
     return isinstance(exc, FileNotFoundError) or type(exc).__module__.startswith("faceproc")
-
-
-def _one_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

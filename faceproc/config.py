@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-ALL_MODELS = ("cnn", "resnet50", "resnet50_imagenet", "facenet")
+from faceproc.core.model_names import MODEL_NAMES
 
 
 class ConfigError(ValueError):
@@ -48,7 +48,7 @@ class PreprocessConfig:
 class TrainConfig:
     """Which models to fit and how; per-model defaults live in the model registry."""
 
-    models: list[str] = field(default_factory=lambda: list(ALL_MODELS))
+    models: list[str] = field(default_factory=lambda: list(MODEL_NAMES))
     epochs: int | None = None  # None: each model's own default
     model_epochs: dict[str, int] = field(default_factory=dict)  # per model, beats `epochs`: "cnn=3,resnet50=1"
     batch_size: int | None = None

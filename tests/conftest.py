@@ -98,7 +98,7 @@ def write_face_shards(out: Path, people: dict[str, list[tuple[int, int, int]]], 
 
     from faceproc.core import storage
     from faceproc.core.schema import FACE_SCHEMA, MANIFEST_SCHEMA
-    from faceproc.preprocess.operators import encode_png
+    from faceproc.core.images import encode_png
 
     rng = np.random.default_rng(0)
     rows, manifest = [], []

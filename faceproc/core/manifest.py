@@ -93,5 +93,11 @@ def live_keys(manifest: pa.Table) -> set[tuple[str, str]]:
     return set(zip(ok.column("path").to_pylist(), ok.column("sha256").to_pylist()))
 
 
+def rejected_count(manifest: pa.Table, split: str) -> int:
+    """Files of `split` the manifest lists as rejected (counted as errors end to end)."""
+    mask = pc.and_(pc.equal(manifest.column("status"), "rejected"), pc.equal(manifest.column("split"), split))
+    return int(pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0)
+
+
 def live_runs(manifest: pa.Table) -> set[str]:
     return set(manifest.column("run_id").to_pylist())

@@ -10,6 +10,14 @@ from enum import Enum
 import pyarrow as pa
 
 
+class Status(str, Enum):
+    """What became of a model in training or evaluation (`result.json`, `accuracy.json`)."""
+
+    OK = "ok"
+    SKIPPED = "skipped"  # pretrained weights cannot be had; the reason says where to put them
+    FAILED = "failed"
+
+
 class RejectReason(str, Enum):
     """Why an input file produced no face row."""
 

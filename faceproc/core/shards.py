@@ -6,8 +6,11 @@ manifest still names its run, and a row only while the manifest lists its source
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from faceproc.core import layout, storage
 from faceproc.core.manifest import live_keys, live_runs, load_manifest
@@ -43,10 +46,29 @@ def read_live_faces(out: str, split: str, columns: list[str] | None = None):
     return keep_live_rows(ray.data.read_parquet(paths, filesystem=fs, columns=columns), manifest)
 
 
+def iter_live_faces(out: str, split: str, columns: list[str], manifest: pa.Table | None = None,
+                    batch_size: int = 64) -> Iterator[pa.Table]:
+    """The live face rows of `split` in small Arrow tables, without Ray: for readers in the driver
+    (the report) that must see exactly what evaluation sees, with memory bounded by `batch_size`."""
+    manifest = load_manifest(out) if manifest is None else manifest
+    keys = _live_key_array(manifest)
+    wanted = list(dict.fromkeys([*columns, "source_path", "source_sha256"]))
+    for uri in live_shard_files(out, split, manifest):
+        fs, path = storage.resolve(uri)
+        with fs.open_input_file(path) as stream:
+            for batch in pq.ParquetFile(stream).iter_batches(batch_size=batch_size, columns=wanted):
+                live = _live_rows(pa.Table.from_batches([batch]), keys)
+                if live.num_rows:
+                    yield live.select(columns)
+
+
 def keep_live_rows(dataset, manifest: pa.Table):
     """Rows whose (source_path, source_sha256) the manifest lists as ok; a vectorised filter."""
-    keys = pa.array(sorted(f"{path}\0{sha}" for path, sha in live_keys(manifest)), pa.string())
-    return dataset.map_batches(_live_rows, batch_format="pyarrow", fn_kwargs={"keys": keys})
+    return dataset.map_batches(_live_rows, batch_format="pyarrow", fn_kwargs={"keys": _live_key_array(manifest)})
+
+
+def _live_key_array(manifest: pa.Table) -> pa.Array:
+    return pa.array(sorted(f"{path}\0{sha}" for path, sha in live_keys(manifest)), pa.string())
 
 
 def _live_rows(table: pa.Table, keys: pa.Array) -> pa.Table:

@@ -31,15 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from faceproc.core import storage
-
-# The reference notebook's validation accuracy per model (25 validation photos). Its CNN varied
-# between runs (0.44-0.60); the best run is the reference.
-REFERENCE_ACCURACY: dict[str, float] = {
-    "cnn": 0.60,
-    "resnet50": 0.60,
-    "resnet50_imagenet": 0.56,
-    "facenet": 0.96,
-}
+from faceproc.core.model_names import REFERENCE_ACCURACY
 
 Z_95 = 1.959964  # two-sided 95% normal quantile
 

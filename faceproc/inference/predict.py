@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from faceproc.core import storage
+from faceproc.core.errors import describe
 from faceproc.config import Config
 
 log = logging.getLogger(__name__)
@@ -334,8 +335,7 @@ def predict_images(config: Config, image_paths: list[str], model: str = "facenet
         try:
             faces = detector.detect_all(rgb)
         except Exception as exc:  # noqa: BLE001 - one odd image must not stop the others
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            rows.append(_failure(path, RejectReason.UNSUPPORTED.value, f"face detection failed: {type(exc).__name__}: {text}"))
+            rows.append(_failure(path, RejectReason.UNSUPPORTED.value, f"face detection failed: {describe(exc)}"))
             continue
         if not faces:
             rows.append(_failure(path, RejectReason.NO_FACE.value))

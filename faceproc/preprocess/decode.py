@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from faceproc.core.images import to_rgb_array
 from faceproc.core.schema import RejectError, RejectReason
 
 # Leading bytes of formats we expect, with the Pillow plugin that reads them. A file Pillow
@@ -74,7 +75,7 @@ def _decode(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
     except Exception:  # noqa: BLE001 - damaged EXIF should not cost a good photo; keep it as stored
         pass
     try:
-        rgb = _to_rgb(im)
+        rgb = to_rgb_array(im)
     except Exception as e:  # noqa: BLE001
         raise RejectError(RejectReason.UNSUPPORTED, f"{fmt} mode {im.mode} cannot be converted to RGB: {e}") from None
     out = np.ascontiguousarray(rgb, dtype=np.uint8)
@@ -129,33 +130,6 @@ def _load(im: Image.Image, fmt: str) -> None:
         if _UNSUPPORTED_HINTS.search(str(e)):
             raise RejectError(RejectReason.UNSUPPORTED, f"{fmt} variant Pillow cannot decode: {e}") from None
         raise RejectError(RejectReason.TRUNCATED, f"{fmt} pixel data is truncated or corrupt: {e}") from None
-
-
-def _to_rgb(im: Image.Image) -> np.ndarray:
-    """Convert any Pillow mode to RGB: scale high-bit-depth modes, composite alpha onto white."""
-    mode = im.mode
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        gray = _to_uint8(np.asarray(im), mode)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-    return np.asarray(im if mode == "RGB" else im.convert("RGB"))
-
-
-def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
-    """Scale, not clip: Pillow's own convert("L") clips 16-bit data to 255 and whitens the image."""
-    v = values.astype(np.float64)
-    if mode.startswith("I;16") or (mode == "I" and v.size and v.min() >= 0 and v.max() <= 65535):
-        scaled = v / 257.0  # 65535 -> 255 exactly
-    elif mode == "F" and v.size and v.min() >= 0 and v.max() <= 1:
-        scaled = v * 255.0
-    else:  # 32-bit or float data of unknown range: stretch what is there
-        finite = v[np.isfinite(v)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-        scaled = (np.nan_to_num(v, nan=lo, posinf=hi, neginf=lo) - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def _bomb_detail(error: Exception, max_pixels: int) -> str:

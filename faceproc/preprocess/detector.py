@@ -19,8 +19,10 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from faceproc.config import PreprocessConfig  # noqa: E402
-from faceproc.core.schema import RejectReason  # noqa: E402
+from faceproc.config import PreprocessConfig
+from faceproc.core.errors import describe
+from faceproc.core.images import object_array
+from faceproc.core.schema import RejectReason
 
 # MTCNN stage thresholds, pinned explicitly (mtcnn 1.0's defaults) so a library default change
 # cannot silently change which faces are found. ONet keeps candidates down to CANDIDATE_THRESHOLD:
@@ -139,14 +141,6 @@ def _no_face_detail(candidates: list[dict[str, Any]], min_confidence: float) -> 
         return f"{head} (no candidate)"
     best = max(face["confidence"] for face in candidates)
     return f"{head} (best {best:.2f})"
-
-
-def _object_array(items: list) -> np.ndarray:
-    """A 1-D object array, even when every item is an array of the same shape."""
-    out = np.empty(len(items), dtype=object)
-    for index, item in enumerate(items):
-        out[index] = item
-    return out
 
 
 class ImageError(Exception):
@@ -287,7 +281,7 @@ class FaceDetector:
         todo = [i for i in range(n) if not reasons[i]]
         for i, candidates in zip(todo, self.detect_candidates([images[i] for i in todo])):
             if isinstance(candidates, Exception):
-                reasons[i], details[i] = RejectReason.UNSUPPORTED.value, _describe(candidates)
+                reasons[i], details[i] = RejectReason.UNSUPPORTED.value, f"face detection failed: {describe(candidates)}"
                 continue
             confident = self._confident(candidates)
             found[i] = len(confident)
@@ -300,7 +294,7 @@ class FaceDetector:
             try:
                 faces[i] = self._crop(images[i], face["box"])
             except self._image_errors as exc:
-                reasons[i], details[i] = RejectReason.UNSUPPORTED.value, _describe(exc)
+                reasons[i], details[i] = RejectReason.UNSUPPORTED.value, f"face detection failed: {describe(exc)}"
                 found[i] = 0
                 continue
             boxes[i] = face["box"]
@@ -308,7 +302,7 @@ class FaceDetector:
 
         out = {name: column for name, column in batch.items() if name != "image"}
         out.update(
-            face=_object_array(faces),
+            face=object_array(faces),
             box=boxes,
             confidence=confidences,
             faces_found=found,
@@ -316,8 +310,3 @@ class FaceDetector:
             detail=np.array(details, dtype=object),
         )
         return out
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"face detection failed: {type(exc).__name__}: {text}" if text else f"face detection failed: {type(exc).__name__}"

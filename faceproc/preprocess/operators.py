@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-import cv2
 import numpy as np
 import pyarrow as pa
 
 from faceproc.core import storage
+from faceproc.core.images import encode_png, object_array
 from faceproc.preprocess.augment import augment_face
 from faceproc.config import PreprocessConfig
 from faceproc.preprocess.decode import decode_image
@@ -22,13 +22,6 @@ from faceproc.core.schema import FACE_SCHEMA, REJECT_SCHEMA, RejectError, Reject
 
 EMPTY_IMAGE = np.zeros((0, 0, 3), np.uint8)
 PARTITION_COLUMN = "_split"  # Hive partition of the staged faces; dropped from the files written
-
-
-def _object_array(items: list) -> np.ndarray:
-    """A 1-D object array, even when every item has the same shape."""
-    out = np.empty(len(items), dtype=object)
-    out[:] = items
-    return out
 
 
 def decode_batch(batch: dict[str, np.ndarray], max_pixels: int, min_side: int) -> dict[str, np.ndarray]:
@@ -51,16 +44,9 @@ def decode_batch(batch: dict[str, np.ndarray], max_pixels: int, min_side: int) -
         details.append(detail)
         hashes.append(sha)
     out = {k: v for k, v in batch.items() if k != "sha256"}
-    out.update(sha256=np.array(hashes), image=_object_array(images),
+    out.update(sha256=np.array(hashes), image=object_array(images),
                reason=np.array(reasons), detail=np.array(details))
     return out
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    ok, buffer = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return buffer.tobytes()
 
 
 class Finalizer:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import pyarrow.compute as pc
 
+from faceproc.core.images import decode_png
 from faceproc.train.holdout import select_holdout
 from faceproc.core.manifest import load_manifest
 from faceproc.core.shards import read_live_faces
@@ -18,12 +18,6 @@ FACE_COLUMNS = ["image", "label", "source_path", "source_sha256", "augment_index
 
 class NoTrainingData(RuntimeError):
     """The output holds no usable train shards; the message says what to run."""
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    """PNG bytes of a face crop -> RGB uint8."""
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def decode_faces(batch: dict[str, np.ndarray], classes: list[str]) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ import pyarrow as pa
 from faceproc.core import storage
 from faceproc.core.manifest import load_manifest
 from faceproc.core.shards import keep_live_rows, live_shard_files
-from faceproc.train.data import decode_png
+from faceproc.core.images import decode_png
 
 EMBEDDING_COLUMNS = ["source_path", "source_sha256", "augment_index", "label"]
 
@@ -54,7 +54,7 @@ def ensure_embeddings(out: str, weights_path: str, split: str, num_gpus: float =
         refs = (
             ray.data.read_parquet(path, filesystem=fs, columns=["image", *EMBEDDING_COLUMNS])
             .map_batches(FaceNetEmbedder, fn_constructor_args=(weights_path,), batch_size=32,
-                         concurrency=1, num_cpus=1, num_gpus=num_gpus)
+                         compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1, num_gpus=num_gpus)
             .to_arrow_refs()
         )
         storage.write_table_atomic(target, pa.concat_tables(ray.get(refs)))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from faceproc.core import storage
+from faceproc.core.errors import describe
 from faceproc.config import Config, TrainConfig
 from faceproc.models.errors import UnknownModelError, WeightsError, WeightsUnavailable
 from faceproc.models.registry import BuildContext, ModelSpec, parse_model_names, resolve_spec
@@ -143,7 +144,7 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
         result.update(status="failed", reason=str(exc))
     except Exception as exc:  # a model that breaks must not stop the others
         log.exception("training %s failed", name)
-        result.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+        result.update(status="failed", reason=describe(exc))
     result["train_seconds"] = round(time.monotonic() - started, 1)
     # A new model's files are written aside and swapped in together, so evaluation never pairs
     # one run's model.keras with another's classes.json; a failure rewrites only result and config.

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceproc.config import ALL_MODELS, TrainConfig
+from faceproc.config import TrainConfig
+from faceproc.core.model_names import MODEL_NAMES as ALL_MODELS
 from faceproc.models import (
     REGISTRY,
     BuildContext,

@@ -18,7 +18,7 @@ from faceproc.core.manifest import load_manifest
 from faceproc.preprocess.run import PreprocessError, run_preprocess
 from faceproc.core.schema import FACE_SCHEMA, REJECT_SCHEMA
 from faceproc.core.shards import live_shard_files, read_live_faces
-from faceproc.train.data import decode_png
+from faceproc.core.images import decode_png
 
 from tests.conftest import DATASET, raw_png
 

@@ -162,7 +162,7 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_facenet_default_reaches_092_on_the_val_photos(real_out):
     from faceproc.core.shards import read_live_faces
-    from faceproc.train.data import decode_png
+    from faceproc.core.images import decode_png
 
     (result,) = run_train(_config(real_out, models=["facenet"]))
     assert result["status"] == "ok", result["reason"]
