@@ -105,7 +105,7 @@ def read_fit_rows(out: str, holdout_fraction: float, seed: int):
     import pyarrow.parquet as pq
 
     from faceproc.core import storage
-    from faceproc.train.holdout import select_holdout
+    from faceproc.train.data import select_holdout
     from faceproc.core.manifest import live_keys, load_manifest
     from faceproc.core.shards import live_shard_files
     from faceproc.core.images import decode_png
@@ -300,9 +300,10 @@ def worker_faceproc(out: str, name: str, epochs: int | None, workers: int, facen
     t0 = time.perf_counter()
     import ray
 
+    import faceproc.inference.artifact as artifact
     import faceproc.models.facenet_weights as facenet_weights
-    import faceproc.train as ftrain
-    import faceproc.train.loop as loop
+    import faceproc.train.run as ftrain
+    import faceproc.train.trainer as trainer_module
     from faceproc.config import Config
     from faceproc.core.ray_env import init_ray
 
@@ -320,11 +321,12 @@ def worker_faceproc(out: str, name: str, epochs: int | None, workers: int, facen
         config.train.model_epochs = {name: epochs}
 
     phases: list[dict] = []
-    for attr in ("load_training_data", "_embedding_datasets", "_run_trainer", "_save_model", "_save_centroids"):
+    for attr in ("load_training_data", "embedding_datasets", "fit_with_ray_train", "train_centroids"):
         _time_calls(ftrain, attr, phases)
+    _time_calls(artifact, "_save_keras", phases)
     _time_calls(facenet_weights, "load_facenet_backbone", phases)
     events_dir = Path(tempfile.mkdtemp(prefix="fpbench-events-"))
-    loop.train_func = make_timed_train_func(str(events_dir))
+    trainer_module.train_func = make_timed_train_func(str(events_dir))
     where = ftrain.placement(config)
 
     started = time.time()
@@ -345,7 +347,7 @@ def worker_faceproc(out: str, name: str, epochs: int | None, workers: int, facen
     shutil.rmtree(events_dir, ignore_errors=True)
     per_rank = {rank: _epochs_from_events(ev) for rank, ev in events.items()}
     rank0 = per_rank[0]
-    trainer = next(p for p in phases if p["phase"] == "_run_trainer")
+    trainer = next(p for p in phases if p["phase"] == "fit_with_ray_train")
     epoch_list = rank0["epochs"]
     steady = epoch_list[1:]
     n_epochs = len(epoch_list)
@@ -456,12 +458,12 @@ def print_tables(r: dict) -> str:
         if "driver_before_trainer_seconds" in f:
             driver_before, after = f["driver_before_trainer_seconds"], f["driver_after_trainer_seconds"]
         else:  # results of an older version of this script: only per-phase sums
-            driver_before = round(f["train_seconds"] - f["trainer_seconds"] - phase.get("_save_model", 0)
-                                  - phase.get("_save_centroids", 0), 1)
+            driver_before = round(f["train_seconds"] - f["trainer_seconds"] - phase.get("_save_keras", 0)
+                                  - phase.get("train_centroids", 0), 1)
             after = round(f["train_seconds"] - f["trainer_seconds"] - driver_before, 1)
         label = f"{f['model']}{'/' + f['facenet_mode'] if f['facenet_mode'] else ''} w={f['workers']}"
         steps = sorted({e["steps"] for e in f["epochs"] if e["steps"] is not None})
-        parts = [f"{what} {phase[key]:.1f}" for key, what in (("_embedding_datasets", "embeddings"),
+        parts = [f"{what} {phase[key]:.1f}" for key, what in (("embedding_datasets", "embeddings"),
                                                               ("load_facenet_backbone", "FaceNet loads"))
                  if phase.get(key)]
         emb = f" (incl. {', '.join(parts)})" if parts else ""
@@ -477,7 +479,7 @@ def print_tables(r: dict) -> str:
                   "| run | epochs | wall (train_seconds) | notes |", "|---|---|---|---|"]
         for key, f in fn["runs"].items():
             if key.startswith("frozen"):
-                emb = f["driver_phases_seconds"].get("_embedding_datasets", 0)
+                emb = f["driver_phases_seconds"].get("embedding_datasets", 0)
                 lines.append(f"| frozen ({'no embedding cache' if key == 'frozen_cold' else 'embeddings cached'}) | "
                              f"{f['epochs_run']} head epochs | **{f['train_seconds']:.1f} s** | embeddings "
                              f"{emb:.1f} s, head epochs {fmt(f['steady_epoch_seconds'], 2)} s each |")

@@ -72,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from faceproc.evaluate.run import run_evaluate
-    from faceproc.evaluate.metrics import format_table
+    from faceproc.evaluate.tables import format_table
 
     config = _config(args, output=args.output)
     with output_lock(config.output, args.wait):
@@ -83,7 +83,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from faceproc.evaluate.metrics import format_table
+    from faceproc.evaluate.tables import format_table
     from faceproc.pipeline import run_pipeline
 
     config = _config(args, input=args.input, output=args.output, **{"train.models": args.models,

@@ -17,6 +17,12 @@ class Status(str, Enum):
     SKIPPED = "skipped"  # pretrained weights cannot be had; the reason says where to put them
     FAILED = "failed"
 
+    def __str__(self) -> str:  # "ok", not "Status.OK", in messages and tables on every Python
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
 
 class RejectReason(str, Enum):
     """Why an input file produced no face row."""
@@ -57,6 +63,9 @@ FACE_SCHEMA = pa.schema(
         pa.field("run_id", pa.string(), nullable=False),
     ]
 )
+
+# The columns a model's reader takes from the face shards (training and evaluation).
+MODEL_INPUT_COLUMNS = ["image", "label", "source_path", "source_sha256", "augment_index"]
 
 # One row per input file that produced no face row.
 REJECT_SCHEMA = pa.schema(

@@ -1,10 +1,10 @@
-"""Accuracy metrics and the accuracy table (`reports/accuracy.{json,csv,md}`).
+"""Accuracy metrics: the rows of the accuracy table (`reports/accuracy.{json,csv,md}`).
 
 Pure functions over plain Python values and Arrow tables: no Ray, no TensorFlow. Every row of
 the table is one model, in the order the models were trained; models that were skipped or failed
 keep their row with null metrics and the reason.
 
-Conventions (part of the output contract, see DESIGN.md "accuracy.json"):
+Conventions (part of the output contract, README "Evaluation and report"):
 
 - `accuracy` is correct / n over the validation *face images* the model predicted.
 - `ci_low`, `ci_high` is the 95% Wilson score interval of that accuracy.
@@ -20,17 +20,13 @@ Conventions (part of the output contract, see DESIGN.md "accuracy.json"):
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from faceproc.core import storage
 from faceproc.core.model_names import REFERENCE_ACCURACY
 
 Z_95 = 1.959964  # two-sided 95% normal quantile
@@ -51,10 +47,6 @@ ROW_KEYS: tuple[str, ...] = (
     "accuracy_end_to_end",
     "reference",
 )
-
-ACCURACY_JSON = "reports/accuracy.json"
-ACCURACY_CSV = "reports/accuracy.csv"
-ACCURACY_MD = "reports/accuracy.md"
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
@@ -141,12 +133,12 @@ def classification_metrics(
     }
 
 
-def _clean(value: Any) -> Any:
+def clean(value: Any) -> Any:
     """NaN -> None, numpy scalars -> Python, recursively (so rows are strict JSON)."""
     if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [clean(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and math.isnan(value):
@@ -231,153 +223,5 @@ def accuracy_rows(
             "accuracy_end_to_end": m["correct"] / n_e2e,
             "reference": REFERENCE_ACCURACY.get(model),
         }
-        rows.append(_clean(row))
-    return [_clean({key: row[key] for key in ROW_KEYS}) for row in rows]
-
-
-# ---------------------------------------------------------------------------------------------
-# Formatting and writers
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """A metric for people: '–' for missing or NaN, fixed digits for floats."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-TABLE_HEADERS: tuple[str, ...] = (
-    "model",
-    "status",
-    "n",
-    "accuracy [95% CI]",
-    "end-to-end",
-    "macro F1",
-    "train s",
-    "notebook",
-)
-
-
-def table_cells(row: Mapping[str, Any]) -> list[str]:
-    """The display cells of one accuracy row, in `TABLE_HEADERS` order (shared by md/text/html)."""
-    if row.get("accuracy") is None:
-        acc = "–"
-    elif row.get("ci_low") is None:
-        acc = fmt(row["accuracy"])
-    else:
-        acc = f"{fmt(row['accuracy'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
-    if row.get("accuracy_end_to_end") is None:
-        e2e = "–"
-    else:
-        n_e2e = row.get("n_end_to_end") or 0
-        correct = round(row["accuracy_end_to_end"] * n_e2e)
-        e2e = f"{fmt(row['accuracy_end_to_end'])} ({correct}/{n_e2e})"
-    secs = row.get("train_seconds")
-    return [
-        str(row.get("model", "")),
-        str(row.get("status", "")),
-        fmt(row.get("n")),
-        acc,
-        e2e,
-        fmt(row.get("macro_f1")),
-        "–" if secs is None else f"{float(secs):.1f}",
-        fmt(row.get("reference"), 2),
-    ]
-
-
-def _notes(rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    return [
-        f"{row.get('model')} {row.get('status')}: {row.get('reason')}" for row in rows if row.get("reason")
-    ]
-
-
-def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The accuracy table as aligned plain text for a terminal, with skip/fail reasons below."""
-    body = [list(TABLE_HEADERS)] + [table_cells(row) for row in rows]
-    widths = [max(len(r[i]) for r in body) for i in range(len(TABLE_HEADERS))]
-    right = {2, 5, 6, 7}  # numeric columns
-
-    def line(cells: list[str]) -> str:
-        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
-        return "  ".join(parts).rstrip()
-
-    out = [line(body[0]), "  ".join("-" * w for w in widths)]
-    out += [line(cells) for cells in body[1:]]
-    if not rows:
-        out.append("(no models)")
-    notes = _notes(rows)
-    if notes:
-        out.append("")
-        out += [f"* {note}" for note in notes]
-    return "\n".join(out) + "\n"
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def format_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The accuracy table as GitHub-flavoured markdown, with skip/fail reasons below it."""
-    out = [
-        "# Accuracy",
-        "",
-        "Accuracy is over validation face images, with its 95% Wilson interval. End-to-end also "
-        "counts validation photos rejected in preprocessing as errors. Notebook: the reference "
-        "notebook's accuracy on the same 25 validation photos.",
-        "",
-        "| " + " | ".join(TABLE_HEADERS) + " |",
-        "|" + "|".join(["---", "---", "---:", "---", "---", "---:", "---:", "---:"]) + "|",
-    ]
-    for row in rows:
-        out.append("| " + " | ".join(_md_escape(c) for c in table_cells(row)) + " |")
-    if not rows:
-        out.append("")
-        out.append("No models.")
-    notes = _notes(rows)
-    if notes:
-        out.append("")
-        out += [f"- {_md_escape(note)}" for note in notes]
-    return "\n".join(out) + "\n"
-
-
-def _people(rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    people: set[str] = set()
-    for row in rows:
-        people.update((row.get("per_class") or {}).keys())
-    return sorted(people)
-
-
-def format_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Flat CSV: the scalar row keys, then one `recall_<person>` column per person."""
-    people = _people(rows)
-    scalar = [k for k in ROW_KEYS if k != "per_class"]
-    header = scalar + [f"recall_{p}" for p in people]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        per_class = row.get("per_class") or {}
-        values = [row.get(k) for k in scalar] + [per_class.get(p) for p in people]
-        writer.writerow(["" if v is None else v for v in values])
-    return buf.getvalue()
-
-
-def write_accuracy(out_uri: str, rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Write `reports/accuracy.json`, `.csv` and `.md` under `out_uri`, each atomically.
-
-    Returns the URIs written.
-    """
-    rows = [_clean(dict(row)) for row in rows]
-    outputs = {
-        ACCURACY_JSON: json.dumps(rows, indent=2, allow_nan=False) + "\n",
-        ACCURACY_CSV: format_csv(rows),
-        ACCURACY_MD: format_markdown(rows),
-    }
-    written = []
-    for rel, text in outputs.items():
-        uri = storage.join(out_uri, rel)
-        storage.write_bytes_atomic(uri, text.encode("utf-8"))
-        written.append(uri)
-    return written
+        rows.append(clean(row))
+    return [clean({key: row[key] for key in ROW_KEYS}) for row in rows]

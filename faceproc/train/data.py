@@ -1,19 +1,25 @@
-"""Face shards as Ray Datasets ready for Keras: PNGs decoded in the data pipeline, labels as ids."""
+"""The train split as Ray Datasets ready for Keras: the early-stopping holdout carved out by source
+photo, PNGs decoded in the data pipeline, labels as ids.
+
+The holdout is whole source photos, seeded, stratified by person: all augmented copies of a photo
+stay on the same side, so it never sees a rotated twin of a training image. The `val` split is not
+touched here: it is the evaluation job's test set.
+"""
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import random
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.compute as pc
 
 from faceproc.core.images import decode_png
-from faceproc.train.holdout import select_holdout
 from faceproc.core.manifest import load_manifest
+from faceproc.core.schema import MODEL_INPUT_COLUMNS
 from faceproc.core.shards import read_live_faces
-
-FACE_COLUMNS = ["image", "label", "source_path", "source_sha256", "augment_index"]
 
 
 class NoTrainingData(RuntimeError):
@@ -30,6 +36,22 @@ def decode_faces(batch: dict[str, np.ndarray], classes: list[str]) -> dict[str, 
         "image": np.stack([decode_png(data) for data in batch["image"]]),
         "label": np.array([index[name] for name in batch["label"]], np.int32),
     }
+
+
+def select_holdout(photos: Iterable[tuple[str, str]], fraction: float, seed: int) -> set[str]:
+    """Source paths to hold out from (path, person) pairs: round(fraction * n) per person, and at
+    least one photo of every person who has two or more, so every class is checked."""
+    by_person: dict[str, list[str]] = collections.defaultdict(list)
+    for path, person in photos:
+        by_person[person].append(path)
+    held: set[str] = set()
+    for person in sorted(by_person):
+        paths = sorted(set(by_person[person]))
+        if fraction <= 0 or len(paths) < 2:
+            continue
+        count = min(len(paths) - 1, max(1, round(fraction * len(paths))))
+        held.update(random.Random(f"{seed}:{person}").sample(paths, count))
+    return held
 
 
 def split_holdout(rows, held: set[str]):
@@ -60,7 +82,7 @@ def load_training_data(out: str, holdout_fraction: float, seed: int) -> Training
     manifest = load_manifest(out)
     ok_train = manifest.filter(pc.and_(pc.equal(manifest.column("status"), "ok"),
                                        pc.equal(manifest.column("split"), "train")))
-    faces = read_live_faces(out, "train", FACE_COLUMNS)
+    faces = read_live_faces(out, "train", MODEL_INPUT_COLUMNS)
     if faces is None or ok_train.num_rows == 0:
         raise NoTrainingData(f"no train face shards under {out}: run `faceproc preprocess --input DIR "
                              f"--output {out}` first")

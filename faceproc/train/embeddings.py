@@ -6,13 +6,17 @@ folder named after the FaceNet weights' hash: new shards get embedded, old ones 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 
-from faceproc.core import storage
+from faceproc.core import layout, storage
 from faceproc.core.manifest import load_manifest
 from faceproc.core.shards import keep_live_rows, live_shard_files
 from faceproc.core.images import decode_png
+from faceproc.inference.openset import compute_centroids
+from faceproc.train.data import TrainingData, split_holdout
 
 EMBEDDING_COLUMNS = ["source_path", "source_sha256", "augment_index", "label"]
 
@@ -34,7 +38,7 @@ class FaceNetEmbedder:
 
 
 def embeddings_dir(out: str, weights_path: str, split: str) -> str:
-    return storage.join(out, "embeddings", storage.sha256(weights_path)[:16], split)
+    return layout.embeddings_dir(out, storage.sha256(weights_path)[:16], split)
 
 
 def ensure_embeddings(out: str, weights_path: str, split: str, num_gpus: float = 0.0) -> list[str]:
@@ -68,3 +72,26 @@ def read_live_embeddings(out: str, files: list[str]):
     fs, _ = storage.resolve(out)
     dataset = ray.data.read_parquet([storage.resolve(uri)[1] for uri in files], filesystem=fs)
     return keep_live_rows(dataset, load_manifest(out))
+
+
+def embedding_datasets(out: str, weights_path: str, data: TrainingData, num_gpus: float) -> tuple[Any, Any]:
+    """(fit, holdout) datasets of {"embedding", "label" id} for the train faces, split like the images;
+    128 floats a row, materialized once so the head's many cheap epochs do not re-read Parquet."""
+    rows = read_live_embeddings(out, ensure_embeddings(out, weights_path, "train", num_gpus=num_gpus))
+    index = {name: i for i, name in enumerate(data.classes)}
+
+    def to_arrays(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"embedding": np.stack(batch["embedding"]).astype(np.float32),
+                "label": np.array([index[n] for n in batch["label"]], np.int32)}
+
+    fit, holdout = split_holdout(rows, set(data.held_paths))
+    return (fit.map_batches(to_arrays).materialize(),
+            holdout.map_batches(to_arrays).materialize() if holdout is not None else None)
+
+
+def train_centroids(out: str, weights_path: str, quantile: float) -> dict[str, Any]:
+    """Per-person centroids of the live train embeddings and the distance beyond which a face is unknown."""
+    rows = read_live_embeddings(out, ensure_embeddings(out, weights_path, "train"))
+    frame = rows.select_columns(["embedding", "label"]).to_pandas()
+    embeddings = np.stack(frame["embedding"].to_list()).astype(np.float32)
+    return compute_centroids(embeddings, frame["label"].to_list(), quantile)

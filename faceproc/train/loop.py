@@ -13,13 +13,32 @@ import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 WEIGHTS_FILE = "model.weights.npz"
 STATE_FILE = "state.json"
 SCORE = "holdout_loss"  # what Ray Train keeps the best checkpoint by (lowest)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """What every worker needs to train one model; built by the driver, passed through Ray Train."""
+
+    model: str  # the model's name, for the epoch lines
+    build: Callable[[int], Any]  # num_classes -> an uncompiled keras.Model
+    optimizer: Callable[[], Any]  # a fresh Keras optimizer
+    num_classes: int
+    feature: str  # the dataset column the model takes: "image" or "embedding"
+    has_holdout: bool
+    epochs: int
+    batch_size: int
+    patience: int  # epochs without a better holdout loss before stopping
+    seed: int
+    use_gpu: bool
+    cpus_per_worker: float
+    cache_in_worker: bool  # keep the shard in the worker's memory after the first epoch
 
 
 @dataclass
@@ -95,23 +114,24 @@ def distribution_strategy(tf, workers: int):
     return tf.distribute.MultiWorkerMirroredStrategy() if workers > 1 else tf.distribute.get_strategy()
 
 
-def train_func(config: dict[str, Any]) -> None:
-    """Ray Train entry point; `config` comes from faceproc.train._run_trainer."""
+def train_func(config: dict[str, LoopConfig]) -> None:
+    """Ray Train entry point: `config["loop"]` is the LoopConfig `faceproc.train.trainer` made."""
     import ray.train
     from ray.train import CheckpointUploadMode
 
     from faceproc.models.keras_env import keras, tf
     from faceproc.train.feed import ShardFeed
 
+    loop = config["loop"]
     quiet_worker_logs()
-    if not config["use_gpu"]:
-        configure_cpu_threads(tf, config["cpus_per_worker"])
-    keras.utils.set_random_seed(config["seed"])
+    if not loop.use_gpu:
+        configure_cpu_threads(tf, loop.cpus_per_worker)
+    keras.utils.set_random_seed(loop.seed)
     context = ray.train.get_context()
     strategy = distribution_strategy(tf, context.get_world_size())
     with strategy.scope():
-        model = config["build"](config["num_classes"])
-        model.compile(optimizer=config["optimizer"](), loss="sparse_categorical_crossentropy",
+        model = loop.build(loop.num_classes)
+        model.compile(optimizer=loop.optimizer(), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
 
     state = LoopState()
@@ -122,17 +142,17 @@ def train_func(config: dict[str, Any]) -> None:
             read_weights(model, directory)
         state.resumed_at.append(state.next_epoch)
 
-    feature, batch_size = config["feature"], config["batch_size"]
-    fit_feed = ShardFeed(ray.train.get_dataset_shard("fit"), feature, batch_size, config["cache_in_worker"],
+    feature, batch_size = loop.feature, loop.batch_size
+    fit_feed = ShardFeed(ray.train.get_dataset_shard("fit"), feature, batch_size, loop.cache_in_worker,
                          shuffle=True)
     holdout_feed = (ShardFeed(ray.train.get_dataset_shard("holdout"), feature, batch_size,
-                              config["cache_in_worker"], shuffle=False) if config["has_holdout"] else None)
+                              loop.cache_in_worker, shuffle=False) if loop.has_holdout else None)
     chief = context.get_world_rank() == 0  # the only worker whose checkpoints are kept
-    for epoch in range(state.next_epoch, config["epochs"]):
-        fitted = model.fit(fit_feed.epoch(config["seed"] + epoch), epochs=1, verbose=0).history
+    for epoch in range(state.next_epoch, loop.epochs):
+        fitted = model.fit(fit_feed.epoch(loop.seed + epoch), epochs=1, verbose=0).history
         scores = {"loss": fitted["loss"][-1], "accuracy": fitted["accuracy"][-1]}
         if holdout_feed is not None:
-            scored = model.evaluate(holdout_feed.epoch(config["seed"]), verbose=0, return_dict=True)
+            scored = model.evaluate(holdout_feed.epoch(loop.seed), verbose=0, return_dict=True)
             scores.update(holdout_loss=scored["loss"], holdout_accuracy=scored["accuracy"])
         else:
             scores.update(holdout_loss=scores["loss"], holdout_accuracy=scores["accuracy"])
@@ -146,10 +166,10 @@ def train_func(config: dict[str, Any]) -> None:
         else:
             state.bad_epochs += 1
         state.next_epoch = epoch + 1
-        stop = state.bad_epochs >= config["patience"]
+        stop = state.bad_epochs >= loop.patience
         metrics = {**scores, "epoch": epoch, "stopped_early": stop}
         if chief:
-            print(epoch_line(config["model"], epoch, config["epochs"], scores, stop), flush=True)
+            print(epoch_line(loop.model, epoch, loop.epochs, scores, stop), flush=True)
         weights = model.get_weights()  # every worker: under MWMS, reading BatchNorm statistics is collective
         # Uploaded on Ray Train's own thread: a synchronous report also waits for the controller's
         # next poll of the workers (faceproc.core.ray_env.POLL_SECONDS).

@@ -279,10 +279,10 @@ def _live_rows(out: Path, split: str) -> list[tuple]:
 
 
 def _model_loads(out: Path, classes: int) -> None:
-    from faceproc.inference.predict import load_keras_model
+    from faceproc.inference.artifact import ModelArtifact
 
-    model = load_keras_model(str(out / "models" / "cnn" / "model.keras"))
-    assert model.output_shape[-1] == classes
+    model = ModelArtifact(str(out), "cnn").load()
+    assert len(model.classes) == classes
 
 
 def _assert_readable(out: Path) -> None:

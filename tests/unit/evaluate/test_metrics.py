@@ -11,15 +11,9 @@ import pyarrow as pa
 import pytest
 
 from faceproc.core import storage
-from faceproc.evaluate.metrics import (
-    REFERENCE_ACCURACY,
-    ROW_KEYS,
-    accuracy_rows,
-    classification_metrics,
-    format_table,
-    wilson_interval,
-    write_accuracy,
-)
+from faceproc.core.model_names import REFERENCE_ACCURACY
+from faceproc.evaluate.metrics import ROW_KEYS, accuracy_rows, classification_metrics, wilson_interval
+from faceproc.evaluate.tables import format_table, write_accuracy
 
 Z = 1.959964
 

@@ -11,14 +11,19 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-from faceproc.core import storage
-from faceproc.evaluate.metrics import accuracy_rows, write_accuracy
-from faceproc.evaluate.report import REPORT_HTML, write_report
+from faceproc.core import layout, storage
+from faceproc.core.images import encode_png
+from faceproc.core.manifest import load_manifest
+from faceproc.evaluate.metrics import accuracy_rows
+from faceproc.evaluate.tables import write_accuracy
+from faceproc.evaluate.report.page import write_report
 
 from tests.browser import needs_chromium, render
+from tests.conftest import write_face_shards
 from faceproc.core.schema import FACE_SCHEMA, MANIFEST_SCHEMA, REJECT_SCHEMA
 
 PEOPLE = {"alice": (214, 96, 77), "bob": (67, 147, 195), "carol": (90, 174, 97)}
@@ -50,6 +55,10 @@ def _crop_png(photo: Path, box: tuple[int, int, int, int], augment: int) -> byte
     return buf.getvalue()
 
 
+def _sha(photo: Path, label: str) -> str:
+    return f"sha-{photo.name}-{label}"
+
+
 def _face_row(photo: Path, label: str, split: str, box, augment: int) -> dict:
     return {
         "image": _crop_png(photo, box, augment),
@@ -57,7 +66,7 @@ def _face_row(photo: Path, label: str, split: str, box, augment: int) -> dict:
         "label_id": sorted(PEOPLE).index(label),
         "split": split,
         "source_path": str(photo),
-        "source_sha256": f"sha-{photo.name}-{label}",
+        "source_sha256": _sha(photo, label),
         "box": list(box),
         "confidence": 0.998,
         "faces_found": 2 if photo.name == "p1.jpg" and label == "bob" else 1,
@@ -79,7 +88,7 @@ def build_out(root: Path, *, with_accuracy_json: bool = False) -> tuple[str, Pat
         manifest.append(
             dict(
                 path=str(p),
-                sha256=f"sha-t-{person}",
+                sha256=_sha(p, person),
                 split="train",
                 label=person,
                 status="ok",
@@ -97,7 +106,7 @@ def build_out(root: Path, *, with_accuracy_json: bool = False) -> tuple[str, Pat
             manifest.append(
                 dict(
                     path=str(v),
-                    sha256=f"sha-v-{person}-{k}",
+                    sha256=_sha(v, person),
                     split="val",
                     label=person,
                     status="ok",
@@ -148,12 +157,10 @@ def build_out(root: Path, *, with_accuracy_json: bool = False) -> tuple[str, Pat
         )
 
     o = str(out)
-    storage.write_table_atomic(
-        f"{o}/shards/train/part-00000.parquet", pa.Table.from_pylist(train_rows, schema=FACE_SCHEMA)
-    )
-    storage.write_table_atomic(
-        f"{o}/shards/val/part-00000.parquet", pa.Table.from_pylist(val_rows, schema=FACE_SCHEMA)
-    )
+    for split, rows in (("train", train_rows), ("val", val_rows)):  # shards of the run the manifest names
+        storage.write_table_atomic(
+            f"{layout.shard_dir(o, split)}/{layout.shard_name(RUN, 0)}", pa.Table.from_pylist(rows, schema=FACE_SCHEMA)
+        )
     storage.write_table_atomic(f"{o}/rejects.parquet", pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
     storage.write_table_atomic(
         f"{o}/manifest.parquet", pa.Table.from_pylist(manifest, schema=MANIFEST_SCHEMA)
@@ -278,9 +285,9 @@ def _check_self_contained(page: str) -> _Collector:
 
 
 def test_report_is_self_contained_and_complete(tmp_path):
-    out, photos = build_out(tmp_path)
+    out, photos = build_out(tmp_path, with_accuracy_json=True)  # as evaluation leaves OUT for the report
     uri = write_report(out)
-    assert uri == f"{out}/{REPORT_HTML}"
+    assert uri == layout.report_file(out, layout.REPORT_HTML) == f"{out}/reports/report.html"
     page = Path(uri).read_text(encoding="utf-8")
     parsed = _check_self_contained(page)
     assert set(SECTION_IDS) <= parsed.ids
@@ -322,6 +329,14 @@ def test_report_uses_accuracy_json_when_present(tmp_path):
     assert "0.123 [" in page
 
 
+def test_report_says_when_accuracy_json_is_missing(tmp_path):
+    out, _ = build_out(tmp_path)  # predictions and results, but no accuracy.json
+    page = Path(write_report(out)).read_text(encoding="utf-8")
+    accuracy = page.split('id="accuracy"')[1].split("</section>")[0]
+    assert "reports/accuracy.json is missing" in accuracy
+    assert "0.667" not in page  # nothing recomputed from the predictions
+
+
 def test_report_on_empty_and_partial_outputs(tmp_path):
     out = str(tmp_path / "empty")
     os.makedirs(out)
@@ -336,14 +351,60 @@ def test_report_on_empty_and_partial_outputs(tmp_path):
     shutil.rmtree(Path(out2) / "reports")
     storage.write_table_atomic(f"{out2}/rejects.parquet", REJECT_SCHEMA.empty_table())
     (photos / "val" / "alice" / "p0.jpg").unlink()
-    Path(out2, "manifest.parquet").write_bytes(b"not parquet")
     page = Path(write_report(out2)).read_text(encoding="utf-8")
     parsed = _check_self_contained(page)
     assert "None: every input file produced a face." in page
     assert "No predictions yet." in page
-    assert "could not be read" in page and "manifest.parquet" in page  # a corrupt output is named
     assert "file not found" in page  # the moved photo gets a placeholder
     assert len(parsed.imgs) >= 5
+
+    # a corrupt manifest: named on the page; without it no shard row is known to be live
+    Path(out2, "manifest.parquet").write_bytes(b"not parquet")
+    page = Path(write_report(out2)).read_text(encoding="utf-8")
+    _check_self_contained(page)
+    assert "could not be read" in page and "manifest.parquet" in page  # a corrupt output is named
+    assert "No validation faces yet." in page
+
+
+def _figures(page: str, anchor: str) -> list[tuple[str, str]]:
+    """(first image's src or "", file path) of every figure in one section, in page order."""
+    html = page.split(f'id="{anchor}"')[1].split("</section>")[0]
+    return [(m.group(1) or "", m.group(2))
+            for m in re.finditer(r'<figure class="[^"]*">(?:<img [^>]*?src="([^"]+)")?.*?<div class="file" title="([^"]+)"',
+                                 html)]
+
+
+def test_gallery_lists_only_live_photos_after_a_replace_and_a_delete(tmp_path):
+    # the rows of a replaced photo (old content) and of a deleted one stay in the shards; the page
+    # must show what evaluation sees: the live rows only, the replaced photo with its new crop
+    out = tmp_path / "out"
+    people = {"alice": [(200, 40, 40), (40, 200, 40), (40, 40, 200)],
+              "bob": [(200, 200, 40), (40, 200, 200), (200, 40, 200)]}
+    write_face_shards(out, people, split="val", copies=1)
+    o = str(out)
+    replaced, deleted = "/photos/val/alice/0.jpg", "/photos/val/bob/1.jpg"
+    new_sha, run2 = "f" * 64, "20260102T000000Z-test01"
+    (first,) = storage.list_files(layout.shard_dir(o, "val"), ".parquet")
+    old_row = next(r for r in storage.read_table(first).to_pylist() if r["source_path"] == replaced)
+    white = encode_png(np.full((160, 160, 3), 250, np.uint8))
+    new_row = old_row | {"source_sha256": new_sha, "run_id": run2, "image": white}
+    storage.write_table_atomic(f"{layout.shard_dir(o, 'val')}/{layout.shard_name(run2, 0)}",
+                               pa.Table.from_pylist([new_row], schema=FACE_SCHEMA))
+    manifest = [r for r in load_manifest(o).to_pylist() if r["path"] != deleted]
+    for r in manifest:
+        if r["path"] == replaced:
+            r.update(sha256=new_sha, run_id=run2)
+    storage.write_table_atomic(layout.manifest(o), pa.Table.from_pylist(manifest, schema=MANIFEST_SCHEMA))
+
+    page = Path(write_report(o)).read_text(encoding="utf-8")
+    live = sorted(r["path"] for r in manifest)
+    assert len(live) == 5  # of the 7 rows in the shards
+    photos, crops = _figures(page, "photos"), _figures(page, "crops")
+    assert sorted(path for _, path in photos) == live
+    assert sorted(path for _, path in crops) == live
+    src = next(src for src, path in crops if path == replaced)
+    crop = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB")
+    assert min(crop.getpixel((80, 80))) > 230  # the new content, not the old red crop
 
 
 # --- a real browser --------------------------------------------------------------------------
@@ -351,7 +412,7 @@ def test_report_on_empty_and_partial_outputs(tmp_path):
 
 @needs_chromium
 def test_report_renders_in_headless_chromium(tmp_path):
-    out, _ = build_out(tmp_path)
+    out, _ = build_out(tmp_path, with_accuracy_json=True)
     path = Path(write_report(out))
     for result in render(path):
         assert result.images == 31 and result.broken_images == []
@@ -367,7 +428,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
 
 
 def test_box_is_drawn_where_the_face_is_on_an_exif_rotated_photo(tmp_path):
-    from faceproc.evaluate.report import BOX_COLOUR, photo_thumbnail
+    from faceproc.evaluate.report.images import BOX_COLOUR, photo_thumbnail
 
     shown = Image.new("RGB", (400, 200), (128, 128, 128))  # as displayed: landscape
     stored = shown.transpose(Image.Transpose.ROTATE_90)  # as stored: portrait, EXIF orientation 6

@@ -13,14 +13,10 @@ import pytest
 
 from faceproc.core import storage
 from faceproc.config import Config
-from faceproc.evaluate.run import (
-    PREDICTION_SCHEMA,
-    EvaluateError,
-    Predictor,
-    model_order,
-    one_line_reason,
-    run_evaluate,
-)
+from faceproc.core.errors import one_line_reason
+from faceproc.core.model_names import model_order
+from faceproc.evaluate.predictor import PREDICTION_SCHEMA, Predictor
+from faceproc.evaluate.run import EvaluateError, run_evaluate
 from faceproc.core.schema import FACE_SCHEMA, MANIFEST_SCHEMA
 from faceproc.core.layout import shard_name
 
@@ -178,7 +174,7 @@ def test_report_and_config_written(evaluated):
 def test_predictor_called_directly(tmp_path):
     """The actor class is plain Python: load once, then batches of PNG crops in, rows out."""
     train_tiny_cnn(tmp_path / "models" / "cnn", PEOPLE)
-    predictor = Predictor(str(tmp_path / "models" / "cnn" / "model.keras"))
+    predictor = Predictor(str(tmp_path), "cnn")
     assert predictor.classes == PEOPLE
     batch = {
         "image": np.array([_png(1), _png(2), _png(3)], dtype=object),

@@ -10,16 +10,10 @@ import pytest
 
 from faceproc.core import storage
 from faceproc.config import Config
-from faceproc.inference.predict import (
-    UNKNOWN,
-    PredictError,
-    compute_centroids,
-    decide,
-    format_predictions,
-    json_lines,
-    nearest_centroid,
-    predict_images,
-)
+from faceproc.inference.artifact import ArtifactError
+from faceproc.inference.artifact import ModelArtifact
+from faceproc.inference.openset import UNKNOWN, compute_centroids, decide, nearest_centroid
+from faceproc.inference.predict import format_predictions, json_lines, predict_images
 
 from tests.conftest import train_tiny_cnn
 
@@ -97,7 +91,7 @@ def test_real_photo_gives_faces_with_box_and_person(config, dataset_dir, tmp_pat
 
 
 def test_missing_model_says_train_first(config):
-    with pytest.raises(PredictError, match="faceproc train"):
+    with pytest.raises(ArtifactError, match="faceproc train"):
         predict_images(config, [], model="facenet")
 
 
@@ -107,7 +101,7 @@ def test_model_not_ok_in_training_is_refused(tmp_path):
     (model_dir / "result.json").write_text(
         json.dumps({"model": "resnet50_imagenet", "status": "skipped", "reason": "no ImageNet weights"})
     )
-    with pytest.raises(PredictError, match="skipped.*no ImageNet weights"):
+    with pytest.raises(ArtifactError, match="skipped.*no ImageNet weights"):
         predict_images(Config(output=str(tmp_path / "out")), [], model="resnet50_imagenet")
 
 
@@ -180,7 +174,6 @@ def test_facenet_style_model_uses_backbone_and_centroids(tmp_path):
     from faceproc.models.facenet import attach_head, build_embedding_head
     from faceproc.models.keras_env import keras
     from faceproc.models.saving import save_model
-    from faceproc.inference.predict import Classifier
 
     inputs = keras.Input(shape=(160, 160, 3), dtype="float32", name="image")
     pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
@@ -200,7 +193,7 @@ def test_facenet_style_model_uses_backbone_and_centroids(tmp_path):
     table = compute_centroids(backbone.predict(train, verbose=0), ["alice"] * 6 + ["bob"] * 6, 1.0)
     (model_dir / "centroids.json").write_text(json.dumps(table))
 
-    classifier = Classifier(str(tmp_path / "out"), "facenet")
+    classifier = ModelArtifact(str(tmp_path / "out"), "facenet").load()
     assert classifier.backbone is not None and classifier.head is not None
     verdicts = classifier.classify([dark[0], light[0]])
     expected = model.predict(np.stack([dark[0], light[0]]).astype(np.float32), verbose=0)
@@ -218,6 +211,6 @@ def test_facenet_style_model_uses_backbone_and_centroids(tmp_path):
     assert (verdict["person"] == UNKNOWN) == (distance > table["threshold"])
     # and with a threshold of 0 every face is unknown, probability unchanged
     storage.write_json_atomic(str(model_dir / "centroids.json"), {**table, "threshold": 0.0})
-    strict = Classifier(str(tmp_path / "out"), "facenet").classify([dark[0]])
+    strict = ModelArtifact(str(tmp_path / "out"), "facenet").load().classify([dark[0]])
     assert strict[0]["person"] == UNKNOWN
     assert strict[0]["probability"] == pytest.approx(verdicts[0]["probability"], rel=1e-4)

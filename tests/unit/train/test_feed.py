@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from faceproc.train.feed import ShardFeed
-from faceproc.train.run import _fits_worker_cache
+from faceproc.train.trainer import fits_worker_cache as _fits_worker_cache
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

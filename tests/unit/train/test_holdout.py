@@ -1,4 +1,4 @@
-from faceproc.train.holdout import select_holdout
+from faceproc.train.data import select_holdout
 
 
 def _photos():

@@ -14,7 +14,8 @@ import pytest
 
 from faceproc.cli import main
 from faceproc.config import Config, TrainConfig
-from faceproc.train.run import plan_placement, run_train
+from faceproc.train.placement import plan_placement
+from faceproc.train.run import run_train
 
 from tests.conftest import write_face_shards
 

@@ -1,0 +1,61 @@
+"""The Ray Data callable class of evaluation: PNG face crops in, one prediction row per crop out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from faceproc.core.images import decode_png
+from faceproc.inference.artifact import ModelArtifact
+
+PREDICTION_SCHEMA = pa.schema(
+    [
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("source_sha256", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("predicted", pa.string(), nullable=False),
+        pa.field("confidence", pa.float32(), nullable=False),
+        pa.field("probabilities", pa.map_(pa.string(), pa.float32()), nullable=False),
+    ]
+)
+# What a Predictor returns (everything but `model`, which the driver adds).
+PREDICTOR_SCHEMA = pa.schema([f for f in PREDICTION_SCHEMA if f.name != "model"])
+
+
+class Predictor:
+    """Loads the model's artifact once per actor (`__init__`); `__call__` takes a batch with `image`
+    (PNG bytes), `label`, `source_path`, `source_sha256` and returns an Arrow table with
+    PREDICTOR_SCHEMA: source_path, source_sha256, label, predicted (the softmax argmax: no
+    "unknown", validation people are all known), confidence, probabilities ({class: probability}).
+    """
+
+    def __init__(self, out: str, name: str) -> None:
+        self.model = ModelArtifact(out, name).load()
+        self.classes = self.model.classes
+        self._keys = pa.array(self.classes, pa.string())
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        images = batch["image"]
+        n = len(images)
+        if n == 0:
+            return PREDICTOR_SCHEMA.empty_table()
+        probs = self.model.probabilities([decode_png(png) for png in images])
+        best = probs.argmax(axis=1)
+        k = len(self.classes)
+        probabilities = pa.MapArray.from_arrays(
+            pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32)),
+            pa.concat_arrays([self._keys] * n),
+            pa.array(probs.reshape(-1), pa.float32()),
+        )
+        return pa.Table.from_arrays(
+            [
+                pa.array([str(p) for p in batch["source_path"]], pa.string()),
+                pa.array([str(s) for s in batch["source_sha256"]], pa.string()),
+                pa.array([str(label) for label in batch["label"]], pa.string()),
+                pa.array([self.classes[j] for j in best], pa.string()),
+                pa.array(probs[np.arange(n), best], pa.float32()),
+                probabilities,
+            ],
+            schema=PREDICTOR_SCHEMA,
+        )

@@ -1,0 +1,244 @@
+"""A trained model's folder, OUT/models/<name>/, as one artifact: training writes it, evaluation and
+`predict` read it, all through this module.
+
+The folder holds (names in `core.layout`) `model.keras`, `classes.json`, `history.json`,
+`config.json`, `result.json` and, for FaceNet, `centroids.json`. A newly trained model's files are
+written to a staging folder and swapped in whole (renames on a local disk), so a reader never pairs
+one run's `model.keras` with another's `classes.json`; a failed or skipped model rewrites only its
+`result.json` and `config.json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from faceproc.core import layout, storage
+from faceproc.core.schema import Status
+from faceproc.inference import openset
+
+log = logging.getLogger(__name__)
+
+BACKBONE_LAYER = "facenet"  # faceproc.models.facenet.wrap_backbone's default name
+
+
+class ArtifactError(RuntimeError):
+    """A model folder that cannot be used; the message says which file and what to run."""
+
+
+@dataclass
+class TrainedFiles:
+    """What a successful training leaves besides result.json and config.json."""
+
+    model: Any  # keras.Model
+    classes: list[str]
+    history: dict[str, list[float]]
+    centroids: dict[str, Any] | None = None
+
+
+class ModelArtifact:
+    """OUT/models/<name>/ of one model."""
+
+    def __init__(self, out: str, name: str) -> None:
+        self.out, self.name = out, name
+        self.dir = layout.model_dir(out, name)
+
+    def file(self, name: str) -> str:
+        return storage.join(self.dir, name)
+
+    # ---- written by training
+
+    def up_to_date_result(self, fingerprint: str) -> dict[str, Any] | None:
+        """The saved result when the model was trained with `fingerprint` and its model file is there."""
+        storage.restore_dir(self.dir)  # a run that died while swapping this model in
+        if not storage.exists(self.file(layout.RESULT_FILE)) or not storage.exists(self.file(layout.MODEL_FILE)):
+            return None
+        saved = storage.read_json(self.file(layout.RESULT_FILE))
+        return saved if saved.get("status") == Status.OK and saved.get("fingerprint") == fingerprint else None
+
+    def save(self, result: dict[str, Any], config: dict[str, Any], trained: TrainedFiles | None) -> None:
+        """With `trained`: stage every file, then swap the folder in whole. Without: rewrite only
+        result.json and config.json, so a failure leaves the previous model usable."""
+        staging = layout.model_staging_dir(self.out, self.name)
+        storage.delete_dir(staging)
+        target = staging if trained is not None else self.dir
+        if trained is not None:
+            _save_keras(trained.model, storage.join(staging, layout.MODEL_FILE))
+            storage.write_json_atomic(storage.join(staging, layout.CLASSES_FILE), trained.classes)
+            storage.write_json_atomic(storage.join(staging, layout.HISTORY_FILE), trained.history)
+            if trained.centroids is not None:
+                storage.write_json_atomic(storage.join(staging, layout.CENTROIDS_FILE), trained.centroids)
+        storage.write_json_atomic(storage.join(target, layout.CONFIG_FILE), config)
+        storage.write_json_atomic(storage.join(target, layout.RESULT_FILE), result)
+        if trained is not None:
+            storage.replace_dir(staging, self.dir)
+
+    # ---- read by evaluation and predict
+
+    def result(self) -> dict[str, Any]:
+        """result.json with `model` and `status` always set; a missing or unreadable file is `failed`."""
+        rel = f"{layout.MODELS_DIR}/{self.name}/{layout.RESULT_FILE}"
+        uri = self.file(layout.RESULT_FILE)
+        if not storage.exists(uri):
+            return {"model": self.name, "status": Status.FAILED,
+                    "reason": f"{rel} is missing (training did not finish): run `faceproc train`"}
+        try:
+            saved = storage.read_json(uri)
+        except (OSError, ValueError) as exc:
+            return {"model": self.name, "status": Status.FAILED, "reason": f"{rel} cannot be read: {exc}"}
+        if not isinstance(saved, dict):
+            return {"model": self.name, "status": Status.FAILED, "reason": f"{rel} is not a JSON object"}
+        return {**saved, "model": self.name, "status": str(saved.get("status") or Status.FAILED)}
+
+    def classes(self) -> list[str]:
+        """The person names of classes.json (a non-empty list of distinct strings)."""
+        uri = self.file(layout.CLASSES_FILE)
+        try:
+            classes = storage.read_json(uri)
+        except FileNotFoundError:
+            raise ArtifactError(f"{uri} is missing: run `faceproc train` first") from None
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{uri} cannot be read: {type(exc).__name__}: {exc}") from None
+        if (not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes)
+                or len(set(classes)) != len(classes)):
+            raise ArtifactError(f"{uri} must hold a non-empty list of distinct person names")
+        return classes
+
+    def check_usable(self) -> None:
+        """Fail early, in one line, when the model was not trained `ok` or its `model.keras` is missing or
+        not a `.keras` archive (reads only the zip directory, also on remote storage)."""
+        result_uri = self.file(layout.RESULT_FILE)
+        if storage.exists(result_uri):
+            saved = storage.read_json(result_uri)
+            status = saved.get("status") if isinstance(saved, dict) else None
+            if status not in (None, Status.OK):
+                why = saved.get("reason") or "no reason given"
+                raise ArtifactError(f"model {self.name!r} was {status} in training ({why}): run `faceproc train` again")
+        rel = f"{layout.MODELS_DIR}/{self.name}/{layout.MODEL_FILE}"
+        fs, path = storage.resolve(self.file(layout.MODEL_FILE))
+        try:
+            with fs.open_input_file(path) as stream, zipfile.ZipFile(stream) as archive:
+                members = set(archive.namelist())
+        except FileNotFoundError:
+            trained = [m for m in storage.list_dirs(layout.models_root(self.out))
+                       if storage.exists(storage.join(layout.model_dir(self.out, m), layout.MODEL_FILE))]
+            have = f" (trained models: {', '.join(trained)})" if trained else ""
+            raise ArtifactError(f"no trained model {self.name!r}: {rel} is missing{have}; "
+                                f"run `faceproc train` first") from None
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise ArtifactError(f"{rel} is not a readable .keras archive ({type(exc).__name__}: {exc})") from None
+        if "config.json" not in members:
+            raise ArtifactError(f"{rel} is not a .keras archive (no config.json inside)")
+
+    def load(self) -> TrainedModel:
+        """The model ready to classify face crops (checked first, see `check_usable`)."""
+        self.check_usable()
+        classes = self.classes()
+        model_uri = self.file(layout.MODEL_FILE)
+        try:
+            model = _load_keras(model_uri)
+        except Exception as exc:
+            raise ArtifactError(f"cannot load {model_uri}: {type(exc).__name__}: {exc}") from exc
+        centroids_uri = self.file(layout.CENTROIDS_FILE)
+        centroids = None
+        if storage.exists(centroids_uri):
+            try:
+                centroids = openset.validate_centroids(storage.read_json(centroids_uri), centroids_uri)
+            except openset.CentroidsError as exc:
+                raise ArtifactError(str(exc)) from None
+        elif self.name == "facenet":
+            log.warning("%s is missing: faces are not checked against the known people ('unknown')", centroids_uri)
+        return TrainedModel(model, classes, centroids, model_uri)
+
+
+class TrainedModel:
+    """A loaded model with its classes and, for FaceNet, the centroids of the open-set check."""
+
+    def __init__(self, model: Any, classes: list[str], centroids: dict[str, Any] | None, where: str) -> None:
+        units = model.output_shape[-1]
+        if units != len(classes):
+            raise ArtifactError(f"{where}: the model has {units} outputs but classes.json names {len(classes)} people")
+        shape = tuple(model.input_shape)
+        if len(shape) != 4 or shape[1] is None or shape[2] is None:
+            raise ArtifactError(f"{where}: model input shape {shape} is not (None, height, width, 3)")
+        self.model, self.classes, self.centroids = model, classes, centroids
+        self.size = (int(shape[1]), int(shape[2]))
+        self.backbone = self.head = None
+        if centroids is not None:
+            self.backbone, self.head = _split_facenet(model, where)
+
+    def probabilities(self, faces: Sequence[np.ndarray]) -> np.ndarray:
+        """(n, classes) softmax outputs for RGB uint8 face crops (resized when their size differs)."""
+        return np.asarray(self.model(fit_to_input(faces, self.size), training=False), dtype=np.float32)
+
+    def classify(self, faces: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        """{"person", "probability"[, "distance"]} per face crop; with centroids, far faces are unknown."""
+        if not len(faces):
+            return []
+        x = fit_to_input(faces, self.size)
+        if self.backbone is None:
+            probs = self.model(x, training=False).numpy()
+            return [{"person": p, "probability": q} for p, q in openset.decide(probs, self.classes)]
+        embeddings = self.backbone(x, training=False).numpy()
+        probs = (self.head(embeddings, training=False) if self.head is not None else self.model(x, training=False)).numpy()
+        _, distances = openset.nearest_centroid(embeddings, self.centroids)
+        decided = openset.decide(probs, self.classes, distances, self.centroids["threshold"])
+        return [{"person": p, "probability": q, "distance": float(d)} for (p, q), d in zip(decided, distances)]
+
+
+def fit_to_input(faces: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Stack RGB uint8 crops as float32 0..255, resized to `size` (h, w) when a crop differs."""
+    import cv2
+
+    height, width = size
+    out = np.empty((len(faces), height, width, 3), np.float32)
+    for i, face in enumerate(faces):
+        if face.shape[:2] != (height, width):
+            face = cv2.resize(face, (width, height), interpolation=cv2.INTER_AREA)
+        out[i] = face
+    return out
+
+
+def _split_facenet(model: Any, where: str) -> tuple[Any, Any]:
+    """The model's FaceNet backbone sub-model and, when the model is exactly backbone -> head, the head."""
+    from faceproc.models.keras_env import keras
+
+    try:
+        backbone = model.get_layer(BACKBONE_LAYER)
+    except ValueError:
+        raise ArtifactError(f"{where}: centroids.json is present but the model has no {BACKBONE_LAYER!r} backbone") from None
+    rest = [layer for layer in model.layers if layer is not backbone and not isinstance(layer, keras.layers.InputLayer)]
+    head = None
+    if len(rest) == 1 and tuple(getattr(rest[0], "input_shape", ()) or ()) == tuple(backbone.output_shape):
+        head = rest[0]
+    return backbone, head
+
+
+def _load_keras(model_uri: str) -> Any:
+    """A `.keras` file from a local path or a URI (a remote file is copied to a temp dir first)."""
+    from faceproc.models.saving import load_model  # importing faceproc.models registers the layers
+
+    if storage.is_local(model_uri):
+        return load_model(storage.resolve(model_uri)[1], compile=False)
+    with tempfile.TemporaryDirectory(prefix="faceproc-model-") as tmp:
+        path = os.path.join(tmp, layout.MODEL_FILE)
+        with open(path, "wb") as f:
+            f.write(storage.read_bytes(model_uri))
+        return load_model(path, compile=False)
+
+
+def _save_keras(model: Any, uri: str) -> None:
+    """Keras writes to a local file; storage moves it to OUT (local or object storage)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, layout.MODEL_FILE)
+        model.save(local)
+        with open(local, "rb") as stream:
+            storage.write_bytes_atomic(uri, stream.read())
+

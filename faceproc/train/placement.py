@@ -1,0 +1,50 @@
+"""Where training runs: how many Ray Train workers, and what each one reserves.
+
+A pure function of the cluster's resources (`plan_placement`) so it is tested without a cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from faceproc.config import Config, TrainConfig
+
+
+@dataclass
+class Placement:
+    """How many workers, and what each one asks Ray for."""
+
+    workers: int
+    use_gpu: bool
+    cpus_per_worker: float
+    gpus_per_worker: float
+
+    @property
+    def device(self) -> str:
+        return "gpu" if self.use_gpu else "cpu"
+
+
+def placement(config: Config, trainers: int = 1) -> Placement:
+    """Placement on the running Ray cluster (see `plan_placement`)."""
+    from faceproc.core.ray_env import cluster_cpus, cluster_gpus, cpu_nodes, largest_node_cpus
+
+    return plan_placement(config.train, cluster_cpus(), largest_node_cpus(), cluster_gpus(), cpu_nodes(), trainers)
+
+
+def plan_placement(train: TrainConfig, cpus: float, node_cpus: float, gpus: float, nodes: int = 1,
+                   trainers: int = 1) -> Placement:
+    """GPU workers when the cluster has a GPU per worker (or when asked); else CPU workers sharing the
+    CPUs of `trainers` concurrent trainings, never more than one node has (Ray caps a worker's threads
+    at what it reserved). Faces decoded every epoch (`materialize` off) need a core left for Ray
+    Data's tasks; reserving every core then slowed the holdout pass 6x. Without `train.workers`: one
+    worker per GPU, or one per CPU node, since two MultiWorkerMirroredStrategy workers on one CPU
+    node were no faster end to end than one (docs/benchmarks.md, "Training")."""
+    gpus_per_worker = train.gpus_per_worker
+    if gpus_per_worker is None:
+        gpus_per_worker = 1.0 if gpus >= max(1, train.workers or 1) * trainers else 0.0
+    if gpus_per_worker > 0:
+        workers = train.workers or max(1, int(gpus // (gpus_per_worker * trainers)))
+        return Placement(workers, True, 1.0, gpus_per_worker)
+    workers = max(1, train.workers or nodes)
+    spare = 0 if train.materialize else 1
+    return Placement(workers, False, max(0.25, min(node_cpus, (cpus - spare) / (workers * trainers))), 0.0)

@@ -1,0 +1,77 @@
+"""Ray Train wiring: one TensorflowTrainer run per model, from datasets to the checkpoints it kept.
+
+Everything the workers need travels in one typed `LoopConfig`; `loop.train_func` is what they run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+from faceproc.config import Config
+from faceproc.core import layout
+from faceproc.models.registry import ModelSpec
+from faceproc.train.loop import SCORE, LoopConfig, train_func
+from faceproc.train.placement import Placement
+
+
+def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build: Callable[[int], Any],
+                       num_classes: int, feature: str, fit: Any, holdout: Any | None) -> tuple[Any, Any]:
+    """One TensorflowTrainer run; returns its latest checkpoint (the whole history inside) and the one
+    with the lowest holdout loss (the weights to keep)."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    datasets = {"fit": fit}
+    if holdout is not None:
+        datasets["holdout"] = holdout
+    for dataset in datasets.values():  # workers print one line per epoch instead (loop.epoch_line)
+        dataset.context.enable_progress_bars = False
+    loop = LoopConfig(
+        model=spec.name, build=build, optimizer=spec.make_optimizer, num_classes=num_classes, feature=feature,
+        has_holdout=holdout is not None, epochs=spec.epochs, batch_size=spec.batch_size,
+        patience=config.train.patience, seed=config.train.seed, use_gpu=where.use_gpu,
+        cpus_per_worker=where.cpus_per_worker,
+        cache_in_worker=fits_worker_cache(config.train.worker_cache_mb, where.workers, fit, holdout),
+    )
+    resources = {"CPU": where.cpus_per_worker}
+    if where.use_gpu:
+        resources["GPU"] = where.gpus_per_worker
+    trainer = TensorflowTrainer(
+        train_func,
+        train_loop_config={"loop": loop},
+        scaling_config=ScalingConfig(num_workers=where.workers, use_gpu=where.use_gpu,
+                                     resources_per_worker=resources),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["fit"]),
+        run_config=RunConfig(
+            name=f"{spec.name}-{int(time.time())}",
+            storage_path=_ray_storage(config.output),
+            failure_config=FailureConfig(max_failures=config.train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=SCORE,
+                                               checkpoint_score_order="min"),  # and always the latest
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"{spec.name}: training ended without a checkpoint")
+    return result.checkpoint, result.get_best_checkpoint(SCORE, "min") or result.checkpoint
+
+
+def fits_worker_cache(cache_mb: int, workers: int, fit: Any, holdout: Any | None) -> bool:
+    """Whether each worker may hold its share of the fitting rows plus the whole holdout in its own
+    memory; only materialized datasets know their size, the others stream every epoch."""
+    from ray.data.dataset import MaterializedDataset
+
+    datasets = [fit] if holdout is None else [fit, holdout]
+    if not all(isinstance(dataset, MaterializedDataset) for dataset in datasets):
+        return False
+    share = fit.size_bytes() / workers + (holdout.size_bytes() if holdout is not None else 0)
+    return share <= cache_mb * 2**20
+
+
+def _ray_storage(out: str) -> str:
+    """Ray Train wants an absolute local path or a URI."""
+    uri = layout.ray_train_storage(out)
+    return uri if "://" in uri else os.path.abspath(uri)
