@@ -12,14 +12,17 @@ distinct file with identical pixels), in one invocation:
    the Ray workers) is sampled from /proc.
 2. Baseline: the reference notebook's loop in one subprocess with TensorFlow defaults: one
    `MTCNN()`, one photo per `detect_faces` call, the first face, `abs()` on the box corner, PIL
-   resize to 160x160, two augmented copies per train photo (`faceproc.augment.augment_face`, so
-   the augmentation cost is the same), everything kept in a Python list. Only the loop is timed;
-   imports and model load are reported separately. The same loop with TensorFlow pinned to one
-   thread runs on one copy of the dataset (118 photos) for the per-core view.
-3. Detection per core: `faceproc.detect.FaceDetector` (default PreprocessConfig) on the 118 decoded
-   photos in batches of 8 (as the pipeline feeds it), TensorFlow pinned to 1 intra-op and 1
-   inter-op thread and OpenCV to 1 thread, against facenet-pytorch's MTCNN (10.4 photos/s, one
-   thread, docs in /work/shared/DESIGN.md). Also the same detector one photo per call.
+   resize to 160x160, two augmented copies per train photo
+   (`faceproc.preprocess.augment.augment_face`, so the augmentation cost is the same), everything
+   kept in a Python list. Only the loop is timed; imports and model load are reported separately.
+   The same loop with TensorFlow pinned to one thread runs on one copy of the dataset (118 photos)
+   for the per-core view.
+3. Detection per core: `faceproc.preprocess.detector.FaceDetector` (default PreprocessConfig) on the
+   118 decoded photos in batches of 8 (as the pipeline feeds it), TensorFlow pinned to 1 intra-op
+   and 1 inter-op thread and OpenCV to 1 thread, against facenet-pytorch's MTCNN, measured on the
+   same kind of 2-core machine on these 118 photos, one photo per call, one CPU thread: 10.4
+   photos/s (a fixed figure, not re-measured by this script). Also the same detector one photo per
+   call.
 4. --scale-check: faceproc on 1x (--scale-base copies) and 10x that input; the driver's peak RSS
    should stay flat. The two runs also give a marginal rate (extra photos / extra seconds) that no
    fixed start-up cost can distort.
@@ -55,7 +58,9 @@ import machine  # noqa: E402  (bench/machine.py)
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT / "data" / "5-celebrity-faces-dataset"
 FACEPROC = Path(sys.executable).parent / "faceproc"
-FACENET_PYTORCH_MTCNN = 10.4  # photos/s, one photo per call, one thread (DESIGN.md, "MTCNN speed")
+# facenet-pytorch's MTCNN on the 118 photos, one photo per call, one CPU thread, measured on the same
+# kind of 2-core machine (not re-measured here).
+FACENET_PYTORCH_MTCNN = 10.4  # photos/s
 TARGET_RATIO = 3.0
 FLAT_RSS_RATIO = 1.2  # driver peak RSS at 10x input over 1x: above this it grows with the data
 DETECT_BATCH = 8

@@ -105,10 +105,10 @@ def read_fit_rows(out: str, holdout_fraction: float, seed: int):
     import pyarrow.parquet as pq
 
     from faceproc.core import storage
-    from faceproc.train.data import select_holdout
+    from faceproc.core.images import decode_png
     from faceproc.core.manifest import live_keys, load_manifest
     from faceproc.core.shards import live_shard_files
-    from faceproc.core.images import decode_png
+    from faceproc.train.data import select_holdout
 
     manifest = load_manifest(out)
     ok = manifest.filter(pc.and_(pc.equal(manifest.column("status"), "ok"),

@@ -7,10 +7,11 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from faceproc.core import layout, storage
 from faceproc.config import Config, ConfigError, load_config, parse_override
+from faceproc.core import layout, storage
 from faceproc.core.errors import first_line
 from faceproc.core.lock import output_lock
+from faceproc.core.schema import Status
 
 log = logging.getLogger("faceproc")
 
@@ -67,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for result in results:
         reason = f"  ({result['reason']})" if result["reason"] else ""
         print(f"{result['model']:<18} {result['status']:<8} {result['train_seconds']:>7.1f} s{reason}")
-    return 1 if any(r["status"] == "failed" for r in results) else 0
+    return 1 if any(r["status"] == Status.FAILED for r in results) else 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -79,7 +80,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows = run_evaluate(config)
     print(format_table(rows))
     print(f"report: {layout.report_file(config.output, layout.REPORT_HTML)}")
-    return 1 if any(r["status"] == "failed" for r in rows) else 0
+    return 1 if any(r["status"] == Status.FAILED for r in rows) else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

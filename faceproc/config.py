@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+import tomllib
 
 from faceproc.core.model_names import MODEL_NAMES
 
@@ -32,6 +33,7 @@ class PreprocessConfig:
     min_face_size: int = 20  # MTCNN's smallest face, in detection pixels
     face_margin: float = 0.1  # margin added on each side, as a fraction of the box size
     face_size: int = 160  # side of the square face crop
+    align: bool = True  # warp the five keypoints onto a template; false: the margin crop only
     augment_copies: int = 2  # extra augmented rows per train face (the notebook's 2)
     seed: int = 0  # augmentation seed; with the file hash and copy index it fixes every copy
     detector_actors: int = 2  # MTCNN actors in the Ray Data pool

@@ -14,9 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from faceproc.core import layout, storage
 from faceproc.config import Config
+from faceproc.core import layout, storage
 from faceproc.core.lock import output_lock
+from faceproc.core.schema import Status
 from faceproc.preprocess.run import PreprocessSummary, new_run_id, run_preprocess
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class PipelineResult:
     @property
     def failed(self) -> bool:
         rows = self.accuracy or []
-        return any(r["status"] == "failed" for r in [*self.training, *rows])
+        return any(r["status"] == Status.FAILED for r in [*self.training, *rows])
 
 
 def stage(number: int, name: str, message: str) -> None:
@@ -63,7 +64,7 @@ def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0)
 
         stage(3, "train", ", ".join(config.train.models))
         result.training = run_train(config, force=force)
-        fitted = [r["model"] for r in result.training if r["status"] == "ok" and not r.get("up_to_date")]
+        fitted = [r["model"] for r in result.training if r["status"] == Status.OK and not r.get("up_to_date")]
         stages["train"] = f"fitted {', '.join(fitted)}" if fitted else "all models up to date"
 
         reports_missing = not storage.exists(layout.report_file(config.output, layout.ACCURACY_JSON))

@@ -97,8 +97,8 @@ def write_face_shards(out: Path, people: dict[str, list[tuple[int, int, int]]], 
     import pyarrow as pa
 
     from faceproc.core import storage
-    from faceproc.core.schema import FACE_SCHEMA, MANIFEST_SCHEMA
     from faceproc.core.images import encode_png
+    from faceproc.core.schema import FACE_SCHEMA, MANIFEST_SCHEMA
 
     rng = np.random.default_rng(0)
     rows, manifest = [], []
@@ -140,7 +140,6 @@ def train_tiny_cnn(model_dir: Path, classes: list[str], seed: int = 0) -> None:
 
     from faceproc.models.cnn import build_cnn
     from faceproc.models.keras_env import keras, tf
-    from faceproc.models.saving import save_model
 
     tf.random.set_seed(seed)
     rng = np.random.default_rng(seed)
@@ -150,7 +149,7 @@ def train_tiny_cnn(model_dir: Path, classes: list[str], seed: int = 0) -> None:
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     model.fit(x, y, epochs=1, batch_size=len(x), verbose=0)
     model_dir.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(model_dir / "model.keras"))
+    model.save(str(model_dir / "model.keras"))
     (model_dir / "classes.json").write_text(json.dumps(classes))
     (model_dir / "result.json").write_text(
         json.dumps({"model": model_dir.name, "status": "ok", "reason": None, "train_seconds": 1.0})

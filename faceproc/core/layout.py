@@ -57,6 +57,11 @@ def staging_root(out: str) -> str:
     return storage.join(out, "_staging")
 
 
+def preprocess_settings(out: str, fingerprint: str) -> str:
+    """The preprocessing settings a manifest fingerprint stands for, so a change can be described."""
+    return storage.join(out, "settings", f"{fingerprint}.json")
+
+
 def run_record(out: str, run_id: str, stage: str | None = None) -> str:
     """OUT/runs/<run>.json (the pipeline) or OUT/runs/<run>.<stage>.json (one stage)."""
     return storage.join(out, "runs", f"{run_id}.{stage}.json" if stage else f"{run_id}.json")

@@ -15,6 +15,7 @@ from typing import Iterator
 
 from faceproc.core import layout, storage
 
+
 class LockedError(RuntimeError):
     """Another faceproc run holds the output."""
 

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from faceproc.core import layout, storage
 from faceproc.core.schema import MANIFEST_SCHEMA
 
+
 @dataclass(frozen=True)
 class FileState:
     path: str
@@ -33,6 +34,8 @@ class Plan:
     changed: int = 0
     unchanged: int = 0
     deleted: int = 0
+    resettled: int = 0  # unchanged files made with other preprocessing settings, processed again
+    old_settings: set[str | None] = field(default_factory=set)  # the fingerprints they were made with
 
     @property
     def has_work(self) -> bool:
@@ -44,21 +47,30 @@ def load_manifest(out: str) -> pa.Table:
     uri = layout.manifest(out)
     if not storage.exists(uri):
         return MANIFEST_SCHEMA.empty_table()
-    return storage.read_table(uri).select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
+    table = storage.read_table(uri)
+    if "settings" not in table.column_names:  # written before rows recorded their settings
+        table = table.append_column("settings", pa.nulls(table.num_rows, pa.string()))
+    return table.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
 
 
-def plan_run(current: list[FileState], manifest: pa.Table) -> Plan:
-    """Files whose (path, sha256) the manifest already holds are not processed again."""
-    known = dict(zip(manifest.column("path").to_pylist(), manifest.column("sha256").to_pylist()))
+def plan_run(current: list[FileState], manifest: pa.Table, settings: str) -> Plan:
+    """Files whose (path, sha256) the manifest already holds with the same preprocessing settings
+    fingerprint are not processed again; with other settings they are (`resettled`)."""
+    known = {path: (sha, made_with) for path, sha, made_with in zip(
+        manifest.column("path").to_pylist(), manifest.column("sha256").to_pylist(),
+        manifest.column("settings").to_pylist())}
     plan = Plan()
     for state in current:
-        previous = known.get(state.path)
-        if previous == state.sha256:
+        previous, made_with = known.get(state.path, (None, None))
+        if previous == state.sha256 and made_with == settings:
             plan.unchanged += 1
             continue
         plan.to_process.append(state)
         if previous is None:
             plan.new += 1
+        elif previous == state.sha256:
+            plan.resettled += 1
+            plan.old_settings.add(made_with)
         else:
             plan.changed += 1
     current_paths = {s.path for s in current}

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from faceproc.core import layout, storage
 from faceproc.core.schema import REJECT_SCHEMA
 
+
 def read_live_rejects(out: str, manifest: pa.Table) -> pa.Table:
     """The reject rows the manifest vouches for (empty when there is no rejects file)."""
     uri = layout.rejects(out)

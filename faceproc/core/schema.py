@@ -60,6 +60,7 @@ FACE_SCHEMA = pa.schema(
         pa.field("confidence", pa.float32(), nullable=False),
         pa.field("faces_found", pa.int32(), nullable=False),
         pa.field("augment_index", pa.int32(), nullable=False),  # 0 = original crop
+        pa.field("aligned", pa.bool_()),  # warped onto the keypoint template (false: margin crop)
         pa.field("run_id", pa.string(), nullable=False),
     ]
 )
@@ -92,5 +93,6 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("face_rows", pa.int32(), nullable=False),
         pa.field("leakage", pa.bool_(), nullable=False),  # same content also in another split
         pa.field("run_id", pa.string(), nullable=False),  # the run that processed this content
+        pa.field("settings", pa.string()),  # fingerprint of the preprocessing settings (null: unknown)
     ]
 )

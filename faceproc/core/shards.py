@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 from faceproc.core import layout, storage
 from faceproc.core.manifest import live_keys, live_runs, load_manifest
 
+LIVE_KEY_COLUMNS = ("source_path", "source_sha256")  # what the live-row filter matches against the manifest
+
 
 def live_shard_files(out: str, split: str, manifest: pa.Table | None = None) -> list[str]:
     """Shard files of published runs; files left behind by a run that died are not included."""
@@ -43,7 +45,9 @@ def read_live_faces(out: str, split: str, columns: list[str] | None = None):
         return None
     fs, _ = storage.resolve(out)
     paths = [storage.resolve(uri)[1] for uri in files]
-    return keep_live_rows(ray.data.read_parquet(paths, filesystem=fs, columns=columns), manifest)
+    read = None if columns is None else list(dict.fromkeys([*columns, *LIVE_KEY_COLUMNS]))
+    live = keep_live_rows(ray.data.read_parquet(paths, filesystem=fs, columns=read), manifest)
+    return live if columns is None or read == columns else live.select_columns(columns)
 
 
 def iter_live_faces(out: str, split: str, columns: list[str], manifest: pa.Table | None = None,
@@ -52,7 +56,7 @@ def iter_live_faces(out: str, split: str, columns: list[str], manifest: pa.Table
     (the report) that must see exactly what evaluation sees, with memory bounded by `batch_size`."""
     manifest = load_manifest(out) if manifest is None else manifest
     keys = _live_key_array(manifest)
-    wanted = list(dict.fromkeys([*columns, "source_path", "source_sha256"]))
+    wanted = list(dict.fromkeys([*columns, *LIVE_KEY_COLUMNS]))
     for uri in live_shard_files(out, split, manifest):
         fs, path = storage.resolve(uri)
         with fs.open_input_file(path) as stream:

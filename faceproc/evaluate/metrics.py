@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from faceproc.core.model_names import REFERENCE_ACCURACY
+from faceproc.core.schema import Status
 
 Z_95 = 1.959964  # two-sided 95% normal quantile
 
@@ -195,22 +196,22 @@ def accuracy_rows(
     rows: list[dict[str, Any]] = []
     for result in results:
         model = str(result["model"])
-        status = str(result.get("status") or "failed")
+        status = str(result.get("status") or Status.FAILED)
         reason = result.get("reason")
         train_seconds = result.get("train_seconds")
-        if status != "ok":
+        if status != Status.OK:
             rows.append(_null_row(model, status, reason or "no reason given", train_seconds))
             continue
         t, p = by_model.get(model, ([], []))
         if not t:
             reason = "trained, but it has no rows in reports/predictions.parquet"
-            rows.append(_null_row(model, "failed", reason, train_seconds))
+            rows.append(_null_row(model, Status.FAILED.value, reason, train_seconds))
             continue
         m = classification_metrics(t, p, labels)
         n_e2e = m["n"] + val_rejects
         row = {
             "model": model,
-            "status": "ok",
+            "status": Status.OK.value,
             "reason": None,
             "n": m["n"],
             "accuracy": m["accuracy"],

@@ -7,13 +7,12 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from faceproc.core import layout, storage
+from faceproc.core.text import aligned_table
 from faceproc.evaluate.metrics import ROW_KEYS, clean
-
-
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -35,6 +34,7 @@ TABLE_HEADERS: tuple[str, ...] = (
     "train s",
     "notebook",
 )
+NUMERIC_COLUMNS = frozenset({"n", "macro F1", "train s", "notebook"})  # right-aligned in text
 
 
 def table_cells(row: Mapping[str, Any]) -> list[str]:
@@ -64,31 +64,18 @@ def table_cells(row: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _notes(rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    return [
-        f"{row.get('model')} {row.get('status')}: {row.get('reason')}" for row in rows if row.get("reason")
-    ]
+def _notes(rows: Iterable[Mapping[str, Any]], bullet: str, escape: Callable[[str], str] = str) -> list[str]:
+    """The skip/fail reasons below a table, after a blank line; nothing when no row has one."""
+    notes = [f"{row.get('model')} {row.get('status')}: {row.get('reason')}" for row in rows if row.get("reason")]
+    return ["", *(f"{bullet} {escape(note)}" for note in notes)] if notes else []
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The accuracy table as aligned plain text for a terminal, with skip/fail reasons below."""
-    body = [list(TABLE_HEADERS)] + [table_cells(row) for row in rows]
-    widths = [max(len(r[i]) for r in body) for i in range(len(TABLE_HEADERS))]
-    right = {2, 5, 6, 7}  # numeric columns
-
-    def line(cells: list[str]) -> str:
-        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
-        return "  ".join(parts).rstrip()
-
-    out = [line(body[0]), "  ".join("-" * w for w in widths)]
-    out += [line(cells) for cells in body[1:]]
+    out = aligned_table(TABLE_HEADERS, [table_cells(row) for row in rows], right=NUMERIC_COLUMNS)
     if not rows:
         out.append("(no models)")
-    notes = _notes(rows)
-    if notes:
-        out.append("")
-        out += [f"* {note}" for note in notes]
-    return "\n".join(out) + "\n"
+    return "\n".join(out + _notes(rows, "*")) + "\n"
 
 
 def _md_escape(text: str) -> str:
@@ -110,13 +97,8 @@ def format_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     for row in rows:
         out.append("| " + " | ".join(_md_escape(c) for c in table_cells(row)) + " |")
     if not rows:
-        out.append("")
-        out.append("No models.")
-    notes = _notes(rows)
-    if notes:
-        out.append("")
-        out += [f"- {_md_escape(note)}" for note in notes]
-    return "\n".join(out) + "\n"
+        out += ["", "No models."]
+    return "\n".join(out + _notes(rows, "-", _md_escape)) + "\n"
 
 
 def _people(rows: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -16,6 +16,7 @@ from typing import Any
 from faceproc.config import Config
 from faceproc.core import storage
 from faceproc.core.errors import describe
+from faceproc.core.text import aligned_table
 from faceproc.inference.artifact import ModelArtifact
 
 
@@ -98,14 +99,7 @@ def format_predictions(rows: Sequence[dict[str, Any]]) -> str:
         table.append(cells)
     if not table:
         return "no images"
-    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
-    right = {"probability", "distance"}
-
-    def line(cells: list[str]) -> str:
-        parts = [c.rjust(w) if h in right else c.ljust(w) for c, w, h in zip(cells, widths, headers)]
-        return "  ".join(parts).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in table])
+    return "\n".join(aligned_table(headers, table, right={"probability", "distance"}))
 
 
 def json_lines(rows: Sequence[dict[str, Any]]) -> str:

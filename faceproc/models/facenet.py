@@ -40,7 +40,6 @@ EMBEDDING_DIM = 128
 FACENET_PARAMS = 22_808_144
 OUTPUT_LAYER = "Bottleneck_BatchNorm"
 BOTTLENECK_LAYER = "Bottleneck"
-FACENET_FINETUNE_LEARNING_RATE = 1e-5
 
 # Layer classes the FaceNet file uses; anything else means another model (or a hostile file).
 ALLOWED_LAYER_CLASSES = frozenset(

@@ -73,9 +73,3 @@ class ResNetPreprocess(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
-
-CUSTOM_LAYERS = {
-    "ScaledResidual": ScaledResidual,
-    "PerImageStandardization": PerImageStandardization,
-    "ResNetPreprocess": ResNetPreprocess,
-}

@@ -38,7 +38,8 @@ URL_ENV = "FACEPROC_IMAGENET_WEIGHTS_URL"  # a mirror of the file, for clusters 
 
 # The URL and MD5 that keras.applications.ResNet50(weights="imagenet", include_top=False) uses.
 try:  # read them from the installed tf_keras, so they follow its version
-    from tf_keras.src.applications.resnet import BASE_WEIGHTS_PATH as _BASE, WEIGHTS_HASHES as _HASHES
+    from tf_keras.src.applications.resnet import BASE_WEIGHTS_PATH as _BASE
+    from tf_keras.src.applications.resnet import WEIGHTS_HASHES as _HASHES
 
     IMAGENET_WEIGHTS_URL = _BASE + KERAS_WEIGHTS_NAME
     IMAGENET_WEIGHTS_MD5 = _HASHES["resnet50"][1]

@@ -1,6 +1,6 @@
-"""Saving and loading trained models in the ``.keras`` format.
+"""Loading trained ``.keras`` models quickly.
 
-Any model saved here loads with plain ``keras.models.load_model(path)`` after
+Any faceproc model (saved with ``model.save(path)``) loads with plain ``keras.models.load_model(path)`` after
 ``import faceproc.models`` (the custom layers are registered). :func:`load_model` gives the same
 model faster: tf-keras reads the weights HDF5 straight out of the zip archive, and on Python < 3.12
 every backward seek in a zip member re-reads it from the start, so the 92 MB FaceNet classifier
@@ -21,23 +21,6 @@ from faceproc.models.keras_env import keras
 
 _CONFIG = "config.json"
 _WEIGHTS = "model.weights.h5"
-
-
-def save_model(model: keras.Model, path: str) -> str:
-    """Save `model` to the local ``.keras`` file `path`, written to a temporary name then renamed."""
-    if not str(path).endswith(".keras"):
-        raise ValueError(f"model path must end with .keras, got {path!r}")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=directory, prefix=".tmp-")
-    os.close(fd)
-    try:
-        model.save(tmp, save_format="keras")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def load_model(path: str, *, compile: bool = True) -> keras.Model:

@@ -6,14 +6,12 @@ speed is (per-call overhead dominates on small photos). Photos are downscaled to
 `detect_max_side` first, because mtcnn 1.0 zero-pads every image of a batch to the largest one;
 boxes are mapped back to the original pixels.
 
-Box convention everywhere in this module: (x0, y0, x1, y1) in pixels, x1/y1 exclusive.
-The `box` a row reports is the face MTCNN found (clamped to the image); the crop adds
-`face_margin` around it.
+The box and crop maths live in `geometry` (box convention there). The `box` a row reports is the
+face MTCNN found (clamped to the image); the crop adds `face_margin` around it.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import cv2
@@ -23,6 +21,7 @@ from faceproc.config import PreprocessConfig
 from faceproc.core.errors import describe
 from faceproc.core.images import object_array
 from faceproc.core.schema import RejectReason
+from faceproc.preprocess.geometry import downscale_for_detection, face_crop, map_to_original, select_face
 
 # MTCNN stage thresholds, pinned explicitly (mtcnn 1.0's defaults) so a library default change
 # cannot silently change which faces are found. ONet keeps candidates down to CANDIDATE_THRESHOLD:
@@ -40,99 +39,6 @@ CANDIDATE_THRESHOLD = 0.0
 BATCH_JUSTIFICATION = "topleft"
 
 EMPTY_FACE = np.zeros((0, 0, 3), np.uint8)
-
-
-# --------------------------------------------------------------------------- pure helpers
-
-
-def select_face(faces: Sequence[dict[str, Any]], min_confidence: float) -> int | None:
-    """Index of the face to keep: among faces with confidence >= `min_confidence`, the one with
-    the largest confidence * box area (box as x0, y0, x1, y1). None when no face qualifies.
-    Ties go to the earlier face.
-    """
-    best_index, best_score = None, -1.0
-    for index, face in enumerate(faces):
-        confidence = float(face["confidence"])
-        if confidence < min_confidence:
-            continue
-        x0, y0, x1, y1 = (float(v) for v in face["box"])
-        score = confidence * max(0.0, x1 - x0) * max(0.0, y1 - y0)
-        if score > best_score:
-            best_index, best_score = index, score
-    return best_index
-
-
-def expand_and_clamp(box_xyxy: Sequence[float], margin: float, width: int, height: int) -> tuple[int, int, int, int]:
-    """Grow `box_xyxy` by `margin` (a fraction of the box width/height) on each side, then clamp it
-    to a `width` x `height` image. Negative corners are clamped to 0, never mirrored.
-
-    Returns int (x0, y0, x1, y1) with 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height: a box
-    that ends up outside the image or degenerate still covers at least one pixel at the nearest edge.
-    """
-    if width < 1 or height < 1:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
-    if not margin >= 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
-    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-        raise ValueError(f"box has non-finite coordinates: {tuple(box_xyxy)}")
-    x0, x1 = min(x0, x1), max(x0, x1)
-    y0, y1 = min(y0, y1), max(y0, y1)
-    dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
-    left, right = _clamp_span(x0 - dx, x1 + dx, width)
-    top, bottom = _clamp_span(y0 - dy, y1 + dy, height)
-    return left, top, right, bottom
-
-
-def _clamp_span(lo: float, hi: float, limit: int) -> tuple[int, int]:
-    """[floor(lo), ceil(hi)) clamped to [0, limit], at least one pixel wide."""
-    start = min(max(math.floor(lo), 0), limit - 1)
-    end = max(min(math.ceil(hi), limit), start + 1)
-    return start, end
-
-
-def crop_face(image: np.ndarray, box_xyxy: Sequence[float], size: int) -> np.ndarray:
-    """The `box_xyxy` region of `image` (clamped to it) resized to a `size` x `size` x 3 uint8 array.
-
-    cv2.INTER_AREA when the region is at least `size` on both sides (shrinking), else INTER_CUBIC.
-    """
-    if size < 1:
-        raise ValueError(f"crop size must be positive, got {size}")
-    height, width = image.shape[:2]
-    x0, y0, x1, y1 = expand_and_clamp(box_xyxy, 0.0, width, height)
-    region = image[y0:y1, x0:x1]
-    shrinking = region.shape[0] >= size and region.shape[1] >= size
-    resized = cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
-    return np.ascontiguousarray(resized, dtype=np.uint8)
-
-
-def detection_scale(height: int, width: int, max_side: int) -> float:
-    """Factor (<= 1) that brings the longest side of a `height` x `width` image down to `max_side`."""
-    if max_side < 1:
-        raise ValueError(f"detect_max_side must be positive, got {max_side}")
-    longest = max(height, width)
-    return 1.0 if longest <= max_side else max_side / longest
-
-
-def downscale_for_detection(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float, float]:
-    """`image` resized so its longest side is at most `max_side`, and the factors (fx, fy) that map
-    detection pixels back to original pixels (x_original = x_detection * fx)."""
-    height, width = image.shape[:2]
-    scale = detection_scale(height, width, max_side)
-    if scale >= 1.0:
-        return image, 1.0, 1.0
-    small_w, small_h = max(1, round(width * scale)), max(1, round(height * scale))
-    small = cv2.resize(image, (small_w, small_h), interpolation=cv2.INTER_AREA)
-    return small, width / small_w, height / small_h
-
-
-def map_to_original(face: dict[str, Any], fx: float, fy: float, width: int, height: int) -> dict[str, Any]:
-    """One MTCNN result (box in xyxy detection pixels) in original pixels: an int box clamped to the
-    `width` x `height` image, a float confidence and the keypoints scaled by (fx, fy)."""
-    x0, y0, x1, y1 = (float(v) for v in face["box"])
-    box = expand_and_clamp((x0 * fx, y0 * fy, x1 * fx, y1 * fy), 0.0, width, height)
-    keypoints = {name: (float(x) * fx, float(y) * fy) for name, (x, y) in face.get("keypoints", {}).items()}
-    return {"box": box, "confidence": float(face["confidence"]), "keypoints": keypoints}
 
 
 def _no_face_detail(candidates: list[dict[str, Any]], min_confidence: float) -> str:
@@ -255,16 +161,20 @@ class FaceDetector:
 
     def detect_all(self, image: np.ndarray) -> list[dict[str, Any]]:
         """Every confident face of one RGB uint8 image, best first: {"box" (int x0, y0, x1, y1 in the
-        image's pixels, clamped), "confidence", "keypoints", "face" (face_size crop with margin)}.
-        Raises ImageError (or MTCNN's error) when the image cannot be processed."""
+        image's pixels, clamped), "confidence", "keypoints", "face" (the face_size crop the shards hold),
+        "aligned"}. Raises ImageError (or MTCNN's error) when the image cannot be processed."""
         (result,) = self.detect_candidates([image])
         if isinstance(result, Exception):
             raise result
-        return [{**face, "face": self._crop(image, face["box"])} for face in self._confident(result)]
+        faces = []
+        for face in self._confident(result):
+            crop, aligned = self._crop(image, face)
+            faces.append({**face, "face": crop, "aligned": aligned})
+        return faces
 
-    def _crop(self, image: np.ndarray, box: Sequence[int]) -> np.ndarray:
-        height, width = image.shape[:2]
-        return crop_face(image, expand_and_clamp(box, self.config.face_margin, width, height), self.config.face_size)
+    def _crop(self, image: np.ndarray, face: dict[str, Any]) -> tuple[np.ndarray, bool]:
+        config = self.config
+        return face_crop(image, face["box"], face.get("keypoints"), config.face_margin, config.face_size, config.align)
 
     # ---- Ray Data entry point
 
@@ -277,6 +187,7 @@ class FaceDetector:
         boxes = np.zeros((n, 4), np.int32)
         confidences = np.zeros(n, np.float32)
         found = np.zeros(n, np.int32)
+        aligned = np.zeros(n, bool)
 
         todo = [i for i in range(n) if not reasons[i]]
         for i, candidates in zip(todo, self.detect_candidates([images[i] for i in todo])):
@@ -292,7 +203,7 @@ class FaceDetector:
                 continue
             face = confident[chosen]
             try:
-                faces[i] = self._crop(images[i], face["box"])
+                faces[i], aligned[i] = self._crop(images[i], face)
             except self._image_errors as exc:
                 reasons[i], details[i] = RejectReason.UNSUPPORTED.value, f"face detection failed: {describe(exc)}"
                 found[i] = 0
@@ -306,6 +217,7 @@ class FaceDetector:
             box=boxes,
             confidence=confidences,
             faces_found=found,
+            aligned=aligned,
             reason=np.array(reasons, dtype=object),
             detail=np.array(details, dtype=object),
         )

@@ -13,12 +13,12 @@ import uuid
 import numpy as np
 import pyarrow as pa
 
+from faceproc.config import PreprocessConfig
 from faceproc.core import storage
 from faceproc.core.images import encode_png, object_array
-from faceproc.preprocess.augment import augment_face
-from faceproc.config import PreprocessConfig
-from faceproc.preprocess.decode import decode_image
 from faceproc.core.schema import FACE_SCHEMA, REJECT_SCHEMA, RejectError, RejectReason
+from faceproc.preprocess.augment import augment_face
+from faceproc.preprocess.decode import decode_image
 
 EMPTY_IMAGE = np.zeros((0, 0, 3), np.uint8)
 PARTITION_COLUMN = "_split"  # Hive partition of the staged faces; dropped from the files written
@@ -85,6 +85,7 @@ class Finalizer:
                     "confidence": float(batch["confidence"][i]),
                     "faces_found": int(batch["faces_found"][i]),
                     "augment_index": index,
+                    "aligned": bool(batch["aligned"][i]),
                     "run_id": self.run_id,
                     PARTITION_COLUMN: batch["split"][i],
                 }

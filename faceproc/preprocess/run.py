@@ -14,19 +14,21 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from faceproc.core import layout, storage
 from faceproc.config import Config
-from faceproc.preprocess.discover import Discovery, InputFile, discover
+from faceproc.core import layout, storage
 from faceproc.core.manifest import FileState, Plan, load_manifest, merge_manifest, plan_run
 from faceproc.core.rejects import prune_rejects, write_rejects
 from faceproc.core.schema import MANIFEST_SCHEMA, REJECT_SCHEMA
 from faceproc.core.shards import orphan_shard_files
+from faceproc.preprocess.discover import Discovery, InputFile, discover
 from faceproc.preprocess.operators import PARTITION_COLUMN, FacePipeline
+from faceproc.preprocess.settings import describe_change, fingerprint, row_settings
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +47,14 @@ class PreprocessSummary:
     changed: int = 0
     unchanged: int = 0
     deleted: int = 0
+    resettled: int = 0  # unchanged photos processed again because the preprocessing settings changed
+    settings_change: str | None = None  # what changed, e.g. "face_margin 0.1 -> 0.4"
     processed: int = 0
     face_photos: int = 0
     face_rows: int = 0
     augmented_rows: int = 0
+    aligned_faces: int = 0  # original crops warped onto the keypoint template
+    unaligned_faces: int = 0  # original crops kept as margin crops (alignment off, or keypoints unusable)
     rejects: int = 0
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
     live_files: int = 0
@@ -65,8 +71,10 @@ class PreprocessSummary:
             ("skipped (hidden/system)", self.skipped_hidden),
             ("new / changed / unchanged / deleted",
              f"{self.new} / {self.changed} / {self.unchanged} / {self.deleted}"),
+            *([("settings changed, redone", f"{self.resettled} ({self.settings_change})")] if self.resettled else []),
             ("processed this run", self.processed),
             ("photos with a face", self.face_photos),
+            ("  aligned / margin crop", f"{self.aligned_faces} / {self.unaligned_faces}"),
             ("face rows written", self.face_rows),
             ("  of which augmented", self.augmented_rows),
             ("rejects this run", self.rejects),
@@ -97,17 +105,23 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
 
     previous = load_manifest(out)
     _remove_leftovers(out, previous)
-    plan = plan_run(_hash_files(found), previous)
+    settings = row_settings(config.preprocess)
+    plan = plan_run(_hash_files(found), previous, fingerprint(settings))
     summary.new, summary.changed = plan.new, plan.changed
     summary.unchanged, summary.deleted = plan.unchanged, plan.deleted
     summary.processed = len(plan.to_process)
+    if plan.resettled:
+        summary.resettled = plan.resettled
+        summary.settings_change = "; ".join(describe_change(_saved_settings(out, old), settings)
+                                            for old in sorted(plan.old_settings, key=str))
+        log.info("preprocessing settings changed: %s; %d photos to redo", summary.settings_change, plan.resettled)
     if plan.has_work:
         init_ray(config.ray_address)
         staging_root = layout.staging_root(out)
         try:
             staging = storage.join(staging_root, summary.run_id)
             _process(config, found, plan, summary.run_id, staging, ray.data)
-            _publish(config, found, plan, previous, summary, staging)
+            _publish(config, found, plan, previous, summary, staging, settings)
         finally:
             storage.delete_dir(staging_root)
     manifest = load_manifest(out)
@@ -165,18 +179,20 @@ def _process(config: Config, found: Discovery, plan: Plan, run_id: str, staging:
 
 
 def _publish(config: Config, found: Discovery, plan: Plan, previous: pa.Table,
-             summary: PreprocessSummary, staging: str) -> None:
+             summary: PreprocessSummary, staging: str, settings: dict[str, Any]) -> None:
     """Move staged shards into place, then write rejects and finally the manifest (the commit)."""
     out = config.output
     faces_by_path: collections.Counter[str] = collections.Counter()
-    augmented = 0
+    augmented = aligned = 0
     staged_files: list[tuple[str, str]] = []
     for split_dir in _partition_dirs(storage.join(staging, "faces")):
         split = split_dir.rsplit("=", 1)[1]
         for staged in storage.list_files(split_dir, ".parquet"):
-            columns = storage.read_table(staged, columns=["source_path", "augment_index"])
+            columns = storage.read_table(staged, columns=["source_path", "augment_index", "aligned"])
             faces_by_path.update(columns.column("source_path").to_pylist())
-            augmented += sum(1 for i in columns.column("augment_index").to_pylist() if i > 0)
+            copies = columns.column("augment_index").to_pylist()
+            augmented += sum(1 for i in copies if i > 0)
+            aligned += sum(1 for i, a in zip(copies, columns.column("aligned").to_pylist()) if i == 0 and a)
             staged_files.append((split, staged))
     new_rejects = _read_staged_rejects(storage.join(staging, "rejects"))
     rejected_paths = new_rejects.column("path").to_pylist()
@@ -187,6 +203,7 @@ def _publish(config: Config, found: Discovery, plan: Plan, previous: pa.Table,
     summary.face_photos = len(faces_by_path)
     summary.face_rows = sum(faces_by_path.values())
     summary.augmented_rows = augmented
+    summary.aligned_faces, summary.unaligned_faces = aligned, len(faces_by_path) - aligned
     summary.rejects = len(rejected_paths)
     summary.rejects_by_reason = dict(collections.Counter(new_rejects.column("reason").to_pylist()))
 
@@ -203,12 +220,20 @@ def _publish(config: Config, found: Discovery, plan: Plan, previous: pa.Table,
             "face_rows": [faces_by_path.get(s.path, 0) for s in plan.to_process],
             "leakage": [False] * len(plan.to_process),
             "run_id": [summary.run_id] * len(plan.to_process),
+            "settings": [fingerprint(settings)] * len(plan.to_process),
         },
         schema=MANIFEST_SCHEMA,
     )
     manifest = merge_manifest(previous, current_paths, fresh)
+    storage.write_json_atomic(layout.preprocess_settings(out, fingerprint(settings)), settings)
     write_rejects(out, manifest, new_rejects)  # rows the manifest does not name yet are not live
     storage.write_table_atomic(layout.manifest(out), manifest)
+
+
+def _saved_settings(out: str, made_with: str | None) -> dict[str, Any] | None:
+    """The settings a fingerprint stood for, as the run that published it recorded them."""
+    uri = layout.preprocess_settings(out, made_with) if made_with else None
+    return storage.read_json(uri) if uri and storage.exists(uri) else None
 
 
 def _remove_leftovers(out: str, manifest: pa.Table) -> None:

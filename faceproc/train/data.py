@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,7 +76,7 @@ class TrainingData:
     fit_photos: int
     holdout_photos: int
     held_paths: frozenset[str]
-    fingerprint: str  # changes whenever the live train photos change
+    fingerprint: str  # changes whenever the live train photos or the settings of their rows change
 
 
 def load_training_data(out: str, holdout_fraction: float, seed: int) -> TrainingData:
@@ -93,7 +94,8 @@ def load_training_data(out: str, holdout_fraction: float, seed: int) -> Training
     held = select_holdout(photos, holdout_fraction, seed)
     fit, holdout = split_holdout(faces, held)
     digest = hashlib.sha256()
-    for path, sha in sorted(zip(ok_train.column("path").to_pylist(), ok_train.column("sha256").to_pylist())):
-        digest.update(f"{path}\0{sha}\n".encode())
+    rows = zip(*(ok_train.column(name).to_pylist() for name in ("path", "sha256", "settings")))
+    for path, sha, settings in sorted(rows, key=lambda row: row[0]):  # the photos and how their rows were made
+        digest.update(f"{path}\0{sha}\0{settings}\n".encode())
     return TrainingData(classes, fit, holdout, len(photos) - len(held), len(held), frozenset(held),
                         digest.hexdigest())

@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 
 from faceproc.core import layout, storage
+from faceproc.core.images import decode_png
 from faceproc.core.manifest import load_manifest
 from faceproc.core.shards import keep_live_rows, live_shard_files
-from faceproc.core.images import decode_png
 from faceproc.inference.openset import compute_centroids
 from faceproc.train.data import TrainingData, split_holdout
 

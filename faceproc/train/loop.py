@@ -82,13 +82,9 @@ def quiet_worker_logs() -> None:
     """Workers otherwise print TensorFlow's collective-op chatter, a progress bar per epoch and two
     lines of Ray Train internals per report (one of its loggers is named by file path, hence the
     root logger); `epoch_line` is the progress instead."""
-    import logging
+    from faceproc.core.console import quiet_train_worker
 
-    import ray.data
-
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    for name in ("", "ray.train", "tensorflow", "ray.data"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_train_worker()
 
 
 def epoch_line(model: str, epoch: int, epochs: int, scores: dict[str, float], stop: bool) -> str:
@@ -102,7 +98,7 @@ def configure_cpu_threads(tf, cpus: float) -> None:
     """Both TensorFlow thread pools sized to the cores Ray reserved rather than to the whole node,
     so workers sharing a node do not oversubscribe it. One inter-op thread (Intel's oneDNN advice)
     cost resnet50 7% per epoch on 2 cores; the epoch stalls it seemed to cure came from tf.data's
-    autotuner, which `shard_feed.static_pipeline` turns off (docs/benchmarks.md, "Training")."""
+    autotuner, which `feed.static_pipeline` turns off (docs/benchmarks.md, "Training")."""
     threads = max(1, round(cpus))
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     tf.config.threading.set_intra_op_parallelism_threads(threads)

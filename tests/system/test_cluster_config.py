@@ -18,7 +18,6 @@ from typing import Any, Iterator
 import jsonschema
 import pytest
 import yaml
-
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from faceproc.config import Config, set_value

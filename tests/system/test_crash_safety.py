@@ -29,10 +29,10 @@ from typing import Callable, Iterator
 import pyarrow.parquet as pq
 import pytest
 
+from faceproc.core.layout import run_of_shard as run_of
 from faceproc.core.lock import output_lock
 from faceproc.core.manifest import live_runs, load_manifest
 from faceproc.core.rejects import read_live_rejects
-from faceproc.core.layout import run_of_shard as run_of
 from faceproc.core.shards import live_shard_files, read_live_faces
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]

@@ -13,7 +13,6 @@ from PIL import Image
 from faceproc.cli import main
 from faceproc.config import Config
 from faceproc.pipeline import run_pipeline
-
 from tests.browser import needs_chromium, render
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]

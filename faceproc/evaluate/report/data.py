@@ -17,12 +17,13 @@ from faceproc.core import layout, storage
 from faceproc.core.manifest import load_manifest
 from faceproc.core.model_names import model_order
 from faceproc.core.rejects import read_live_rejects
+from faceproc.core.schema import Status
 from faceproc.core.shards import iter_live_faces
 
 T = TypeVar("T")
 
 # The face-row columns the page shows; image bytes are read only for what is shown (images.load_crops).
-FACE_COLUMNS = ["label", "source_path", "box", "confidence", "faces_found", "augment_index"]
+FACE_COLUMNS = ["label", "source_path", "box", "confidence", "faces_found", "augment_index", "aligned"]
 
 
 @dataclass
@@ -44,7 +45,7 @@ class RunData:
 
     def ok_models(self) -> list[str]:
         """The models accuracy.json lists as ok, in order; every model when it lists none."""
-        return [str(row["model"]) for row in self.accuracy or [] if row.get("status") == "ok"] or self.models
+        return [str(row["model"]) for row in self.accuracy or [] if row.get("status") == Status.OK] or self.models
 
 
 def load_run(out_uri: str) -> RunData:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from faceproc.evaluate.tables import fmt
 from faceproc.evaluate.report.data import RunData
 from faceproc.evaluate.report.images import THUMB_SIDE, crop_thumbnail, load_crops, photo_thumbnail
 from faceproc.evaluate.report.markup import basename, e, img_tag, note, shown_note
+from faceproc.evaluate.tables import fmt
 
 
 def _model_verdicts(data: RunData) -> dict[str, list[dict[str, Any]]]:
@@ -51,23 +51,28 @@ def _chips(preds: list[dict[str, Any]]) -> str:
 
 
 def photos_section(data: RunData, max_photos: int) -> str:
-    """The live validation photos with their face box and every model's verdict."""
+    """The live validation photos with their face box, beside the crop the models saw (aligned or
+    the margin crop), and every model's verdict."""
     originals = [r for r in data.val_faces if int(r.get("augment_index") or 0) == 0]
     if not originals:
         return note("No validation faces yet.")
     verdicts = _model_verdicts(data)
+    shown = originals[:max_photos]
+    crops = load_crops(data.out_uri, "val", data.manifest, {(str(r.get("source_path")), 0) for r in shown})
     cards = []
-    for r in originals[:max_photos]:
+    for r in shown:
         path = str(r.get("source_path"))
         preds = verdicts.get(path, [])
         wrong = any(_wrong(p) for p in preds)
         src, why = photo_thumbnail(path, r.get("box"), wrong=wrong)
+        csrc, cwhy = crop_thumbnail(crops.get((path, 0)))
         faces = int(r.get("faces_found") or 1)
-        meta = f"detection {fmt(r.get('confidence'), 3)}"
+        meta = f"detection {fmt(r.get('confidence'), 3)} · {'aligned' if r.get('aligned') else 'margin crop'}"
         if faces > 1:
             meta += f' · <span class="warn">{faces} faces found</span>'
         cards.append(
-            f'<figure class="photo{" wrong" if wrong else ""}">{img_tag(src, basename(path), why, "thumb")}'
+            f'<figure class="photo{" wrong" if wrong else ""}"><div class="mis-imgs">'
+            f'{img_tag(src, basename(path), why, "thumb")}{img_tag(csrc, "face crop", cwhy, "face small")}</div>'
             f'<figcaption><div class="who">{e(r.get("label"))}</div>'
             f'<div class="file" title="{e(path)}">{e(basename(path))}</div>'
             f'<div class="meta">{meta}</div>{_chips(preds)}</figcaption></figure>'

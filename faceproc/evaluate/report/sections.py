@@ -12,11 +12,12 @@ from typing import Any
 
 from faceproc.core import layout
 from faceproc.core.manifest import rejected_count
+from faceproc.core.schema import Status
 from faceproc.evaluate import metrics, tables
-from faceproc.evaluate.tables import fmt
 from faceproc.evaluate.report.charts import accuracy_bar, line_chart
 from faceproc.evaluate.report.data import RunData
 from faceproc.evaluate.report.markup import badge, breakable, e, note
+from faceproc.evaluate.tables import fmt
 
 
 def summary_section(data: RunData) -> str:
@@ -37,7 +38,7 @@ def summary_section(data: RunData) -> str:
         ]
         if leakage:
             cards.append(("leakage", f"{leakage:,}", "files whose content is in two splits"))
-    ok_models = [r for r in data.accuracy or [] if r.get("status") == "ok"]
+    ok_models = [r for r in data.accuracy or [] if r.get("status") == Status.OK]
     if data.accuracy:
         best = max(ok_models, key=lambda r: r.get("accuracy") or -1, default=None)
         cards.append(("models ok", f"{len(ok_models)}/{len(data.accuracy)}", ""))
@@ -67,7 +68,7 @@ def _dataset_table(manifest: list[dict[str, Any]]) -> str:
     faces: Counter[tuple[str, str]] = Counter()
     for r in manifest:
         key = (str(r.get("split")), str(r.get("label")))
-        if r.get("status") == "ok":
+        if r.get("status") == Status.OK:
             ok[key] += 1
         else:
             rej[key] += 1
@@ -275,7 +276,7 @@ def training_section(data: RunData) -> str:
         hist = data.histories.get(model)
         if hist:
             charts = _history_charts(hist, result.get("best_epoch"))
-        elif status in ("skipped", "failed"):
+        elif status in (Status.SKIPPED, Status.FAILED):
             charts = ""
         else:
             charts = note("No training history.")

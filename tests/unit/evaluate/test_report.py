@@ -18,13 +18,12 @@ from PIL import Image, ImageDraw
 from faceproc.core import layout, storage
 from faceproc.core.images import encode_png
 from faceproc.core.manifest import load_manifest
+from faceproc.core.schema import FACE_SCHEMA, MANIFEST_SCHEMA, REJECT_SCHEMA
 from faceproc.evaluate.metrics import accuracy_rows
-from faceproc.evaluate.tables import write_accuracy
 from faceproc.evaluate.report.page import write_report
-
+from faceproc.evaluate.tables import write_accuracy
 from tests.browser import needs_chromium, render
 from tests.conftest import write_face_shards
-from faceproc.core.schema import FACE_SCHEMA, MANIFEST_SCHEMA, REJECT_SCHEMA
 
 PEOPLE = {"alice": (214, 96, 77), "bob": (67, 147, 195), "carol": (90, 174, 97)}
 RUN = "run-test-1"
@@ -291,9 +290,10 @@ def test_report_is_self_contained_and_complete(tmp_path):
     page = Path(uri).read_text(encoding="utf-8")
     parsed = _check_self_contained(page)
     assert set(SECTION_IDS) <= parsed.ids
-    # 6 val photos + 6 val crops + 3 augmentation examples x (photo + 3 crops)
+    # 6 val photos x (photo + its crop) + 6 val crops + 3 augmentation examples x (photo + 3 crops)
     # + 1 decodable reject + 3 misclassified photos x (photo + crop)
-    assert len(parsed.imgs) == 6 + 6 + 3 * 4 + 1 + 3 * 2
+    assert len(parsed.imgs) == 6 * 2 + 6 + 3 * 4 + 1 + 3 * 2
+    assert page.count(" · aligned") + page.count(" · margin crop") == 6  # which crop each val photo gave
     # summary counts from the manifest: 12 files, 9 with a face, 15 face rows, 3 rejected
     summary = page.split('id="summary"')[1].split("</section>")[0]
     assert re.search(r'files</div><div class="v">12<', summary)
@@ -415,7 +415,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     out, _ = build_out(tmp_path, with_accuracy_json=True)
     path = Path(write_report(out))
     for result in render(path):
-        assert result.images == 31 and result.broken_images == []
+        assert result.images == 37 and result.broken_images == []
         assert result.sideways_overflow <= 1, f"page scrolls sideways at {result.width}px"
         if result.width == 1280 and os.environ.get("FACEPROC_REPORT_SCREENSHOT"):
             Path(os.environ["FACEPROC_REPORT_SCREENSHOT"]).write_bytes(result.screenshot)

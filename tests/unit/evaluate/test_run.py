@@ -11,15 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from faceproc.core import storage
 from faceproc.config import Config
+from faceproc.core import storage
 from faceproc.core.errors import one_line_reason
+from faceproc.core.layout import shard_name
 from faceproc.core.model_names import model_order
+from faceproc.core.schema import FACE_SCHEMA, MANIFEST_SCHEMA
 from faceproc.evaluate.predictor import PREDICTION_SCHEMA, Predictor
 from faceproc.evaluate.run import EvaluateError, run_evaluate
-from faceproc.core.schema import FACE_SCHEMA, MANIFEST_SCHEMA
-from faceproc.core.layout import shard_name
-
 from tests.conftest import train_tiny_cnn
 
 PEOPLE = ["alice", "bob", "carol", "dave"]

@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceproc.core import storage
 from faceproc.config import Config
-from faceproc.inference.artifact import ArtifactError
-from faceproc.inference.artifact import ModelArtifact
+from faceproc.core import storage
+from faceproc.inference.artifact import ArtifactError, ModelArtifact
 from faceproc.inference.openset import UNKNOWN, compute_centroids, decide, nearest_centroid
 from faceproc.inference.predict import format_predictions, json_lines, predict_images
-
 from tests.conftest import train_tiny_cnn
 
 PEOPLE = ["ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling"]
@@ -173,7 +171,6 @@ def test_facenet_style_model_uses_backbone_and_centroids(tmp_path):
     predict embeds with the backbone and reports unknown beyond the threshold."""
     from faceproc.models.facenet import attach_head, build_embedding_head
     from faceproc.models.keras_env import keras
-    from faceproc.models.saving import save_model
 
     inputs = keras.Input(shape=(160, 160, 3), dtype="float32", name="image")
     pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
@@ -183,7 +180,7 @@ def test_facenet_style_model_uses_backbone_and_centroids(tmp_path):
     model = attach_head(backbone, head)
     model_dir = tmp_path / "out" / "models" / "facenet"
     model_dir.mkdir(parents=True)
-    save_model(model, str(model_dir / "model.keras"))
+    model.save(str(model_dir / "model.keras"))
     (model_dir / "classes.json").write_text(json.dumps(["alice", "bob"]))
 
     rng = np.random.default_rng(3)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from faceproc.preprocess.decode import decode_image
 from faceproc.core.schema import RejectError, RejectReason
+from faceproc.preprocess.decode import decode_image
 
 MAX = 40_000_000
 MIN = 32

@@ -1,4 +1,4 @@
-"""faceproc.detect: the pure box helpers, and FaceDetector with the real MTCNN on real photos."""
+"""faceproc.preprocess.detector: FaceDetector with the real MTCNN on real photos."""
 
 from __future__ import annotations
 
@@ -11,15 +11,8 @@ import pytest
 from PIL import Image
 
 from faceproc.config import PreprocessConfig
-from faceproc.preprocess.detector import (
-    FaceDetector,
-    crop_face,
-    detection_scale,
-    downscale_for_detection,
-    expand_and_clamp,
-    map_to_original,
-    select_face,
-)
+from faceproc.preprocess.detector import FaceDetector
+from faceproc.preprocess.geometry import alignment_template, crop_face, expand_and_clamp, select_face
 
 DATA = Path(__file__).resolve().parents[3] / "data" / "5-celebrity-faces-dataset"
 
@@ -45,6 +38,14 @@ CONFIG = PreprocessConfig(min_face_confidence=0.9, face_margin=0.1, face_size=16
 EMPTY = np.zeros((0, 0, 3), np.uint8)
 
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="dataset not fetched (run `faceproc fetch-data`)")
+
+
+def iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
 
 
 def load(relative: str) -> np.ndarray:
@@ -79,140 +80,6 @@ def detector() -> FaceDetector:
     return FaceDetector(CONFIG)
 
 
-# --------------------------------------------------------------------------- select_face
-
-
-def face(box, confidence):
-    return {"box": box, "confidence": confidence}
-
-
-def test_select_face_prefers_confidence_times_area():
-    faces = [
-        face((0, 0, 10, 10), 0.99),  # area 100 -> 99
-        face((0, 0, 30, 30), 0.92),  # area 900 -> 828: the winner
-        face((0, 0, 20, 20), 0.999),  # area 400 -> 399.6
-    ]
-    assert select_face(faces, 0.9) == 1
-
-
-def test_select_face_ignores_faces_below_threshold():
-    faces = [face((0, 0, 100, 100), 0.89), face((0, 0, 10, 10), 0.95)]
-    assert select_face(faces, 0.9) == 1
-    assert select_face(faces, 0.96) is None
-    assert select_face([face((0, 0, 10, 10), 0.9)], 0.9) == 0  # the threshold itself qualifies
-
-
-def test_select_face_none_for_no_faces_and_first_on_tie():
-    assert select_face([], 0.5) is None
-    assert select_face([face((0, 0, 10, 10), 0.95), face((5, 5, 15, 15), 0.95)], 0.9) == 0
-
-
-# --------------------------------------------------------------------------- expand_and_clamp / crop
-
-
-def test_clamp_negative_corners_to_zero_not_abs():
-    # The notebook's abs() would turn (-20, -10) into (20, 10), cutting off part of the face.
-    assert expand_and_clamp((-20, -10, 50, 60), 0.0, 100, 100) == (0, 0, 50, 60)
-
-
-def test_clamp_boxes_beyond_the_far_edges():
-    assert expand_and_clamp((80, 90, 130, 150), 0.0, 100, 120) == (80, 90, 100, 120)
-    assert expand_and_clamp((-5, -5, 500, 500), 0.2, 64, 48) == (0, 0, 64, 48)
-
-
-def test_clamp_box_outside_the_image_keeps_one_pixel():
-    x0, y0, x1, y1 = expand_and_clamp((150, 150, 170, 170), 0.0, 100, 80)
-    assert (x0, y0, x1, y1) == (99, 79, 100, 80)
-    x0, y0, x1, y1 = expand_and_clamp((-50, -40, -10, -5), 0.0, 100, 80)
-    assert (x0, y0, x1, y1) == (0, 0, 1, 1)
-
-
-def test_margin_is_a_fraction_of_box_size_on_each_side():
-    # 20 wide, 40 high, margin 0.1: 2 px left/right, 4 px top/bottom.
-    assert expand_and_clamp((40, 40, 60, 80), 0.1, 200, 200) == (38, 36, 62, 84)
-    # fractional results widen outwards (floor the start, ceil the end)
-    assert expand_and_clamp((10.4, 10.6, 20.2, 20.5), 0.0, 100, 100) == (10, 10, 21, 21)
-    # margin pushed past the border is clamped
-    assert expand_and_clamp((2, 3, 52, 53), 0.25, 100, 100) == (0, 0, 65, 66)
-
-
-def test_expand_and_clamp_rejects_bad_arguments():
-    with pytest.raises(ValueError):
-        expand_and_clamp((0, 0, 10, 10), -0.1, 100, 100)
-    with pytest.raises(ValueError):
-        expand_and_clamp((0, 0, 10, 10), 0.1, 0, 100)
-    with pytest.raises(ValueError):
-        expand_and_clamp((0, 0, float("nan"), 10), 0.1, 100, 100)
-
-
-def test_expand_and_clamp_returns_python_ints():
-    box = expand_and_clamp(np.array([1.5, 2.5, 30.5, 40.5], np.float32), 0.1, 100, 100)
-    assert all(type(v) is int for v in box)
-
-
-@pytest.mark.parametrize("region", [(10, 20, 90, 120), (5, 5, 400, 300), (0, 0, 3, 3)])
-def test_crop_face_size_and_dtype(region):
-    image = np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8)
-    crop = crop_face(image, region, 160)
-    assert crop.shape == (160, 160, 3) and crop.dtype == np.uint8
-
-
-def test_crop_face_interpolation_area_when_shrinking_cubic_when_enlarging():
-    image = np.random.default_rng(2).integers(0, 256, (400, 400, 3), dtype=np.uint8)
-    big, small = (10, 10, 330, 350), (10, 10, 90, 100)
-    expected_big = cv2.resize(image[10:350, 10:330], (160, 160), interpolation=cv2.INTER_AREA)
-    expected_small = cv2.resize(image[10:100, 10:90], (160, 160), interpolation=cv2.INTER_CUBIC)
-    assert np.array_equal(crop_face(image, big, 160), expected_big)
-    assert np.array_equal(crop_face(image, small, 160), expected_small)
-
-
-def test_crop_face_takes_the_box_region():
-    image = np.zeros((100, 100, 3), np.uint8)
-    image[20:60, 30:70] = (200, 100, 50)
-    crop = crop_face(image, (30, 20, 70, 60), 16)
-    assert np.all(crop == (200, 100, 50))
-
-
-# --------------------------------------------------------------------------- downscaling
-
-
-def test_detection_scale():
-    assert detection_scale(300, 237, 640) == 1.0
-    assert detection_scale(640, 100, 640) == 1.0
-    assert detection_scale(1280, 960, 640) == pytest.approx(0.5)
-    assert detection_scale(960, 1280, 640) == pytest.approx(0.5)
-    assert detection_scale(4000, 3000, 1000) == pytest.approx(0.25)
-    with pytest.raises(ValueError):
-        detection_scale(100, 100, 0)
-
-
-def test_downscale_for_detection_and_map_back():
-    image = np.zeros((1000, 1500, 3), np.uint8)
-    small, fx, fy = downscale_for_detection(image, 600)
-    assert small.shape == (400, 600, 3)
-    assert (fx, fy) == pytest.approx((2.5, 2.5))
-    same, fx, fy = downscale_for_detection(image[:300, :200], 600)
-    assert same.shape == (300, 200, 3) and (fx, fy) == (1.0, 1.0)
-    mapped = map_to_original(
-        {"box": [100, 50, 200, 150], "confidence": np.float32(0.97), "keypoints": {"nose": (150, 100)}},
-        2.5, 2.5, 1500, 1000,
-    )
-    assert mapped["box"] == (250, 125, 500, 375)
-    assert mapped["keypoints"]["nose"] == pytest.approx((375.0, 250.0))
-    assert type(mapped["confidence"]) is float
-    # a box reaching past the image after mapping is clamped
-    assert map_to_original({"box": [500, 300, 599, 399], "confidence": 0.9}, 2.6, 2.6, 1500, 1000)["box"] == (
-        1300, 780, 1500, 1000)
-
-
-def iou(a, b):
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
-
-
 @needs_data
 def test_upscaled_photo_box_maps_back_to_original_pixels(detector):
     image = load(ONE_FACE[3])  # 305x236: 915x708 when upscaled, detected at 640x495
@@ -242,7 +109,8 @@ def test_batch_of_real_photos(detector):
     out = detector(batch)
 
     assert "image" not in out
-    assert set(out) == set(batch) - {"image"} | {"face", "box", "confidence", "faces_found"}
+    assert set(out) == set(batch) - {"image"} | {"face", "box", "confidence", "faces_found", "aligned"}
+    assert out["aligned"].dtype == bool and out["aligned"].all()  # five clear keypoints on each
     for name in ("path", "sha256", "split", "label", "label_id"):
         assert np.array_equal(out[name], batch[name]), name
     assert out["box"].dtype == np.int32 and out["box"].shape == (len(images), 4)
@@ -368,3 +236,31 @@ def test_detect_all_returns_every_confident_face(detector):
 def test_detect_all_on_a_bad_array_raises(detector):
     with pytest.raises(Exception, match="HxWx3"):
         detector.detect_all(np.zeros((10, 10), np.uint8))
+
+
+@needs_data
+def test_aligned_crop_of_a_tilted_real_photo_has_level_eyes_on_their_own_sides(detector):
+    """The photo turned by 20 degrees: the aligned crop puts the eyes level, where the template has
+    them and on the sides they are on in the photo (no mirroring); the margin crop stays tilted."""
+    photo = load(ONE_FACE[0])
+    height, width = photo.shape[:2]
+    turn = cv2.getRotationMatrix2D((width / 2, height / 2), 20.0, 1.0)
+    tilted = cv2.warpAffine(photo, turn, (width, height), borderMode=cv2.BORDER_REFLECT_101)
+    (face,) = [f for f in detector.detect_all(tilted) if f["confidence"] > 0.99][:1]
+    assert face["aligned"]
+    assert face["keypoints"]["left_eye"][0] < face["keypoints"]["right_eye"][0]  # mtcnn: viewer's left first
+
+    def eyes_in(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        (found,) = detector.detect_candidates([crop])
+        best = max(found, key=lambda f: f["confidence"])
+        return np.array(best["keypoints"]["left_eye"]), np.array(best["keypoints"]["right_eye"])
+
+    left, right = eyes_in(face["face"])
+    assert abs(left[1] - right[1]) < 4  # level, in pixels of the 160 px crop
+    assert left[0] < right[0]
+    template = alignment_template(CONFIG.face_size, CONFIG.face_margin)
+    assert np.linalg.norm(left - template[0]) < 16 and np.linalg.norm(right - template[1]) < 16  # a 10th of the side
+
+    margin_crop = crop_face(tilted, expand_and_clamp(face["box"], CONFIG.face_margin, width, height), 160)
+    left, right = eyes_in(margin_crop)
+    assert abs(left[1] - right[1]) > 12  # what alignment undid

@@ -14,12 +14,11 @@ import pytest
 from PIL import Image
 
 from faceproc.config import Config
+from faceproc.core.images import decode_png
 from faceproc.core.manifest import load_manifest
-from faceproc.preprocess.run import PreprocessError, run_preprocess
 from faceproc.core.schema import FACE_SCHEMA, REJECT_SCHEMA
 from faceproc.core.shards import live_shard_files, read_live_faces
-from faceproc.core.images import decode_png
-
+from faceproc.preprocess.run import PreprocessError, run_preprocess
 from tests.conftest import DATASET, raw_png
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -180,3 +179,47 @@ def test_the_fetched_dataset(tmp_path, dataset_dir):
     second = run_preprocess(_config(dataset_dir, out))
     assert (second.processed, second.face_rows, second.rejects) == (0, 0, 0)
     assert _snapshot(out) == before
+
+
+def _live(out: Path) -> list[dict]:
+    rows = read_live_faces(str(out), "train", ["source_path", "augment_index", "run_id", "aligned", "image"])
+    return sorted(rows.take_all(), key=lambda r: (r["source_path"], r["augment_index"])) if rows is not None else []
+
+
+def test_a_settings_change_redoes_exactly_the_rows_it_shapes(tmp_path):
+    """face_margin and augment_copies shape rows: every photo is redone and no old row stays live. An
+    actor count does not: nothing is redone. The config saved beside the rows follows."""
+    import json
+
+    root, out = tmp_path / "in", tmp_path / "out"
+    for target in ("train/madonna/a.jpg", "train/ben_afflek/b.jpg"):
+        (root / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(DATASET / FACE_PHOTOS[target], root / target)
+    (root / "train/madonna/wall.png").write_bytes(_png(np.full((200, 200, 3), 180, np.uint8)))  # a no_face
+
+    first = run_preprocess(_config(root, out, augment_copies=2, max_reject_share=0.5))
+    assert (first.processed, first.face_rows, first.aligned_faces, first.unaligned_faces) == (3, 6, 2, 0)
+    before = _live(out)
+    assert all(row["aligned"] for row in before)
+
+    same = run_preprocess(_config(root, out, augment_copies=2, max_reject_share=0.4, detector_actors=1,
+                                  actor_batch_size=4))
+    assert (same.processed, same.resettled) == (0, 0)
+
+    changed = run_preprocess(_config(root, out, augment_copies=0, face_margin=0.4, max_reject_share=0.5))
+    assert (changed.processed, changed.resettled, changed.new, changed.changed) == (3, 3, 0, 0)
+    assert "augment_copies 2 -> 0" in changed.settings_change and "face_margin 0.1 -> 0.4" in changed.settings_change
+    after = _live(out)
+    assert [(r["source_path"], r["augment_index"]) for r in after] == [
+        (str(root / "train/ben_afflek/b.jpg"), 0), (str(root / "train/madonna/a.jpg"), 0)]
+    assert {r["run_id"] for r in after} == {changed.run_id}  # no row of the old settings is live
+    old_crop = next(r for r in before if r["source_path"] == after[0]["source_path"] and r["augment_index"] == 0)
+    assert old_crop["image"] != after[0]["image"]  # a wider margin: another crop
+    saved = json.loads((out / "config.json").read_text())["preprocess"]
+    assert (saved["augment_copies"], saved["face_margin"]) == (0, 0.4)
+
+    unaligned = run_preprocess(_config(root, out, augment_copies=0, face_margin=0.4, align=False,
+                                       max_reject_share=0.5))
+    assert (unaligned.resettled, unaligned.aligned_faces, unaligned.unaligned_faces) == (3, 0, 2)
+    assert "align true -> false" in unaligned.settings_change
+    assert not any(row["aligned"] for row in _live(out))

@@ -16,7 +16,6 @@ from faceproc.cli import main
 from faceproc.config import Config, TrainConfig
 from faceproc.train.placement import plan_placement
 from faceproc.train.run import run_train
-
 from tests.conftest import write_face_shards
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -162,8 +161,8 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_facenet_default_reaches_092_on_the_val_photos(real_out):
-    from faceproc.core.shards import read_live_faces
     from faceproc.core.images import decode_png
+    from faceproc.core.shards import read_live_faces
 
     (result,) = run_train(_config(real_out, models=["facenet"]))
     assert result["status"] == "ok", result["reason"]

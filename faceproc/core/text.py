@@ -1,0 +1,17 @@
+"""Plain-text tables for the console (the accuracy table, `faceproc predict`'s faces)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+
+def aligned_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Collection[str]) -> list[str]:
+    """Header, a line of dashes, then the rows: every column padded to its widest cell, the columns
+    named in `right` (numbers) right-aligned, trailing blanks stripped."""
+    widths = [max([len(header), *(len(row[i]) for row in rows)]) for i, header in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [c.rjust(w) if h in right else c.ljust(w) for c, w, h in zip(cells, widths, headers)]
+        return "  ".join(parts).rstrip()
+
+    return [line(headers), line(["-" * w for w in widths]), *(line(row) for row in rows)]

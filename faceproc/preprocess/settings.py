@@ -1,0 +1,48 @@
+"""The preprocessing settings that shape a face row, and their fingerprint.
+
+Every manifest row records the fingerprint of the settings that produced it. A rerun whose
+fingerprint differs reprocesses exactly the files made with another one, so the live rows always
+match the saved config. Settings that change only how fast rows are made (actor counts, CPUs per
+actor, batch sizes, threads, rows per shard) and the reject-share limit are left out on purpose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from faceproc.config import PreprocessConfig
+from faceproc.preprocess import augment, detector, geometry
+
+ROW_FIELDS = ("max_pixels", "min_side", "detect_max_side", "min_face_confidence", "min_face_size",
+              "face_margin", "face_size", "align", "augment_copies", "seed")
+
+
+def row_settings(prep: PreprocessConfig) -> dict[str, Any]:
+    """The configured fields of ROW_FIELDS plus the constants in code that shape rows the same way
+    (MTCNN thresholds, augmentation ranges, the alignment template), so a code change counts too."""
+    settings: dict[str, Any] = {name: getattr(prep, name) for name in ROW_FIELDS}
+    settings["detector"] = [detector.THRESHOLD_PNET, detector.THRESHOLD_RNET, detector.CANDIDATE_THRESHOLD]
+    settings["augment_ranges"] = [augment.MAX_ROTATION_DEG, augment.MAX_ZOOM, augment.MAX_SHIFT,
+                                  augment.FLIP_PROBABILITY, list(augment.BRIGHTNESS_RANGE)]
+    settings["align_template"] = geometry.ALIGN_TEMPLATE.round(4).tolist()
+    return settings
+
+
+def fingerprint(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def describe_change(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    """"face_margin 0.1 -> 0.4, align false -> true" for people; rows of an unknown fingerprint
+    (an earlier faceproc, or a deleted settings record) are said to be so."""
+    if old is None:
+        return "rows made by an earlier faceproc or unknown settings"
+    changed = [f"{key} {_text(old.get(key))} -> {_text(new.get(key))}"
+               for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    return ", ".join(changed) or "no visible difference"
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (bool, list, dict)) or value is None else str(value)
