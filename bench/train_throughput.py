@@ -145,7 +145,7 @@ def worker_baseline(out: str, name: str, epochs: int) -> dict:
     keras.utils.set_random_seed(train.seed)
     spec = resolve_spec(name, TrainConfig(epochs=epochs))
     model = spec.build(len(classes), BuildContext(models_dir=str(ROOT / "models")))
-    model.compile(optimizer=spec.make_optimizer(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=spec.make_optimizer(10), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     t_build = time.perf_counter()
 
     times: list[float] = []

@@ -163,8 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from faceproc.core import console
+
+    console.configure(verbose=args.verbose or console.verbose())  # before Ray or TensorFlow is imported
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)

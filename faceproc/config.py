@@ -58,13 +58,14 @@ class TrainConfig:
     workers: int | None = None  # None: one per GPU on a GPU cluster, else one per CPU node
     gpus_per_worker: float | None = None  # None: use a GPU when the cluster has one
     holdout_fraction: float = 0.2  # share of train photos held out for early stopping
-    patience: int = 5
+    patience: int = 10  # epochs without a better holdout loss before stopping (18 holdout photos are noisy)
     seed: int = 0
     facenet_weights: str = "models/facenet_keras.h5"
     facenet_mode: str = "frozen"  # "frozen" (cached embeddings + head) or "finetune"
     imagenet_weights: str | None = None  # a local ResNet50 notop .h5; None: Keras' own download
     concurrent: bool = False  # fit models at once when the cluster has room for all
     max_failures: int = 2  # worker failures Ray Train retries from the last checkpoint
+    online_augment: bool = True  # new variants of every face each epoch, for the models whose recipe asks
     materialize: bool = True  # decode faces once into Ray's object store, not every epoch
     worker_cache_mb: int = 2048  # a worker keeps its materialized share in memory up to this size
 

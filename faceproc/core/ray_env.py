@@ -1,25 +1,26 @@
 """Connect to Ray the same way on a laptop and on a cluster.
 
 On a laptop Ray starts inside the process; under `ray job submit` (RAY_ADDRESS set) or with
-`--ray-address` the job joins that cluster. Workers get the environment TensorFlow needs (TF_ENV).
+`--ray-address` the job joins that cluster. Workers get the environment TensorFlow needs (TF_ENV),
+the console settings of `faceproc.core.console`, and `setup_worker` before their first task.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 
 import ray
 
 from faceproc import TF_ENV
+from faceproc.core import console
 
 # Ray Train's controller takes one report per worker each time it polls them, every 2 s by default;
 # shorter epochs (cnn 1.4 s, a FaceNet head epoch 0.02 s) queued behind it: FaceNet's default training
 # took 141 s at 2 s and 53 s at 0.5 s (docs/benchmarks.md, "Training"). Polling cost no measurable CPU.
 POLL_SECONDS = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
-WORKER_ENV = {**TF_ENV, "PYTHONWARNINGS": "ignore::DeprecationWarning",
-              "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": POLL_SECONDS}
+WORKER_ENV = {**TF_ENV, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": POLL_SECONDS}  # plus console.worker_env()
+SETUP_HOOK = "faceproc.core.ray_env.setup_worker"
 
 
 def init_ray(address: str | None = None) -> None:
@@ -30,21 +31,39 @@ def init_ray(address: str | None = None) -> None:
     """
     if ray.is_initialized():
         return
-    runtime_env = {"env_vars": _env_not_set_by_job()}
+    job_env = _job_runtime_env()
+    runtime_env = {"env_vars": _env_not_set_by_job(job_env)}
+    if "worker_process_setup_hook" not in job_env:  # Ray takes one hook per job
+        runtime_env["worker_process_setup_hook"] = SETUP_HOOK
     address = address or os.environ.get("RAY_ADDRESS")
-    for name in ("ray", "ray.data", "ray.train"):  # stage lines and progress bars are the progress
-        logging.getLogger(name).setLevel(logging.WARNING)
-    if address and address != "local":
-        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
-    else:
-        ray.init(address="local", runtime_env=runtime_env, logging_level=logging.WARNING)
+    address = address if address and address != "local" else "local"
+    ray.init(address=address, runtime_env=runtime_env, logging_level=console.ray_log_level())
+    console.spend_actor_restart_warning()
 
 
-def _env_not_set_by_job() -> dict[str, str]:
-    """WORKER_ENV minus keys a `ray job submit` runtime_env already sets: Ray refuses the same key twice."""
+def setup_worker() -> None:
+    """Ray's worker_process_setup_hook: runs in every worker process before its first task.
+
+    RAY_ADDRESS names the worker's own cluster: Ray's state API, which Ray Train's placement-group
+    cleaner calls from a worker, otherwise looks for "the" local Ray and fails with a traceback when
+    another Ray runs on the same machine. Then the console settings (faceproc.core.console).
+    """
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    console.quiet_worker()
+
+
+def _job_runtime_env() -> dict:
+    """The runtime_env of a `ray job submit` that started this driver, else {}."""
     job_config = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
-    job_env = json.loads(job_config).get("runtime_env", {}).get("env_vars", {}) if job_config else {}
-    return {key: value for key, value in WORKER_ENV.items() if key not in job_env}
+    return json.loads(job_config).get("runtime_env", {}) if job_config else {}
+
+
+def _env_not_set_by_job(job_runtime_env: dict) -> dict[str, str]:
+    """WORKER_ENV and console.worker_env() minus keys a `ray job submit` runtime_env already sets:
+    Ray refuses the same key twice."""
+    job_env = job_runtime_env.get("env_vars", {})
+    env = {**WORKER_ENV, **console.worker_env()}
+    return {key: value for key, value in env.items() if key not in job_env}
 
 
 def cluster_cpus() -> float:

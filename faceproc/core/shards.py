@@ -66,6 +66,13 @@ def iter_live_faces(out: str, split: str, columns: list[str], manifest: pa.Table
                     yield live.select(columns)
 
 
+def originals(dataset):
+    """Only the original crops (augment_index 0) of a Ray Dataset of face rows."""
+    from ray.data.expressions import col
+
+    return dataset.filter(expr=col("augment_index") == 0)
+
+
 def keep_live_rows(dataset, manifest: pa.Table):
     """Rows whose (source_path, source_sha256) the manifest lists as ok; a vectorised filter."""
     return dataset.map_batches(_live_rows, batch_format="pyarrow", fn_kwargs={"keys": _live_key_array(manifest)})

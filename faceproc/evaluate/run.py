@@ -30,7 +30,7 @@ from faceproc.core.errors import one_line_reason
 from faceproc.core.manifest import load_manifest, rejected_count
 from faceproc.core.model_names import model_order
 from faceproc.core.schema import MODEL_INPUT_COLUMNS, Status
-from faceproc.core.shards import live_shard_files, read_live_faces
+from faceproc.core.shards import live_shard_files, originals, read_live_faces
 from faceproc.evaluate.metrics import accuracy_rows
 from faceproc.evaluate.predictor import PREDICTION_SCHEMA, PREDICTOR_SCHEMA, Predictor
 from faceproc.evaluate.tables import write_accuracy
@@ -43,15 +43,6 @@ class EvaluateError(RuntimeError):
     """Evaluation cannot start (no validation shards, no models); the message says what to run."""
 
 
-def _originals(faces):
-    """Only original crops (augment_index 0); validation has no augmented rows today anyway."""
-    try:
-        from ray.data.expressions import col
-    except ImportError:  # older Ray Data: a row function
-        return faces.filter(lambda row: int(row["augment_index"]) == 0)
-    return faces.filter(expr=col("augment_index") == 0)
-
-
 def _predict_model(out: str, name: str, config: Config, use_gpu: bool) -> pa.Table:
     """One model over the live validation faces; the prediction rows with a `model` column."""
     import ray.data
@@ -59,7 +50,7 @@ def _predict_model(out: str, name: str, config: Config, use_gpu: bool) -> pa.Tab
     faces = read_live_faces(out, "val", MODEL_INPUT_COLUMNS)
     if faces is None:
         raise EvaluateError("the validation shards disappeared while evaluating")
-    predictions = _originals(faces).map_batches(
+    predictions = originals(faces).map_batches(
         Predictor,
         fn_constructor_args=(out, name),
         batch_size=max(1, config.evaluate.batch_size),

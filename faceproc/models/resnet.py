@@ -128,11 +128,13 @@ def build_resnet50(
     *,
     models_dir: str = "models",
     name: str | None = None,
+    bn_momentum: float | None = None,
 ) -> keras.Model:
     """ResNet50 + the notebook head for `num_classes` classes.
 
     `weights`: None (random init), a local ``.h5`` of ResNet50 notop weights, or ``"imagenet"``
-    (resolved with :func:`resolve_imagenet_weights` against `models_dir`).
+    (resolved with :func:`resolve_imagenet_weights` against `models_dir`). `bn_momentum` replaces
+    the BatchNormalization momentum of the backbone.
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
@@ -142,6 +144,10 @@ def build_resnet50(
     backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=INPUT_SHAPE)
     if weights is not None:
         load_backbone_weights(backbone, weights)
+    if bn_momentum is not None:  # Keras' 0.99 leaves the moving statistics near their start after a few
+        for layer in backbone.layers:  # hundred steps: a model trained from scratch scores chance at inference
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = bn_momentum
     inputs = keras.Input(shape=INPUT_SHAPE, dtype="float32", name="image")
     x = ResNetPreprocess(name="resnet_preprocess")(inputs)
     x = backbone(x)

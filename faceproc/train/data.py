@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from faceproc.core.images import decode_png
 from faceproc.core.manifest import load_manifest
 from faceproc.core.schema import MODEL_INPUT_COLUMNS
-from faceproc.core.shards import read_live_faces
+from faceproc.core.shards import originals, read_live_faces
 
 
 class NoTrainingData(RuntimeError):
@@ -61,8 +61,7 @@ def split_holdout(rows, held: set[str]):
 
     held_paths = sorted(held)
     fit = rows.filter(expr=~col("source_path").is_in(held_paths)) if held else rows
-    holdout = (rows.filter(expr=col("source_path").is_in(held_paths) & (col("augment_index") == 0))
-               if held else None)
+    holdout = originals(rows.filter(expr=col("source_path").is_in(held_paths))) if held else None
     return fit, holdout
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from faceproc.models.keras_env import tf
+from faceproc.train.online_augment import augment_epoch
 
 SHUFFLE_BUFFER_ROWS = 256  # streamed shards only: rows Ray Data shuffles locally
 
@@ -27,23 +28,30 @@ def static_pipeline(dataset: tf.data.Dataset) -> tf.data.Dataset:
 class ShardFeed:
     """One epoch's batches of (feature, label) from a Ray Data shard, cached in memory when allowed."""
 
-    def __init__(self, shard, feature: str, batch_size: int, cache: bool, shuffle: bool) -> None:
+    def __init__(self, shard, feature: str, batch_size: int, cache: bool, shuffle: bool,
+                 augment: bool = False) -> None:
         self.shard, self.feature, self.batch_size = shard, feature, batch_size
-        self.cache, self.shuffle = cache, shuffle
+        self.cache, self.shuffle, self.augment = cache, shuffle, augment
         self.arrays: tuple[np.ndarray, np.ndarray] | None = None
 
     def epoch(self, seed: int) -> tf.data.Dataset:
+        """This epoch's batches; shuffled and (with `augment`) new variants of every face per `seed`."""
         if not self.cache:
-            return static_pipeline(self.shard.to_tf(
+            batches = self.shard.to_tf(
                 self.feature, "label", batch_size=self.batch_size,
                 local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS if self.shuffle else None,
-                local_shuffle_seed=seed if self.shuffle else None))
+                local_shuffle_seed=seed if self.shuffle else None)
+            if self.augment:
+                batches = augment_epoch(batches.unbatch(), seed).batch(self.batch_size)
+            return static_pipeline(batches)
         if self.arrays is None:
             self.arrays = self._read()
         features, labels = self.arrays
         dataset = tf.data.Dataset.from_tensor_slices((features, labels))
         if self.shuffle:
             dataset = dataset.shuffle(len(labels), seed=seed)
+        if self.augment:
+            dataset = augment_epoch(dataset, seed)
         return static_pipeline(dataset.batch(self.batch_size))
 
     def _read(self) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ class LoopConfig:
 
     model: str  # the model's name, for the epoch lines
     build: Callable[[int], Any]  # num_classes -> an uncompiled keras.Model
-    optimizer: Callable[[], Any]  # a fresh Keras optimizer
+    optimizer: Callable[[int], Any]  # steps per epoch -> a fresh Keras optimizer on its schedule
     num_classes: int
     feature: str  # the dataset column the model takes: "image" or "embedding"
     has_holdout: bool
@@ -39,6 +39,8 @@ class LoopConfig:
     use_gpu: bool
     cpus_per_worker: float
     cache_in_worker: bool  # keep the shard in the worker's memory after the first epoch
+    steps_per_epoch: int  # batches of this worker's share per epoch, for the learning-rate schedule
+    augment: bool  # online augmentation of the fitting faces
 
 
 @dataclass
@@ -127,7 +129,7 @@ def train_func(config: dict[str, LoopConfig]) -> None:
     strategy = distribution_strategy(tf, context.get_world_size())
     with strategy.scope():
         model = loop.build(loop.num_classes)
-        model.compile(optimizer=loop.optimizer(), loss="sparse_categorical_crossentropy",
+        model.compile(optimizer=loop.optimizer(loop.steps_per_epoch), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
 
     state = LoopState()
@@ -140,7 +142,7 @@ def train_func(config: dict[str, LoopConfig]) -> None:
 
     feature, batch_size = loop.feature, loop.batch_size
     fit_feed = ShardFeed(ray.train.get_dataset_shard("fit"), feature, batch_size, loop.cache_in_worker,
-                         shuffle=True)
+                         shuffle=True, augment=loop.augment)
     holdout_feed = (ShardFeed(ray.train.get_dataset_shard("holdout"), feature, batch_size,
                               loop.cache_in_worker, shuffle=False) if loop.has_holdout else None)
     chief = context.get_world_rank() == 0  # the only worker whose checkpoints are kept

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from faceproc.config import Config
 from faceproc.core.errors import describe
 from faceproc.core.schema import Status
+from faceproc.core.shards import originals
 from faceproc.inference.artifact import ModelArtifact, TrainedFiles
 from faceproc.models.errors import UnknownModelError, WeightsError, WeightsUnavailable
 from faceproc.models.registry import BuildContext, ModelSpec, parse_model_names, resolve_spec
@@ -58,6 +59,8 @@ def settings_fingerprint(config: Config, spec: ModelSpec, data: TrainingData) ->
     settings = {
         "data": data.fingerprint, "epochs": spec.epochs, "batch_size": spec.batch_size,
         "learning_rate": spec.learning_rate, "optimizer": spec.optimizer, "seed": train.seed,
+        "schedule": spec.schedule, "warmup_epochs": spec.warmup_epochs, "weight_decay": spec.weight_decay,
+        "online_augment": spec.online_augment and train.online_augment,
         "holdout_fraction": train.holdout_fraction, "patience": train.patience,
         "facenet_mode": train.facenet_mode, "facenet_weights": train.facenet_weights,
         "imagenet_weights": train.imagenet_weights,
@@ -114,8 +117,10 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement) 
     else:
         spec.build(num_classes, context)  # resolve weights in the driver: skip or fail fast
         build = functools.partial(_build_with_context, spec.build, context=context)
+        online = spec.online_augment and config.train.online_augment
+        fit_rows = originals(data.fit) if online else data.fit  # new variants each epoch stand for the stored copies
         fit, holdout = (_decoded(config, rows, data.classes) if rows is not None else None
-                        for rows in (data.fit, data.holdout))
+                        for rows in (fit_rows, data.holdout))
         feature = "image"
 
     latest, best = fit_with_ray_train(config, spec, where, build, num_classes, feature, fit, holdout)

@@ -5,6 +5,7 @@ Everything the workers need travels in one typed `LoopConfig`; `loop.train_func`
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any, Callable
@@ -34,6 +35,8 @@ def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build:
         patience=config.train.patience, seed=config.train.seed, use_gpu=where.use_gpu,
         cpus_per_worker=where.cpus_per_worker,
         cache_in_worker=fits_worker_cache(config.train.worker_cache_mb, where.workers, fit, holdout),
+        steps_per_epoch=max(1, math.ceil(fit.count() / where.workers / spec.batch_size)),
+        augment=feature == "image" and spec.online_augment and config.train.online_augment,
     )
     resources = {"CPU": where.cpus_per_worker}
     if where.use_gpu:

@@ -78,7 +78,7 @@ def test_registry_holds_the_four_models_in_config_order():
         assert spec.name == name
         assert spec.epochs > 0 and spec.batch_size > 0 and 0 < spec.learning_rate < 1
         assert spec.description
-        assert isinstance(spec.make_optimizer(), keras.optimizers.Adam)
+        assert isinstance(spec.make_optimizer(10), keras.optimizers.Adam)
     assert get_spec("cnn") is REGISTRY["cnn"]
 
 
@@ -133,7 +133,7 @@ def test_registered_model_builds_and_trains_one_step(name, resnet_weights_file, 
     assert not np.isnan(probabilities).any()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
-    model.compile(optimizer=spec.make_optimizer(), loss="categorical_crossentropy")
+    model.compile(optimizer=spec.make_optimizer(10), loss="categorical_crossentropy")
     before = [w.numpy().copy() for w in model.trainable_weights]
     assert before, "the model has nothing to train"
     history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
@@ -300,3 +300,17 @@ def test_scaled_residual_and_its_config():
     clone = ScaledResidual.from_config(layer.get_config())
     assert clone.scale == pytest.approx(0.17) and clone.name == "s"
     assert keras.saving.get_registered_name(ScaledResidual) == "faceproc>ScaledResidual"
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    import dataclasses
+
+    spec = dataclasses.replace(REGISTRY["cnn"], schedule="cosine", warmup_epochs=2, epochs=10, learning_rate=1e-3,
+                               optimizer="adamw", weight_decay=1e-4)
+    rate = spec.learning_rate_schedule(steps_per_epoch=5)
+    assert float(rate(0)) == pytest.approx(1e-4)  # a tenth at the start
+    assert float(rate(10)) == pytest.approx(1e-3)  # the peak after two epochs
+    assert float(rate(49)) < 1e-5  # about zero at the end
+    assert float(spec.make_optimizer(5).weight_decay) == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        dataclasses.replace(spec, schedule="steps").make_optimizer(5)

@@ -186,6 +186,7 @@ def _live(out: Path) -> list[dict]:
     return sorted(rows.take_all(), key=lambda r: (r["source_path"], r["augment_index"])) if rows is not None else []
 
 
+@pytest.mark.slow
 def test_a_settings_change_redoes_exactly_the_rows_it_shapes(tmp_path):
     """face_margin and augment_copies shape rows: every photo is redone and no old row stays live. An
     actor count does not: nothing is redone. The config saved beside the rows follows."""

@@ -52,3 +52,18 @@ def test_only_materialized_shares_within_the_budget_are_cached():
     assert _fits_worker_cache(1, workers=2, fit=faces, holdout=faces)  # 40 tiny rows: far below 1 MB
     assert not _fits_worker_cache(0, workers=1, fit=faces, holdout=None) and size_mb > 0
     assert not _fits_worker_cache(2048, workers=1, fit=_faces(), holdout=None)  # size unknown: stream
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_augmented_epochs_keep_every_label_and_repeat_per_seed(cache):
+    feed = ShardFeed(_faces().materialize().iterator(), "image", 16, cache=cache, shuffle=True, augment=True)
+
+    def epoch(seed: int) -> tuple[np.ndarray, list[int]]:
+        images, labels = zip(*((x.numpy(), y.numpy()) for x, y in feed.epoch(seed)))
+        return np.concatenate(images), np.concatenate(labels).tolist()
+
+    first, again, other = epoch(5), epoch(5), epoch(6)
+    assert sorted(first[1]) == list(range(ROWS)) and first[0].dtype == np.float32
+    assert first[1] == again[1] and np.array_equal(first[0], again[0])  # the same seed, the same epoch
+    order = np.argsort(first[1]), np.argsort(other[1])
+    assert not np.array_equal(first[0][order[0]], other[0][order[1]])  # the next epoch, other variants
