@@ -38,7 +38,8 @@ def init_ray(address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     address = address if address and address != "local" else "local"
     ray.init(address=address, runtime_env=runtime_env, logging_level=console.ray_log_level())
-    console.spend_actor_restart_warning()
+    if address == "local":  # on a cluster an autoscaler would see the never-scheduled actor's demand
+        console.spend_actor_restart_warning()
 
 
 def setup_worker() -> None:

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from faceproc.core import layout, storage
 from faceproc.core.manifest import live_keys, live_runs, load_manifest
+from faceproc.core.schema import FACE_SCHEMA
 
 LIVE_KEY_COLUMNS = ("source_path", "source_sha256")  # what the live-row filter matches against the manifest
 
@@ -60,8 +61,12 @@ def iter_live_faces(out: str, split: str, columns: list[str], manifest: pa.Table
     for uri in live_shard_files(out, split, manifest):
         fs, path = storage.resolve(uri)
         with fs.open_input_file(path) as stream:
-            for batch in pq.ParquetFile(stream).iter_batches(batch_size=batch_size, columns=wanted):
+            shard = pq.ParquetFile(stream)
+            present = [name for name in wanted if name in shard.schema_arrow.names]
+            for batch in shard.iter_batches(batch_size=batch_size, columns=present):
                 live = _live_rows(pa.Table.from_batches([batch]), keys)
+                for name in set(columns) - set(present):  # a column shards of an earlier version lack
+                    live = live.append_column(name, pa.nulls(live.num_rows, FACE_SCHEMA.field(name).type))
                 if live.num_rows:
                     yield live.select(columns)
 

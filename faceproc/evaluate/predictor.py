@@ -31,7 +31,7 @@ class Predictor:
     """
 
     def __init__(self, out: str, name: str) -> None:
-        self.model = ModelArtifact(out, name).load()
+        self.model = ModelArtifact(out, name).load(open_set=False)
         self.classes = self.model.classes
         self._keys = pa.array(self.classes, pa.string())
 

@@ -55,9 +55,12 @@ class ModelArtifact:
 
     # ---- written by training
 
+    def recover(self) -> None:
+        """Put back the previous folder when a run died between moving it aside and the new one in."""
+        storage.restore_dir(self.dir)
+
     def up_to_date_result(self, fingerprint: str) -> dict[str, Any] | None:
         """The saved result when the model was trained with `fingerprint` and its model file is there."""
-        storage.restore_dir(self.dir)  # a run that died while swapping this model in
         if not storage.exists(self.file(layout.RESULT_FILE)) or not storage.exists(self.file(layout.MODEL_FILE)):
             return None
         saved = storage.read_json(self.file(layout.RESULT_FILE))
@@ -137,8 +140,9 @@ class ModelArtifact:
         if "config.json" not in members:
             raise ArtifactError(f"{rel} is not a .keras archive (no config.json inside)")
 
-    def load(self) -> TrainedModel:
-        """The model ready to classify face crops (checked first, see `check_usable`)."""
+    def load(self, open_set: bool = True) -> TrainedModel:
+        """The model ready to classify face crops (checked first, see `check_usable`); with `open_set`
+        also its centroids, for the unknown check (evaluation, where every person is known, skips it)."""
         self.check_usable()
         classes = self.classes()
         model_uri = self.file(layout.MODEL_FILE)
@@ -148,12 +152,12 @@ class ModelArtifact:
             raise ArtifactError(f"cannot load {model_uri}: {type(exc).__name__}: {exc}") from exc
         centroids_uri = self.file(layout.CENTROIDS_FILE)
         centroids = None
-        if storage.exists(centroids_uri):
+        if open_set and storage.exists(centroids_uri):
             try:
                 centroids = openset.validate_centroids(storage.read_json(centroids_uri), centroids_uri)
             except openset.CentroidsError as exc:
                 raise ArtifactError(str(exc)) from None
-        elif self.name == "facenet":
+        elif open_set and self.name == "facenet":
             log.warning("%s is missing: faces are not checked against the known people ('unknown')", centroids_uri)
         return TrainedModel(model, classes, centroids, model_uri)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from typing import Any
 
 from faceproc.config import PreprocessConfig
@@ -22,11 +23,14 @@ ROW_FIELDS = ("max_pixels", "min_side", "detect_max_side", "min_face_confidence"
 def row_settings(prep: PreprocessConfig) -> dict[str, Any]:
     """The configured fields of ROW_FIELDS plus the constants in code that shape rows the same way
     (MTCNN thresholds, augmentation ranges, the alignment template), so a code change counts too."""
-    settings: dict[str, Any] = {name: getattr(prep, name) for name in ROW_FIELDS}
+    hints = typing.get_type_hints(PreprocessConfig)  # 0 and 0.0 are one setting: the field's own type
+    settings: dict[str, Any] = {name: hints[name](getattr(prep, name)) for name in ROW_FIELDS}
     settings["detector"] = [detector.THRESHOLD_PNET, detector.THRESHOLD_RNET, detector.CANDIDATE_THRESHOLD]
     settings["augment_ranges"] = [augment.MAX_ROTATION_DEG, augment.MAX_ZOOM, augment.MAX_SHIFT,
                                   augment.FLIP_PROBABILITY, list(augment.BRIGHTNESS_RANGE)]
     settings["align_template"] = geometry.ALIGN_TEMPLATE.round(4).tolist()
+    settings["align_limits"] = [geometry.TEMPLATE_MARGIN, geometry.MIN_EYE_DISTANCE, geometry.MAX_RESIDUAL,
+                                list(geometry.SCALE_AGREEMENT)]
     return settings
 
 

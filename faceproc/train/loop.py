@@ -139,6 +139,8 @@ def train_func(config: dict[str, LoopConfig]) -> None:
             state = read_state(directory)
             read_weights(model, directory)
         state.resumed_at.append(state.next_epoch)
+        # the learning-rate schedule goes on where the failed run stopped, not from its warm-up
+        model.optimizer.iterations.assign(state.next_epoch * loop.steps_per_epoch)
 
     feature, batch_size = loop.feature, loop.batch_size
     fit_feed = ShardFeed(ray.train.get_dataset_shard("fit"), feature, batch_size, loop.cache_in_worker,

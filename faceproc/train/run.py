@@ -73,6 +73,7 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
     """Fit one model and write its folder; never raises for a model-specific problem."""
     started = time.monotonic()
     artifact = ModelArtifact(config.output, name)
+    artifact.recover()  # before anything reads or replaces the folder, forced or not
     result: dict[str, Any] = {"model": name, "status": Status.OK, "reason": None, "workers": where.workers,
                               "device": where.device}
     trained = None
@@ -94,7 +95,12 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
         log.exception("training %s failed", name)
         result.update(status=Status.FAILED, reason=describe(exc))
     result["train_seconds"] = round(time.monotonic() - started, 1)
-    artifact.save(result, config.to_dict(), trained)
+    try:
+        artifact.save(result, config.to_dict(), trained)
+    except Exception as exc:  # a model that cannot be saved is failed; the previous one stays usable
+        log.exception("saving %s failed", name)
+        result.update(status=Status.FAILED, reason=f"saving the model failed: {describe(exc)}")
+        artifact.save(result, config.to_dict(), None)
     log.info("%s: %s%s (%.0f s)", name, result["status"].value,
              f" - {result['reason']}" if result["reason"] else "", result["train_seconds"])
     return result
@@ -114,16 +120,19 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement) 
                                           num_gpus=1.0 if where.use_gpu else 0.0)
         build: Callable[[int], Any] = build_embedding_head
         feature = "embedding"
+        fit_count = fit.count()  # materialized
     else:
         spec.build(num_classes, context)  # resolve weights in the driver: skip or fail fast
         build = functools.partial(_build_with_context, spec.build, context=context)
         online = spec.online_augment and config.train.online_augment
         fit_rows = originals(data.fit) if online else data.fit  # new variants each epoch stand for the stored copies
+        fit_count = fit_rows.count()  # shard metadata and a filter: cheaper than counting decoded faces
         fit, holdout = (_decoded(config, rows, data.classes) if rows is not None else None
                         for rows in (fit_rows, data.holdout))
         feature = "image"
 
-    latest, best = fit_with_ray_train(config, spec, where, build, num_classes, feature, fit, holdout)
+    latest, best = fit_with_ray_train(config, spec, where, build, num_classes, feature, fit, holdout,
+                                      fit_rows=fit_count)
     with latest.as_directory() as directory:
         state = read_state(directory)
     with best.as_directory() as directory:

@@ -18,9 +18,10 @@ from faceproc.train.placement import Placement
 
 
 def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build: Callable[[int], Any],
-                       num_classes: int, feature: str, fit: Any, holdout: Any | None) -> tuple[Any, Any]:
-    """One TensorflowTrainer run; returns its latest checkpoint (the whole history inside) and the one
-    with the lowest holdout loss (the weights to keep)."""
+                       num_classes: int, feature: str, fit: Any, holdout: Any | None,
+                       fit_rows: int) -> tuple[Any, Any]:
+    """One TensorflowTrainer run over `fit` (`fit_rows` rows); returns its latest checkpoint (the whole
+    history inside) and the one with the lowest holdout loss (the weights to keep)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
@@ -35,7 +36,7 @@ def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build:
         patience=config.train.patience, seed=config.train.seed, use_gpu=where.use_gpu,
         cpus_per_worker=where.cpus_per_worker,
         cache_in_worker=fits_worker_cache(config.train.worker_cache_mb, where.workers, fit, holdout),
-        steps_per_epoch=max(1, math.ceil(fit.count() / where.workers / spec.batch_size)),
+        steps_per_epoch=max(1, math.ceil(fit_rows / where.workers / spec.batch_size)),
         augment=feature == "image" and spec.online_augment and config.train.online_augment,
     )
     resources = {"CPU": where.cpus_per_worker}
