@@ -28,7 +28,7 @@ FACE_COLUMNS = ["label", "source_path", "box", "confidence", "faces_found", "aug
 
 @dataclass
 class RunData:
-    """Everything the report shows except image bytes."""
+    """Everything the report shows; image bytes are read only when a section asks (`crops`)."""
 
     out_uri: str
     manifest: pa.Table | None = None  # None when there is none yet or it cannot be read
@@ -42,6 +42,7 @@ class RunData:
     accuracy: list[dict[str, Any]] | None = None  # accuracy.json as written; None when missing
     labels: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # files that exist but could not be read
+    crops_read: dict[str, dict[tuple[str, int], bytes | None]] = field(default_factory=dict)  # split -> key -> PNG
 
     def ok_models(self) -> list[str]:
         """The models accuracy.json lists as ok, in order; every model when it lists none."""

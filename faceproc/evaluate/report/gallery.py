@@ -15,6 +15,17 @@ from faceproc.evaluate.report.markup import basename, e, img_tag, note, shown_no
 from faceproc.evaluate.tables import fmt
 
 
+def _crops(data: RunData, split: str, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], bytes | None]:
+    """PNG bytes of the `wanted` live rows of `split`, each read once per page: the photo, crop and
+    misclassified sections show the same validation crops."""
+    read = data.crops_read.setdefault(split, {})
+    missing = wanted - read.keys()
+    if missing:
+        found = load_crops(data.out_uri, split, data.manifest, missing)
+        read.update({key: found.get(key) for key in missing})
+    return read
+
+
 def _model_verdicts(data: RunData) -> dict[str, list[dict[str, Any]]]:
     """Predictions of ok models grouped by source photo path."""
     ok_models = set(data.ok_models())
@@ -58,7 +69,7 @@ def photos_section(data: RunData, max_photos: int) -> str:
         return note("No validation faces yet.")
     verdicts = _model_verdicts(data)
     shown = originals[:max_photos]
-    crops = load_crops(data.out_uri, "val", data.manifest, {(str(r.get("source_path")), 0) for r in shown})
+    crops = _crops(data, "val", {(str(r.get("source_path")), 0) for r in shown})
     cards = []
     for r in shown:
         path = str(r.get("source_path"))
@@ -87,7 +98,7 @@ def crops_section(data: RunData, max_photos: int) -> str:
     if not rows:
         return note("No validation crops yet.")
     wanted = {(str(r["source_path"]), int(r.get("augment_index") or 0)) for r in rows}
-    crops = load_crops(data.out_uri, "val", data.manifest, wanted)
+    crops = _crops(data, "val", wanted)
     cells = []
     for r in rows:
         key = (str(r["source_path"]), int(r.get("augment_index") or 0))
@@ -127,7 +138,7 @@ def augment_section(data: RunData, examples: int) -> str:
         if len(chosen) == examples:
             break
     wanted = {(p, a) for p in chosen for a in sorted(by_source[p]["augs"])[:4]}
-    crops = load_crops(data.out_uri, "train", data.manifest, wanted)
+    crops = _crops(data, "train", wanted)
     rows = []
     for path in chosen:
         info = by_source[path]
@@ -197,7 +208,7 @@ def misclassified_section(data: RunData, max_photos: int) -> str:
     if not wrong_paths:
         return note("None: every model classified every validation face correctly.")
     shown = wrong_paths[:max_photos]
-    crops = load_crops(data.out_uri, "val", data.manifest, {(p, 0) for p in shown})
+    crops = _crops(data, "val", {(p, 0) for p in shown})
     cards = []
     for path in shown:
         preds = verdicts[path]
