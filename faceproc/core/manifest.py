@@ -29,6 +29,7 @@ class FileState:
 class Plan:
     """What a run must do, by comparing the input tree with the published manifest."""
 
+    settings: str  # the fingerprint of the preprocessing settings the processed rows will carry
     to_process: list[FileState] = field(default_factory=list)
     new: int = 0
     changed: int = 0
@@ -59,7 +60,7 @@ def plan_run(current: list[FileState], manifest: pa.Table, settings: str) -> Pla
     known = {path: (sha, made_with) for path, sha, made_with in zip(
         manifest.column("path").to_pylist(), manifest.column("sha256").to_pylist(),
         manifest.column("settings").to_pylist())}
-    plan = Plan()
+    plan = Plan(settings)
     for state in current:
         previous, made_with = known.get(state.path, (None, None))
         if previous == state.sha256 and made_with == settings:

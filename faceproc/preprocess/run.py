@@ -220,12 +220,12 @@ def _publish(config: Config, found: Discovery, plan: Plan, previous: pa.Table,
             "face_rows": [faces_by_path.get(s.path, 0) for s in plan.to_process],
             "leakage": [False] * len(plan.to_process),
             "run_id": [summary.run_id] * len(plan.to_process),
-            "settings": [fingerprint(settings)] * len(plan.to_process),
+            "settings": [plan.settings] * len(plan.to_process),
         },
         schema=MANIFEST_SCHEMA,
     )
     manifest = merge_manifest(previous, current_paths, fresh)
-    storage.write_json_atomic(layout.preprocess_settings(out, fingerprint(settings)), settings)
+    storage.write_json_atomic(layout.preprocess_settings(out, plan.settings), settings)
     write_rejects(out, manifest, new_rejects)  # rows the manifest does not name yet are not live
     storage.write_table_atomic(layout.manifest(out), manifest)
 

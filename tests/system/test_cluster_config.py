@@ -12,7 +12,6 @@ import ipaddress
 import json
 import re
 import shlex
-from pathlib import Path
 from typing import Any, Iterator
 
 import jsonschema
@@ -21,12 +20,12 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from faceproc.config import Config, set_value
+from tests.conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
-CLUSTER_YAML = ROOT / "cluster.yaml"
-RAYJOB_YAML = ROOT / "deploy" / "rayjob.yaml"
-CRONTAB = ROOT / "deploy" / "crontab.txt"
-CLUSTER_DOC = ROOT / "docs" / "cluster.md"
+CLUSTER_YAML = REPO / "cluster.yaml"
+RAYJOB_YAML = REPO / "deploy" / "rayjob.yaml"
+CRONTAB = REPO / "deploy" / "crontab.txt"
+CLUSTER_DOC = REPO / "docs" / "cluster.md"
 
 # Ray's control-plane ports: dashboard + Jobs API, Ray client server, GCS.
 RAY_PORTS = (8265, 10001, 6379)

@@ -29,13 +29,13 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
+from tests.conftest import DATASET, REPO
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc to stop the head"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-DATASET = REPO / "data" / "5-celebrity-faces-dataset"
 MODELS_DIR = REPO / "models"
 BIN = Path(sys.executable).parent
 PEOPLE = ("ben_afflek", "elton_john")

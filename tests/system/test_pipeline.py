@@ -14,6 +14,7 @@ from faceproc.cli import main
 from faceproc.config import Config
 from faceproc.pipeline import run_pipeline
 from tests.browser import needs_chromium, render
+from tests.conftest import FACENET_WEIGHTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 
@@ -33,7 +34,7 @@ def pipeline(real_out, dataset_dir, tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setenv("FACEPROC_IMAGENET_WEIGHTS_URL", "http://127.0.0.1:9/resnet50_notop.h5")
     config = _config(dataset_dir, real_out)
     config.models_dir = str(tmp_path_factory.mktemp("empty-models"))
-    config.train.facenet_weights = str(Path(__file__).resolve().parents[2] / "models" / "facenet_keras.h5")
+    config.train.facenet_weights = str(FACENET_WEIGHTS)
     return config, run_pipeline(config)
 
 

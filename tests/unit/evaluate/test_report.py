@@ -58,6 +58,13 @@ def _sha(photo: Path, label: str) -> str:
     return f"sha-{photo.name}-{label}"
 
 
+def _manifest_row(path: Path, sha: str, split: str | None, label: str | None, face_rows: int,
+                  reason: str | None = None) -> dict:
+    """A manifest row of RUN: `ok` with its face rows, or `rejected` with `reason`."""
+    return dict(path=str(path), sha256=sha, split=split, label=label, status="rejected" if reason else "ok",
+                reason=reason, face_rows=face_rows, leakage=False, run_id=RUN)
+
+
 def _face_row(photo: Path, label: str, split: str, box, augment: int) -> dict:
     return {
         "image": _crop_png(photo, box, augment),
@@ -84,37 +91,13 @@ def build_out(root: Path, *, with_accuracy_json: bool = False) -> tuple[str, Pat
         p = photos / "train" / person / "t0.jpg"
         _photo(p, colour, box, i)
         train_rows += [_face_row(p, person, "train", box, a) for a in (0, 1, 2)]
-        manifest.append(
-            dict(
-                path=str(p),
-                sha256=_sha(p, person),
-                split="train",
-                label=person,
-                status="ok",
-                reason=None,
-                face_rows=3,
-                leakage=False,
-                run_id=RUN,
-            )
-        )
+        manifest.append(_manifest_row(p, _sha(p, person), "train", person, face_rows=3))
         for k in (0, 1):
             vbox = (80 + 30 * k, 30 + 10 * k, 200 + 30 * k, 160 + 10 * k)
             v = photos / "val" / person / f"p{k}.jpg"
             _photo(v, colour, vbox, i + k)
             val_rows.append(_face_row(v, person, "val", vbox, 0))
-            manifest.append(
-                dict(
-                    path=str(v),
-                    sha256=_sha(v, person),
-                    split="val",
-                    label=person,
-                    status="ok",
-                    reason=None,
-                    face_rows=1,
-                    leakage=False,
-                    run_id=RUN,
-                )
-            )
+            manifest.append(_manifest_row(v, _sha(v, person), "val", person, face_rows=1))
 
     # rejects: a decodable photo without a face, an undecodable file, a file in the wrong place
     noface = photos / "val" / "alice" / "landscape.jpg"
@@ -141,19 +124,7 @@ def build_out(root: Path, *, with_accuracy_json: bool = False) -> tuple[str, Pat
                 run_id=RUN,
             )
         )
-        manifest.append(
-            dict(
-                path=str(path),
-                sha256="sha-" + path.name,
-                split=split,
-                label=label,
-                status="rejected",
-                reason=reason,
-                face_rows=0,
-                leakage=False,
-                run_id=RUN,
-            )
-        )
+        manifest.append(_manifest_row(path, "sha-" + path.name, split, label, face_rows=0, reason=reason))
 
     o = str(out)
     for split, rows in (("train", train_rows), ("val", val_rows)):  # shards of the run the manifest names

@@ -25,10 +25,9 @@ from faceproc.models.facenet import (
 from faceproc.models.facenet_weights import load_facenet_backbone, read_model_config
 from faceproc.models.layers import ScaledResidual
 from faceproc.models.saving import load_model
+from tests.conftest import DATASET, FACENET_WEIGHTS
 
-REPO = Path(__file__).resolve().parents[3]
-FACENET_WEIGHTS = REPO / "models" / "facenet_keras.h5"
-TRAIN_DIR = REPO / "data" / "5-celebrity-faces-dataset" / "train"
+TRAIN_DIR = DATASET / "train"
 NUM_CLASSES = 3
 
 pytestmark = pytest.mark.skipif(

@@ -7,7 +7,6 @@ training step on a batch of two.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,9 +38,8 @@ from faceproc.models.resnet import (
     resolve_imagenet_weights,
 )
 from faceproc.models.saving import load_model
+from tests.conftest import FACENET_WEIGHTS
 
-REPO = Path(__file__).resolve().parents[3]
-FACENET_WEIGHTS = REPO / "models" / "facenet_keras.h5"
 NUM_CLASSES = 3
 UNREACHABLE = "http://127.0.0.1:9/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"  # refused at once
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,8 +12,7 @@ from PIL import Image
 from faceproc.config import PreprocessConfig
 from faceproc.preprocess.detector import FaceDetector
 from faceproc.preprocess.geometry import alignment_template, crop_face, expand_and_clamp, select_face
-
-DATA = Path(__file__).resolve().parents[3] / "data" / "5-celebrity-faces-dataset"
+from tests.conftest import DATASET
 
 # Photos with one clear face (MTCNN confidence >= 0.999), one per person, plus the PNG named .jpg.
 ONE_FACE = [
@@ -37,7 +35,7 @@ CONFIG = PreprocessConfig(min_face_confidence=0.9, face_margin=0.1, face_size=16
                           detect_batch_size=8)
 EMPTY = np.zeros((0, 0, 3), np.uint8)
 
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="dataset not fetched (run `faceproc fetch-data`)")
+needs_data = pytest.mark.skipif(not DATASET.is_dir(), reason="dataset not fetched (run `faceproc fetch-data`)")
 
 
 def iou(a, b) -> float:
@@ -49,7 +47,7 @@ def iou(a, b) -> float:
 
 
 def load(relative: str) -> np.ndarray:
-    with Image.open(DATA / relative) as im:
+    with Image.open(DATASET / relative) as im:
         return np.asarray(im.convert("RGB"))
 
 
