@@ -76,6 +76,7 @@ class TrainingData:
     holdout_photos: int
     held_paths: frozenset[str]
     fingerprint: str  # changes whenever the live train photos or the settings of their rows change
+    fit_rows: int  # face rows of the fitting photos (originals and stored copies), from the manifest
 
 
 def load_training_data(out: str, holdout_fraction: float, seed: int) -> TrainingData:
@@ -96,5 +97,7 @@ def load_training_data(out: str, holdout_fraction: float, seed: int) -> Training
     rows = zip(*(ok_train.column(name).to_pylist() for name in ("path", "sha256", "settings")))
     for path, sha, settings in sorted(rows, key=lambda row: row[0]):  # the photos and how their rows were made
         digest.update(f"{path}\0{sha}\0{settings}\n".encode())
+    fit_rows = sum(n for path, n in zip(ok_train.column("path").to_pylist(), ok_train.column("face_rows").to_pylist())
+                   if path not in held)
     return TrainingData(classes, fit, holdout, len(photos) - len(held), len(held), frozenset(held),
-                        digest.hexdigest())
+                        digest.hexdigest(), fit_rows)

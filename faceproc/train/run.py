@@ -120,15 +120,15 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement) 
                                           num_gpus=1.0 if where.use_gpu else 0.0)
         build: Callable[[int], Any] = build_embedding_head
         feature = "embedding"
-        fit_count = fit.count()  # materialized
+        fit_count = data.fit_rows  # an embedding per face row
     else:
         spec.build(num_classes, context)  # resolve weights in the driver: skip or fail fast
         build = functools.partial(_build_with_context, spec.build, context=context)
         online = spec.online_augment and config.train.online_augment
-        fit_rows = originals(data.fit) if online else data.fit  # new variants each epoch stand for the stored copies
-        fit_count = fit_rows.count()  # shard metadata and a filter: cheaper than counting decoded faces
+        fitting = originals(data.fit) if online else data.fit  # new variants each epoch stand for the stored copies
+        fit_count = data.fit_photos if online else data.fit_rows  # one original crop per photo
         fit, holdout = (_decoded(config, rows, data.classes) if rows is not None else None
-                        for rows in (fit_rows, data.holdout))
+                        for rows in (fitting, data.holdout))
         feature = "image"
 
     latest, best = fit_with_ray_train(config, spec, where, build, num_classes, feature, fit, holdout,
