@@ -145,7 +145,7 @@ def build_resnet50(
     if weights is not None:
         load_backbone_weights(backbone, weights)
     if bn_momentum is not None:  # Keras' 0.99 leaves the moving statistics near their start after a few
-        for layer in backbone.layers:  # hundred steps: a model trained from scratch scores chance at inference
+        for layer in backbone.layers:  # hundred steps, so a model trained from scratch infers badly
             if isinstance(layer, layers.BatchNormalization):
                 layer.momentum = bn_momentum
     inputs = keras.Input(shape=INPUT_SHAPE, dtype="float32", name="image")
