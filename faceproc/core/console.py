@@ -41,7 +41,9 @@ FORWARDED_NOISE_PATTERNS = (
     r"world_rank=\d+, local_rank=\d+",
     r"Setting up process group",
     r"has constructor arguments in the object store and max_restarts > 0",
-    r"Failed to kill actor NIL_ID",  # the GCS, when an actor pool's worker has already exited
+    # the GCS, when it kills an actor whose worker has already exited (an actor pool shutting down):
+    # the actor id is NIL_ID or the id itself, with "KillActor RPC failed ... Socket closed"
+    r"gcs_actor_scheduler\.cc:\d+: Failed to kill actor",
 )
 FORWARDED_NOISE = "|".join(FORWARDED_NOISE_PATTERNS)
 ACTOR_RESTART_WARNING = re.compile(r"core_worker\.cc:\d+: .*max_restarts > 0")
