@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from faceproc.config import Config, ConfigError, load_config, parse_override
+from faceproc.config import Config, ConfigError, absolute_paths, load_config, parse_override
 from faceproc.core import layout, storage
 from faceproc.core.errors import first_line
 from faceproc.core.lock import output_lock
@@ -33,7 +33,7 @@ def _config(args: argparse.Namespace, **values: object) -> Config:
             overrides[key] = value
     if args.ray_address:
         overrides["ray_address"] = args.ray_address
-    return load_config(args.config, overrides)
+    return absolute_paths(load_config(args.config, overrides))
 
 
 def cmd_fetch_data(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any, Mapping
 import tomllib
 
 from faceproc.core.model_names import MODEL_NAMES
+
+FACENET_FILE_NAME = "facenet_keras.h5"  # what `faceproc fetch-data` puts in models_dir
 
 
 class ConfigError(ValueError):
@@ -111,6 +114,40 @@ def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = N
     for dotted, value in (overrides or {}).items():
         set_value(config, dotted, value)
     return config
+
+
+def absolute_paths(config: Config) -> Config:
+    """A copy of `config` whose local paths are absolute, resolved against this process's working
+    directory; URIs and unset paths stay as they are.
+
+    The driver does this once, before anything reaches a Ray task or actor: workers run in their own
+    working directory (on another node, or a `ray start` node started elsewhere), where a relative
+    path names another file or none.
+    """
+    resolved = Config.from_dict(config.to_dict())
+    for section, key in (("", "input"), ("", "output"), ("", "data_dir"), ("", "models_dir"),
+                         ("train", "imagenet_weights")):
+        owner = getattr(resolved, section) if section else resolved
+        setattr(owner, key, _absolute(getattr(owner, key)))
+    resolved.train.facenet_weights = _absolute(facenet_weights_path(config.train.facenet_weights, config.models_dir))
+    return resolved
+
+
+def facenet_weights_path(weights: str, models_dir: str) -> str:
+    """`train.facenet_weights`; when that relative path does not exist, `<models_dir>/facenet_keras.h5`
+    if that does (so `--set models_dir=...` alone finds fetched weights)."""
+    path = os.path.expanduser(weights)
+    if "://" not in path and not os.path.isabs(path) and not os.path.exists(path):
+        candidate = os.path.join(os.path.expanduser(models_dir), FACENET_FILE_NAME)
+        if os.path.exists(candidate):
+            return candidate
+    return path
+
+
+def _absolute(path: str | None) -> str | None:
+    if path is None or "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def set_value(config: Config, dotted: str, value: Any) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 
 import ray
 
 from faceproc import TF_ENV
-from faceproc.core import console
+from faceproc.core import console, storage
 
 # Ray Train's controller takes one report per worker each time it polls them, every 2 s by default;
 # shorter epochs (cnn 1.4 s, a FaceNet head epoch 0.02 s) queued behind it: FaceNet's default training
@@ -83,3 +84,40 @@ def largest_node_cpus() -> float:
 
 def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+class PathNotShared(RuntimeError):
+    """A local path the job needs is missing on some node of a multi-node cluster."""
+
+
+def require_on_every_node(paths: Mapping[str, str]) -> None:
+    """On a cluster of more than one node, check with one tiny task per node that every local path
+    in `paths` (setting name -> absolute path) exists there too; URIs are every node's by nature.
+
+    Without it a node that lacks the folder fails file by file (each photo a read_error) or, worse,
+    writes its shards to its own disk where the driver never sees them.
+    """
+    local = {name: path for name, path in paths.items() if path and storage.is_local(path)}
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    if not local or len(nodes) < 2:
+        return
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    checks = {
+        node["NodeManagerAddress"] + f" (node {node['NodeID'][:8]})": _missing_paths.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(local)
+        for node in nodes
+    }
+    for node, ref in checks.items():
+        missing = ray.get(ref)
+        if missing:
+            name = missing[0]
+            raise PathNotShared(
+                f"{name} {local[name]} does not exist on Ray node {node}: every node of a multi-node cluster "
+                f"must see the same files; put it on shared storage mounted at the same path on every node, "
+                f"or use a URI (s3://, gs://)")
+
+
+@ray.remote(num_cpus=0)
+def _missing_paths(paths: dict[str, str]) -> list[str]:
+    return [name for name, path in paths.items() if not os.path.exists(path)]

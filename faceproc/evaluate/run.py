@@ -72,7 +72,7 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
     """
     import ray
 
-    from faceproc.core.ray_env import init_ray
+    from faceproc.core.ray_env import init_ray, require_on_every_node
     from faceproc.evaluate.report.page import write_report
 
     out = config.output
@@ -85,6 +85,7 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
                             f"run `faceproc preprocess --input DIR --output {out}` first")
 
     init_ray(config.ray_address)
+    require_on_every_node({"output": out})
     use_gpu = float(ray.cluster_resources().get("GPU", 0)) > 0
     results: list[dict[str, Any]] = []
     tables: list[pa.Table] = []

@@ -28,11 +28,10 @@ and raise :class:`~faceproc.models.errors.WeightsUnavailable` (report the model 
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from faceproc.config import TrainConfig
+from faceproc.config import TrainConfig, facenet_weights_path
 from faceproc.models.errors import UnknownModelError
 from faceproc.models.keras_env import keras
 
@@ -43,7 +42,6 @@ OPTIMIZERS = {
     "sgd": keras.optimizers.SGD,
     "rmsprop": keras.optimizers.RMSprop,
 }
-FACENET_FILE_NAME = "facenet_keras.h5"
 RESNET_FROM_SCRATCH_BN_MOMENTUM = 0.9  # moving statistics that settle within its few hundred steps
 
 
@@ -56,13 +54,8 @@ class BuildContext:
 
     @property
     def facenet_weights_path(self) -> str:
-        """``train.facenet_weights``; when that relative path does not exist, ``<models_dir>/facenet_keras.h5``."""
-        path = os.path.expanduser(self.train.facenet_weights)
-        if not os.path.isabs(path) and not os.path.exists(path):
-            candidate = os.path.join(self.models_dir, FACENET_FILE_NAME)
-            if os.path.exists(candidate):
-                return candidate
-        return path
+        """``train.facenet_weights``, or ``<models_dir>/facenet_keras.h5`` (:func:`faceproc.config.facenet_weights_path`)."""
+        return facenet_weights_path(self.train.facenet_weights, self.models_dir)
 
     @property
     def facenet_mode(self) -> str:

@@ -95,7 +95,7 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     """Process the files under config.input that the manifest in config.output does not hold yet."""
     import ray.data
 
-    from faceproc.core.ray_env import init_ray
+    from faceproc.core.ray_env import init_ray, require_on_every_node
 
     started = time.monotonic()
     summary = PreprocessSummary(run_id=run_id or new_run_id())
@@ -117,6 +117,7 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
         log.info("preprocessing settings changed: %s; %d photos to redo", summary.settings_change, plan.resettled)
     if plan.has_work:
         init_ray(config.ray_address)
+        require_on_every_node({"input": config.input, "output": out})
         staging_root = layout.staging_root(out)
         try:
             staging = storage.join(staging_root, summary.run_id)

@@ -8,6 +8,7 @@ other models go on.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from faceproc.config import Config
+from faceproc.core import storage
 from faceproc.core.errors import describe
 from faceproc.core.schema import Status
 from faceproc.core.shards import originals
@@ -38,10 +40,13 @@ def run_train(config: Config, force: bool = False) -> list[dict[str, Any]]:
     A model whose saved result was trained on the same live photos with the same settings is kept
     as it is (`up_to_date`), unless `force`.
     """
-    from faceproc.core.ray_env import init_ray
+    from faceproc.core.ray_env import init_ray, require_on_every_node
 
     names = parse_model_names(config.train.models)
     init_ray(config.ray_address)
+    context = BuildContext(train=config.train, models_dir=config.models_dir)
+    require_on_every_node({"output": config.output,
+                           **({"train.facenet_weights": context.facenet_weights_path} if "facenet" in names else {})})
     data = load_training_data(config.output, config.train.holdout_fraction, config.train.seed)
     log.info("training %s on %d photos (+%d held out for early stopping), %d people",
              ", ".join(names), data.fit_photos, data.holdout_photos, len(data.classes))
@@ -54,17 +59,21 @@ def run_train(config: Config, force: bool = False) -> list[dict[str, Any]]:
 
 
 def settings_fingerprint(config: Config, spec: ModelSpec, data: TrainingData) -> str:
-    """What a trained model depends on: the live train photos and every setting that shapes it."""
+    """What a trained model depends on: the live train photos, its recipe, and the pretrained weights
+    it starts from (FaceNet's by content, so a moved file is the same model and a new one is not)."""
     train = config.train
+    recipe = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name not in ("build", "description")}
     settings = {
-        "data": data.fingerprint, "epochs": spec.epochs, "batch_size": spec.batch_size,
-        "learning_rate": spec.learning_rate, "optimizer": spec.optimizer, "seed": train.seed,
-        "schedule": spec.schedule, "warmup_epochs": spec.warmup_epochs, "weight_decay": spec.weight_decay,
+        "data": data.fingerprint, "recipe": recipe, "seed": train.seed,
         "online_augment": spec.online_augment and train.online_augment,
         "holdout_fraction": train.holdout_fraction, "patience": train.patience,
-        "facenet_mode": train.facenet_mode, "facenet_weights": train.facenet_weights,
-        "imagenet_weights": train.imagenet_weights,
     }
+    if spec.name == "facenet":
+        weights = BuildContext(train=train, models_dir=config.models_dir).facenet_weights_path
+        settings.update(facenet_mode=train.facenet_mode,
+                        facenet_weights=storage.sha256(weights) if storage.exists(weights) else weights)
+    if spec.name == "resnet50_imagenet":
+        settings["imagenet_weights"] = train.imagenet_weights
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 

@@ -1,7 +1,9 @@
-"""The cluster path end to end (slow): a real `ray start` head on loopback with token auth, and the
-main job submitted through Ray's Jobs API (`JobSubmissionClient`) exactly as docs/cluster.md does it.
+"""The cluster path end to end (slow): a real two-node Ray cluster on loopback with token auth (a
+`ray start` head and a second `ray start` node, one CPU each), the main job submitted through Ray's
+Jobs API (`JobSubmissionClient`) exactly as docs/cluster.md does it, and `faceproc run --ray-address`
+from another working directory with relative paths.
 
-The head is this module's own: a dedicated `--temp-dir`, its own ports, its own auth token file
+The cluster is this module's own: a dedicated `--temp-dir`, its own ports, its own auth token file
 (`RAY_AUTH_TOKEN_PATH`), so it never touches `~/.ray/auth_token` or another Ray on the machine.
 `ray stop` cannot target one instance (it stops every Ray of the user), so the head runs as
 `ray start --block` in its own session: SIGTERM makes it stop the processes it started, and whatever
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -52,6 +55,7 @@ RUNTIME_ENV = {
 @dataclass
 class Head:
     address: str  # the dashboard / Jobs API, http://127.0.0.1:PORT
+    gcs_address: str  # what `--ray-address` takes, 127.0.0.1:PORT
     temp_dir: Path
     token_file: Path
     token: str
@@ -112,17 +116,19 @@ def _head_processes(temp_dir: Path, root_pid: int | None) -> set[int]:
     return {pid for pid in found if _alive(pid)}
 
 
-def _stop_head(proc: subprocess.Popen, temp_dir: Path) -> None:
-    """Stop exactly this head: SIGTERM to `ray start --block` (it kills what it started), then SIGKILL
-    for anything of this head still alive. Never `ray stop`: that stops every Ray on the machine."""
-    ours = _head_processes(temp_dir, proc.pid)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+def _stop_cluster(procs: list[subprocess.Popen], temp_dir: Path) -> None:
+    """Stop exactly this cluster: SIGTERM to each `ray start --block` (it kills what it started; the
+    second node first), then SIGKILL for anything of it still alive. Never `ray stop`: that stops
+    every Ray on the machine."""
+    ours = set().union(*(_head_processes(temp_dir, proc.pid) for proc in procs))
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and any(_alive(pid) for pid in ours):
         time.sleep(0.5)
@@ -132,14 +138,15 @@ def _stop_head(proc: subprocess.Popen, temp_dir: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the session `ray start` led; only our processes are in it
-    except (ProcessLookupError, PermissionError):
-        pass
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the session each `ray start` led; only its processes
+        except (ProcessLookupError, PermissionError):
+            pass
     time.sleep(1)
     left = _head_processes(temp_dir, None)
     if left:
-        raise RuntimeError(f"processes of the test head still alive after SIGKILL: {sorted(left)}")
+        raise RuntimeError(f"processes of the test cluster still alive after SIGKILL: {sorted(left)}")
 
 
 def _wait_for_jobs_api(head: Head, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
@@ -160,6 +167,25 @@ def _wait_for_jobs_api(head: Head, proc: subprocess.Popen, log: Path, timeout: f
                        f"{log.read_text()[-5000:]}")
 
 
+def _state(head: Head, kind: str) -> list[dict]:
+    """Rows of Ray's state API over the dashboard's HTTP endpoint: nodes, actors, ..."""
+    reply = requests.get(f"{head.address}/api/v0/{kind}", params={"limit": 10000, "detail": "true"},
+                         headers=head.auth_headers, timeout=60)
+    reply.raise_for_status()
+    return reply.json()["data"]["result"]["result"]
+
+
+def _wait_for_nodes(head: Head, proc: subprocess.Popen, log: Path, count: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"`ray start` of a node exited with {proc.returncode}:\n{log.read_text()[-5000:]}")
+        if sum(node["state"] == "ALIVE" for node in _state(head, "nodes")) >= count:
+            return
+        time.sleep(2)
+    raise RuntimeError(f"{count} nodes not alive after {timeout:.0f} s:\n{log.read_text()[-5000:]}")
+
+
 @pytest.fixture(scope="module")
 def head() -> Iterator[Head]:
     # Short path: Ray's Unix sockets live under it (limit 107 bytes).
@@ -176,29 +202,40 @@ def head() -> Iterator[Head]:
     head_env = {**base_env, **auth_env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 
     (gcs, dashboard, client_server, agent_listen, agent_grpc, node_manager, object_manager,
-     runtime_env_agent, metrics) = _free_ports(9)
-    command = [
+     runtime_env_agent, metrics, *second_ports) = _free_ports(15)
+    ports = ["--node-manager-port", "--object-manager-port", "--runtime-env-agent-port", "--metrics-export-port",
+             "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port"]
+    head_command = [
         str(BIN / "ray"), "start", "--head", "--block",
         "--node-ip-address=127.0.0.1", f"--port={gcs}",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-        "--num-cpus=2", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+        "--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats",
         f"--ray-client-server-port={client_server}", f"--dashboard-agent-listen-port={agent_listen}",
         f"--dashboard-agent-grpc-port={agent_grpc}", f"--node-manager-port={node_manager}",
         f"--object-manager-port={object_manager}", f"--runtime-env-agent-port={runtime_env_agent}",
         f"--metrics-export-port={metrics}",
     ]
+    # A second node on the same machine: its own raylet and ports, the head's session directory.
+    second_command = [str(BIN / "ray"), "start", "--block", f"--address=127.0.0.1:{gcs}",
+                      "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats",
+                      *(f"{flag}={port}" for flag, port in zip(ports, second_ports))]
     log = temp_dir / "ray-start.log"
+    procs = []
     with open(log, "w") as out:
-        proc = subprocess.Popen(command, env=head_env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=temp_dir)
+        procs.append(subprocess.Popen(head_command, env=head_env, stdout=out, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True, cwd=temp_dir))
     try:
-        result = Head(address=f"http://127.0.0.1:{dashboard}", temp_dir=temp_dir, token_file=token_file,
-                      token=token, client_env={**base_env, **auth_env})
-        _wait_for_jobs_api(result, proc, log)
+        result = Head(address=f"http://127.0.0.1:{dashboard}", gcs_address=f"127.0.0.1:{gcs}", temp_dir=temp_dir,
+                      token_file=token_file, token=token, client_env={**base_env, **auth_env})
+        _wait_for_jobs_api(result, procs[0], log)
+        with open(temp_dir / "ray-start-second.log", "w") as out:
+            procs.append(subprocess.Popen(second_command, env=head_env, stdout=out, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, start_new_session=True, cwd=temp_dir))
+        _wait_for_nodes(result, procs[1], temp_dir / "ray-start-second.log", count=2)
         yield result
     finally:
         try:
-            _stop_head(proc, temp_dir)
+            _stop_cluster(procs, temp_dir)
         finally:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -277,8 +314,8 @@ def test_job_imports_faceproc_from_the_uploaded_working_dir(head, client):
 @pytest.fixture(scope="module")
 def pipeline_job(head, client, small_input, tmp_path_factory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("jobs") / "out"
-    entrypoint = (f"python jobs/pipeline.py --input {small_input} --output {out} --models facenet "
-                  f"--set models_dir={MODELS_DIR}")
+    entrypoint = (f"python jobs/pipeline.py --input {small_input} --output {out} --models cnn,facenet "
+                  f"--epochs 2 --set models_dir={MODELS_DIR}")
     status, logs, message = _run_job(client, entrypoint, timeout=JOB_TIMEOUT)
     assert status == "SUCCEEDED", message
     return out, logs
@@ -296,4 +333,65 @@ def test_pipeline_job_outputs(pipeline_job):
     assert manifest.num_rows == sum(PER_SPLIT.values()) * len(PEOPLE) == 12, logs
     assert (out / "models" / "facenet" / "model.keras").is_file(), logs
     accuracy = {row["model"]: row for row in json.loads((out / "reports" / "accuracy.json").read_text())}
-    assert accuracy["facenet"]["status"] == "ok", accuracy
+    assert accuracy["facenet"]["status"] == "ok" and accuracy["cnn"]["status"] == "ok", accuracy
+
+
+def test_pipeline_job_used_both_nodes(head, pipeline_job):
+    """Detection actors and cnn's two training workers ran on both nodes (Ray's state API)."""
+    _, logs = pipeline_job
+    nodes = {node["node_id"] for node in _state(head, "nodes") if node["state"] == "ALIVE"}
+    assert len(nodes) == 2
+    actors = _state(head, "actors")
+    for kind in ("FacePipeline", "RayTrainWorker"):
+        ran_on = {actor["node_id"] for actor in actors if kind in actor["class_name"]}
+        assert ran_on == nodes, (kind, ran_on, nodes, logs)
+    result = json.loads((pipeline_job[0] / "models" / "cnn" / "result.json").read_text())
+    assert result["workers"] == 2, result
+
+
+def test_pipeline_job_rows_equal_a_single_node_run(pipeline_job, small_input, tmp_path, ray_session):
+    """The rows a two-node cluster published are the rows one local Ray makes from the same photos."""
+    from faceproc.config import Config
+    from faceproc.preprocess.run import run_preprocess
+
+    local = tmp_path / "local"
+    run_preprocess(Config(input=str(small_input), output=str(local), models_dir=str(MODELS_DIR)))
+    columns = ["source_path", "augment_index", "label", "aligned", "box"]
+
+    def rows(out: Path) -> list[tuple]:
+        table = pq.read_table(out / "shards", columns=columns)
+        return sorted((Path(r["source_path"]).name, r["augment_index"], r["label"], r["aligned"],
+                       tuple(round(v) for v in r["box"])) for r in table.to_pylist())
+
+    assert rows(pipeline_job[0]) == rows(local)
+
+
+def test_run_from_another_directory_with_relative_paths(head, small_input, tmp_path):
+    """`faceproc run --ray-address` against the two-node cluster from a directory no node works in,
+    every path relative: the driver resolves them once, so no photo is a read_error."""
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    relative = {name: os.path.relpath(path, cwd) for name, path in
+                (("input", small_input), ("output", tmp_path / "out"), ("models", MODELS_DIR))}
+    done = subprocess.run(
+        [str(BIN / "faceproc"), "run", "--ray-address", head.gcs_address, "--input", relative["input"],
+         "--output", relative["output"], "--models", "facenet", "--set", f"models_dir={relative['models']}"],
+        cwd=cwd, env=head.client_env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    printed = done.stdout + done.stderr
+    assert done.returncode == 0, printed
+    manifest = pq.read_table(tmp_path / "out" / "manifest.parquet").to_pylist()
+    assert len(manifest) == 12 and all(row["status"] == "ok" for row in manifest), printed
+    accuracy = {row["model"]: row for row in json.loads((tmp_path / "out" / "reports" / "accuracy.json").read_text())}
+    assert accuracy["facenet"]["status"] == "ok", printed
+
+
+def test_a_path_missing_on_a_node_is_one_clear_error(head, tmp_path):
+    """The per-node check names the setting, the path and the node, and suggests shared storage."""
+    code = ("import ray; from faceproc.core.ray_env import require_on_every_node; "
+            f"ray.init(address='{head.gcs_address}'); "
+            f"require_on_every_node({{'input': '{tmp_path}/not-on-any-node', 'output': '{tmp_path}'}})")
+    done = subprocess.run([sys.executable, "-c", code], env=head.client_env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode != 0
+    assert re.search(rf"PathNotShared: input {tmp_path}/not-on-any-node does not exist on Ray node [0-9.]+ "
+                     r"\(node [0-9a-f]{8}\).*shared storage", done.stderr), done.stderr

@@ -1,8 +1,9 @@
 import json
+import os
 
 import pytest
 
-from faceproc.config import Config, ConfigError, load_config, parse_override
+from faceproc.config import Config, ConfigError, absolute_paths, load_config, parse_override
 
 
 def test_defaults_round_trip_through_json():
@@ -58,3 +59,27 @@ def test_parse_override():
     assert parse_override("a.b = 3") == ("a.b", "3")
     with pytest.raises(ConfigError):
         parse_override("novalue")
+
+
+def test_absolute_paths_resolves_every_local_path_against_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "facenet_keras.h5").write_bytes(b"x")
+    config = load_config(None, {"input": "photos", "output": "s3://bucket/out", "models_dir": "weights",
+                                "train.imagenet_weights": "~/resnet.h5"})
+    resolved = absolute_paths(config)
+    assert resolved.input == str(tmp_path / "photos")
+    assert resolved.output == "s3://bucket/out"  # URIs pass through
+    assert resolved.data_dir == str(tmp_path / "data")
+    assert resolved.models_dir == str(tmp_path / "weights")
+    assert resolved.train.imagenet_weights == os.path.expanduser("~/resnet.h5")
+    # the default models/facenet_keras.h5 does not exist here: the one in models_dir does
+    assert resolved.train.facenet_weights == str(tmp_path / "weights" / "facenet_keras.h5")
+    assert config.input == "photos"  # a copy: the caller's config is unchanged
+
+
+def test_absolute_paths_keeps_a_named_facenet_file_even_when_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    resolved = absolute_paths(load_config(None, {"train.facenet_weights": "mine/facenet.h5"}))
+    assert resolved.train.facenet_weights == str(tmp_path / "mine" / "facenet.h5")  # its error names this path
+    assert resolved.train.imagenet_weights is None
