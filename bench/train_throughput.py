@@ -8,7 +8,7 @@ same machine, same invocation:
    a. Baseline, in its own process (fresh TensorFlow threads, no Ray): the fitting rows of the train
       split (the same early-stopping holdout split faceproc makes: `select_holdout` with the default
       fraction and seed, holdout rows left out) read with pyarrow and decoded into one float32 array;
-      the model built from the registry (`resolve_spec(name).build(classes, BuildContext())`),
+      the model built from the registry (`resolve_spec(name).make(classes, BuildContext())`),
       compiled with the spec's optimizer and faceproc's loss and metric, then
       `model.fit(x, y, batch_size=spec.batch_size, epochs=E)`, each epoch timed by a callback.
       Its "end to end" runs from reading the rows to the end of the last epoch (an idle tail that
@@ -144,7 +144,7 @@ def worker_baseline(out: str, name: str, epochs: int) -> dict:
     t_data = time.perf_counter()
     keras.utils.set_random_seed(train.seed)
     spec = resolve_spec(name, TrainConfig(epochs=epochs))
-    model = spec.build(len(classes), BuildContext(models_dir=str(ROOT / "models")))
+    model = spec.make(len(classes), BuildContext(models_dir=str(ROOT / "models")))
     model.compile(optimizer=spec.make_optimizer(10), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     t_build = time.perf_counter()
 

@@ -37,7 +37,8 @@ class PreprocessConfig:
     face_margin: float = 0.1  # margin added on each side, as a fraction of the box size
     face_size: int = 160  # side of the square face crop
     align: bool = True  # warp the five keypoints onto a template; false: the margin crop only
-    augment_copies: int = 2  # extra augmented rows per train face (the notebook's 2)
+    augment_copies: int = 0  # extra stored augmented rows per train face (the notebook made 2); training
+    # draws new variants every epoch instead (train.online_augment), so stored copies only cost time
     seed: int = 0  # augmentation seed; with the file hash and copy index it fixes every copy
     detector_actors: int = 2  # MTCNN actors in the Ray Data pool
     detector_num_cpus: float = 0.5  # below 1 so that read tasks can still be scheduled on 2 cores

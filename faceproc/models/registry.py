@@ -1,25 +1,29 @@
 """The four models by name, with the training defaults each one gets.
 
-| name                | model                                   | epochs | batch | optimizer, lr, schedule        |
-|---------------------|-----------------------------------------|--------|-------|--------------------------------|
-| `cnn`               | the notebook CNN (93,893 params, 5 cls) | 60     | 16    | adam 1e-3, warm-up 3 + cosine  |
-| `resnet50`          | ResNet50 random init + head (25.7 M)    | 20     | 16    | adam 1e-3, warm-up 2 + cosine  |
-| `resnet50_imagenet` | ResNet50 ImageNet + head (25.7 M)       | 8      | 16    | adam 1e-4, warm-up 1 + cosine  |
-| `facenet`           | FaceNet + L2 + softmax head (22.8 M)    | 60     | 32    | adam 1e-2                      |
+| name                | model                                        | size | epochs | batch | optimizer, lr, schedule       |
+|---------------------|----------------------------------------------|------|--------|-------|-------------------------------|
+| `cnn`               | the notebook CNN + BatchNorm (94,565 params) | 32   | 60     | 16    | adam 3e-3, warm-up 3 + cosine |
+| `resnet50`          | ResNet50 random init + head (25.7 M)         | 32   | 30     | 16    | adam 1e-3, warm-up 3 + cosine |
+| `resnet50_imagenet` | ResNet50 ImageNet + head (25.7 M)            | 160  | 8      | 16    | adam 1e-4, warm-up 1 + cosine |
+| `facenet`           | FaceNet + L2 + softmax head (22.8 M)         | 160  | 20     | 32    | adam 1e-2                     |
+
+Every model takes the aligned 160x160 face crop; "size" is the side it works at (`image_size`),
+resized inside the model. The two models trained from scratch learn more from 74 photos at 32x32
+than at 160 (holdout accuracy, docs/benchmarks.md, "Recognition quality"), at a small part of the
+cost; the pretrained ones keep the size their weights were trained at.
 
 The three image models see new variants of every training face each epoch (`train.online_augment`,
-`faceproc.train.online_augment`) instead of the stored augmented copies; ResNet50 from scratch uses
-a BatchNormalization momentum of 0.9, so its moving statistics settle within its few hundred steps.
+`faceproc.train.online_augment`), so preprocessing stores no augmented copies by default; ResNet50
+from scratch uses a BatchNormalization momentum of 0.9, so its moving statistics settle within its
+few hundred steps.
 
-The defaults are sized for a 2-core laptop and ~280 training faces (93 photos plus two augmented
-copies each) at 160x160: the CNN takes a few seconds per epoch, ResNet50 a few minutes per epoch,
-and FaceNet in the default ``frozen`` mode trains only its head on cached embeddings, so its 60
-epochs cost milliseconds (the embeddings, one backbone pass over the data, are the real cost). In
-``finetune`` mode FaceNet trains end to end on images and defaults to 10 epochs, batch 16, Adam 1e-5
-(see :func:`resolve_spec`). ``train.epochs``, ``train.batch_size`` and ``train.learning_rate``
-override any of these when set.
+FaceNet in the default ``frozen`` mode trains only its head on cached embeddings, so its epochs cost
+milliseconds (the embeddings, one backbone pass over the data, are the real cost); its holdout
+accuracy is 1.0 from the first epoch. In ``finetune`` mode FaceNet trains end to end on images and
+defaults to 10 epochs, batch 16, Adam 1e-5 (see :func:`resolve_spec`). ``train.epochs``,
+``train.batch_size`` and ``train.learning_rate`` override any of these when set.
 
-Each spec's ``build(num_classes, context)`` returns an uncompiled Keras model taking raw RGB 0..255
+Each spec's ``make(num_classes, context)`` returns an uncompiled Keras model taking raw RGB 0..255
 (160, 160, 3). Builders that need pretrained weights find them through the :class:`BuildContext`
 and raise :class:`~faceproc.models.errors.WeightsUnavailable` (report the model as skipped) or
 :class:`~faceproc.models.errors.WeightsError` (a file that does not fit) when they cannot.
@@ -70,7 +74,7 @@ class ModelSpec:
     """One trainable model: how to build it and its default training settings."""
 
     name: str
-    build: Callable[[int, BuildContext], keras.Model]
+    build: Callable[[int, BuildContext, int], keras.Model]  # (classes, context, image_size): use `make`
     epochs: int
     batch_size: int
     learning_rate: float
@@ -80,6 +84,12 @@ class ModelSpec:
     warmup_epochs: int = 0
     weight_decay: float = 0.0  # decoupled (AdamW); 0 for the other optimizers
     online_augment: bool = False  # new flips, turns, zooms, shifts and lighting of every face each epoch
+    image_size: int = 160  # the side the network works at: every model takes the 160x160 crop and
+    # resizes it inside (so the saved model's input never changes); smaller is quadratically cheaper
+
+    def make(self, num_classes: int, context: BuildContext) -> keras.Model:
+        """This spec's uncompiled Keras model for `num_classes` classes."""
+        return self.build(num_classes, context, self.image_size)
 
     def make_optimizer(self, steps_per_epoch: int) -> keras.optimizers.Optimizer:
         """A fresh Keras optimizer of this spec's kind (adam, adamw, sgd, rmsprop), its learning rate on
@@ -105,26 +115,28 @@ class ModelSpec:
             warmup_target=self.learning_rate, warmup_steps=warmup)
 
 
-def _build_cnn(num_classes: int, context: BuildContext) -> keras.Model:
+def _build_cnn(num_classes: int, context: BuildContext, image_size: int) -> keras.Model:
     from faceproc.models.cnn import build_cnn
 
-    return build_cnn(num_classes)
+    return build_cnn(num_classes, image_size=image_size)
 
 
-def _build_resnet50(num_classes: int, context: BuildContext) -> keras.Model:
+def _build_resnet50(num_classes: int, context: BuildContext, image_size: int) -> keras.Model:
     from faceproc.models.resnet import build_resnet50
 
-    return build_resnet50(num_classes, None, name="resnet50", bn_momentum=RESNET_FROM_SCRATCH_BN_MOMENTUM)
+    return build_resnet50(num_classes, None, name="resnet50", bn_momentum=RESNET_FROM_SCRATCH_BN_MOMENTUM,
+                          image_size=image_size)
 
 
-def _build_resnet50_imagenet(num_classes: int, context: BuildContext) -> keras.Model:
+def _build_resnet50_imagenet(num_classes: int, context: BuildContext, image_size: int) -> keras.Model:
     from faceproc.models.resnet import build_resnet50, resolve_imagenet_weights
 
     weights = resolve_imagenet_weights(context.train.imagenet_weights, context.models_dir)
-    return build_resnet50(num_classes, weights, name="resnet50_imagenet")
+    return build_resnet50(num_classes, weights, name="resnet50_imagenet", image_size=image_size)
 
 
-def _build_facenet(num_classes: int, context: BuildContext) -> keras.Model:
+def _build_facenet(num_classes: int, context: BuildContext, image_size: int) -> keras.Model:
+    """FaceNet works at 160, the size its weights were trained at (`image_size` is always 160)."""
     from faceproc.models.facenet import build_facenet_classifier
     from faceproc.models.facenet_weights import load_facenet_backbone
 
@@ -141,24 +153,27 @@ REGISTRY: dict[str, ModelSpec] = {
             build=_build_cnn,
             epochs=60,
             batch_size=16,
+            learning_rate=3e-3,
+            optimizer="adam",
+            schedule="cosine",
+            warmup_epochs=3,
+            online_augment=True,
+            image_size=32,
+            description=("The reference notebook's small CNN (Conv32-Conv64-Conv128, global pooling) with batch "
+                         "normalisation, from scratch, on the aligned face at 32x32."),
+        ),
+        ModelSpec(
+            name="resnet50",
+            build=_build_resnet50,
+            epochs=30,
+            batch_size=16,
             learning_rate=1e-3,
             optimizer="adam",
             schedule="cosine",
             warmup_epochs=3,
             online_augment=True,
-            description="The reference notebook's small CNN (Conv32-Conv64-Conv128, global pooling), from scratch.",
-        ),
-        ModelSpec(
-            name="resnet50",
-            build=_build_resnet50,
-            epochs=20,
-            batch_size=16,
-            learning_rate=1e-3,
-            optimizer="adam",
-            schedule="cosine",
-            warmup_epochs=2,
-            online_augment=True,
-            description="Keras ResNet50, random init, with a Dense(1024)-Dropout-softmax head.",
+            image_size=32,
+            description="Keras ResNet50, random init, with a Dense(1024)-Dropout-softmax head, on the aligned face at 32x32.",
         ),
         ModelSpec(
             name="resnet50_imagenet",
@@ -175,7 +190,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             name="facenet",
             build=_build_facenet,
-            epochs=60,
+            epochs=20,
             batch_size=32,
             learning_rate=1e-2,
             optimizer="adam",

@@ -129,19 +129,21 @@ def build_resnet50(
     models_dir: str = "models",
     name: str | None = None,
     bn_momentum: float | None = None,
+    image_size: int = INPUT_SHAPE[0],
 ) -> keras.Model:
     """ResNet50 + the notebook head for `num_classes` classes.
 
     `weights`: None (random init), a local ``.h5`` of ResNet50 notop weights, or ``"imagenet"``
     (resolved with :func:`resolve_imagenet_weights` against `models_dir`). `bn_momentum` replaces
-    the BatchNormalization momentum of the backbone.
+    the BatchNormalization momentum of the backbone. `image_size` below 160 resizes the crop inside
+    the model, before the backbone (the saved model still takes 160x160).
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     if weights == "imagenet":
         weights = resolve_imagenet_weights(None, models_dir)
     layers = keras.layers
-    backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=INPUT_SHAPE)
+    backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
     if weights is not None:
         load_backbone_weights(backbone, weights)
     if bn_momentum is not None:  # Keras' 0.99 leaves the moving statistics near their start after a few
@@ -149,7 +151,10 @@ def build_resnet50(
             if isinstance(layer, layers.BatchNormalization):
                 layer.momentum = bn_momentum
     inputs = keras.Input(shape=INPUT_SHAPE, dtype="float32", name="image")
-    x = ResNetPreprocess(name="resnet_preprocess")(inputs)
+    x = inputs
+    if image_size != INPUT_SHAPE[0]:
+        x = layers.Resizing(image_size, image_size, interpolation="area", name="resize")(x)
+    x = ResNetPreprocess(name="resnet_preprocess")(x)
     x = backbone(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dense(HEAD_UNITS, activation="relu", name="head_dense")(x)

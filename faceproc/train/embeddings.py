@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from faceproc.core import layout, storage
 from faceproc.core.images import decode_png
@@ -19,6 +20,7 @@ from faceproc.inference.openset import compute_centroids
 from faceproc.train.data import TrainingData, split_holdout
 
 EMBEDDING_COLUMNS = ["source_path", "source_sha256", "augment_index", "label"]
+SHARD_COLUMN = "path"  # the shard file a row came from (read_parquet's include_paths)
 
 
 class FaceNetEmbedder:
@@ -32,7 +34,7 @@ class FaceNetEmbedder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = np.stack([decode_png(data) for data in batch["image"]]).astype(np.float32)
         embeddings = self.backbone.predict_on_batch(images)
-        out = {name: batch[name] for name in EMBEDDING_COLUMNS}
+        out = {name: batch[name] for name in (*EMBEDDING_COLUMNS, SHARD_COLUMN) if name in batch}
         out["embedding"] = np.asarray(embeddings, np.float32)
         return out
 
@@ -42,26 +44,38 @@ def embeddings_dir(out: str, weights_path: str, split: str) -> str:
 
 
 def ensure_embeddings(out: str, weights_path: str, split: str, num_gpus: float = 0.0) -> list[str]:
-    """Embed every live shard file of `split` that has no cached embeddings; return all cache files."""
+    """Embed every live shard file of `split` that has no cached embeddings; return all cache files.
+
+    The missing shards go through one Ray Data pipeline (one actor loading FaceNet once), not one
+    per shard: each pipeline's actor spends ~12 s importing TensorFlow and loading the weights."""
     import ray
     import ray.data
 
     cache = embeddings_dir(out, weights_path, split)
     cached = set(storage.list_files(cache, ".parquet"))
-    files = []
+    files, missing = [], {}
     for shard in live_shard_files(out, split):
         target = storage.join(cache, shard.rsplit("/", 1)[1])
         files.append(target)
-        if target in cached:
-            continue
-        fs, path = storage.resolve(shard)
+        if target not in cached:
+            missing[storage.resolve(shard)[1]] = target
+    if missing:
+        fs, _ = storage.resolve(out)
         refs = (
-            ray.data.read_parquet(path, filesystem=fs, columns=["image", *EMBEDDING_COLUMNS])
+            ray.data.read_parquet(list(missing), filesystem=fs, columns=["image", *EMBEDDING_COLUMNS],
+                                  include_paths=True)
             .map_batches(FaceNetEmbedder, fn_constructor_args=(weights_path,), batch_size=32,
                          compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1, num_gpus=num_gpus)
             .to_arrow_refs()
         )
-        storage.write_table_atomic(target, pa.concat_tables(ray.get(refs)))
+        tables = [table for table in ray.get(refs) if table.num_rows]
+        embedded = pa.concat_tables(tables) if tables else None
+        for path, target in missing.items():
+            rows = embedded.filter(pc.equal(embedded.column(SHARD_COLUMN), path)) if embedded else None
+            if rows is None or rows.num_rows == 0:  # a shard without rows has nothing to cache
+                files.remove(target)
+                continue
+            storage.write_table_atomic(target, rows.drop_columns([SHARD_COLUMN]))
     return files
 
 

@@ -131,8 +131,8 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement) 
         feature = "embedding"
         fit_count = data.fit_rows  # an embedding per face row
     else:
-        spec.build(num_classes, context)  # resolve weights in the driver: skip or fail fast
-        build = functools.partial(_build_with_context, spec.build, context=context)
+        spec.make(num_classes, context)  # resolve weights in the driver: skip or fail fast
+        build = functools.partial(spec.make, context=context)
         online = spec.online_augment and config.train.online_augment
         fitting = originals(data.fit) if online else data.fit  # new variants each epoch stand for the stored copies
         fit_count = data.fit_photos if online else data.fit_rows  # one original crop per photo
@@ -151,7 +151,7 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement) 
             read_weights(head, directory)
             model = attach_head(backbone, head)
         else:
-            model = spec.build(num_classes, context)
+            model = spec.make(num_classes, context)
             read_weights(model, directory)
     centroids = (train_centroids(config.output, context.facenet_weights_path, config.evaluate.unknown_quantile)
                  if frozen_facenet else None)
@@ -176,7 +176,3 @@ def _decoded(config: Config, rows: Any, classes: list[str]) -> Any:
     object store (spilling to disk when full) instead of re-read and re-decoded every epoch."""
     faces = rows.map_batches(decode_faces, fn_kwargs={"classes": classes}, batch_size=32)
     return faces.materialize() if config.train.materialize else faces
-
-
-def _build_with_context(build: Callable, num_classes: int, context: BuildContext) -> Any:
-    return build(num_classes, context)

@@ -41,6 +41,8 @@ PEOPLE = ("ben_afflek", "madonna", "mindy_kaling")
 TRAIN_PHOTOS, VAL_PHOTOS = 5, 2
 BROKEN = "train/madonna/broken.jpg"  # one reject, so that reject accounting is exercised too
 TRAIN_ARGS = ["--models", "cnn", "--epochs", "3", "--set", "train.workers=2"]
+# Stored augmented copies: several rows per photo, so a kill can land between a photo's rows.
+PREPROCESS_ARGS = ["--set", "preprocess.augment_copies=2"]
 RUN_TIMEOUT = 1800.0  # seconds; a run takes minutes on 2 loaded cores
 POLL = 0.005  # seconds between looks at OUT while waiting for a kill point
 FACE_COLUMNS = ["source_path", "source_sha256", "augment_index", "run_id"]
@@ -176,7 +178,7 @@ def runner(tmp_path) -> Iterator[Callable[..., Job]]:
         log = tmp_path / f"{label}.log"
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a Ray of its own
         env["PYTHONUNBUFFERED"] = "1"
-        args = [command, "--input", str(work / "in"), "--output", str(work / "out"),
+        args = [command, "--input", str(work / "in"), "--output", str(work / "out"), *PREPROCESS_ARGS,
                 *(TRAIN_ARGS if command == "run" else []), *extra]
         if kill_at is None:
             argv = [sys.executable, "-m", "faceproc.cli", *args]

@@ -18,7 +18,7 @@ from tests.conftest import FACENET_WEIGHTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 
-SHORT = {"cnn": 2, "resnet50": 1, "resnet50_imagenet": 1}  # facenet keeps its defaults
+SHORT = {"resnet50": 1, "resnet50_imagenet": 1}  # cnn and facenet keep their defaults
 
 
 def _config(dataset_dir: Path, out: Path) -> Config:
@@ -53,8 +53,9 @@ def test_accuracy_table(pipeline):
     assert by_model["resnet50_imagenet"]["status"] == "skipped"
     assert "resnet50_imagenet_notop.h5" in by_model["resnet50_imagenet"]["reason"]
     assert by_model["cnn"]["status"] == by_model["resnet50"]["status"] == "ok"
-    facenet = by_model["facenet"]
-    assert facenet["status"] == "ok" and facenet["accuracy_end_to_end"] >= 0.92
+    facenet, cnn = by_model["facenet"], by_model["cnn"]
+    assert facenet["status"] == "ok" and facenet["accuracy_end_to_end"] >= 0.96  # the notebook's number
+    assert cnn["ci_low"] > 1 / 5, cnn  # the default cnn, on aligned faces: above chance for five people
     assert facenet["ci_low"] <= facenet["accuracy"] <= facenet["ci_high"]
     assert not result.failed
     for name in ("accuracy.csv", "accuracy.md", "report.html", "config.json"):

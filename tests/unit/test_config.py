@@ -10,7 +10,7 @@ def test_defaults_round_trip_through_json():
     config = Config()
     again = Config.from_dict(json.loads(config.to_json()))
     assert again == config
-    assert config.preprocess.augment_copies == 2
+    assert config.preprocess.augment_copies == 0
     assert config.train.models == ["cnn", "resnet50", "resnet50_imagenet", "facenet"]
 
 

@@ -74,7 +74,7 @@ def _snapshot(out: Path) -> dict[str, str]:
 def test_every_file_is_a_face_or_a_reject_and_reruns_are_incremental(tmp_path):
     root, out = tmp_path / "photos", tmp_path / "out"
     expected_rejects = _tree(root)
-    summary = run_preprocess(_config(root, out, max_reject_share=1.0))
+    summary = run_preprocess(_config(root, out, max_reject_share=1.0, augment_copies=2))
 
     assert (summary.discovered, summary.skipped_hidden) == (10, 1)
     rejects = pq.read_table(out / "rejects.parquet")
@@ -105,7 +105,7 @@ def test_every_file_is_a_face_or_a_reject_and_reruns_are_incremental(tmp_path):
 
     # nothing new: nothing is written, every published byte stays the same
     before = _snapshot(out)
-    again = run_preprocess(_config(root, out, max_reject_share=1.0))
+    again = run_preprocess(_config(root, out, max_reject_share=1.0, augment_copies=2))
     assert (again.processed, again.unchanged, again.face_rows) == (0, 10, 0)
     assert _snapshot(out) == before
 
@@ -113,7 +113,7 @@ def test_every_file_is_a_face_or_a_reject_and_reruns_are_incremental(tmp_path):
     (root / "val/madonna/wall.png").unlink()
     shutil.copy(root / "train/madonna/a.jpg", root / "train/ben_afflek/b.jpg")  # changed content
     shutil.copy(root / "val/madonna/c.jpg", root / "val/madonna/d.jpg")  # new (same content as c)
-    third = run_preprocess(_config(root, out, max_reject_share=1.0))
+    third = run_preprocess(_config(root, out, max_reject_share=1.0, augment_copies=2))
     assert (third.new, third.changed, third.deleted, third.processed) == (1, 1, 1, 2)
     live = read_live_faces(str(out), "train", ["source_path", "source_sha256"]).to_pandas()
     b_rows = live[live.source_path.str.endswith("ben_afflek/b.jpg")]
@@ -140,7 +140,7 @@ def test_leakage_and_reject_share(tmp_path):
 def test_a_run_that_died_leaves_the_previous_state_and_is_cleaned_up(tmp_path):
     root, out = tmp_path / "photos", tmp_path / "out"
     _tree(root)
-    run_preprocess(_config(root, out, max_reject_share=1.0))
+    run_preprocess(_config(root, out, max_reject_share=1.0, augment_copies=2))
     before = _snapshot(out)
     # what a run killed after moving shards but before the manifest leaves behind
     orphan = out / "shards" / "train" / "20990101T000000Z-dead00.00000.parquet"
@@ -148,7 +148,7 @@ def test_a_run_that_died_leaves_the_previous_state_and_is_cleaned_up(tmp_path):
     (out / "_staging" / "20990101T000000Z-dead00").mkdir(parents=True)
     assert orphan.name not in " ".join(live_shard_files(str(out), "train"))
     assert read_live_faces(str(out), "train", ["source_path", "source_sha256"]).count() == 6
-    rerun = run_preprocess(_config(root, out, max_reject_share=1.0))  # nothing new to process
+    rerun = run_preprocess(_config(root, out, max_reject_share=1.0, augment_copies=2))  # nothing new to process
     assert rerun.processed == 0
     assert not orphan.exists() and not (out / "_staging").exists()
     assert all(before[k] == v for k, v in _snapshot(out).items() if k.startswith("shards/train"))
@@ -169,7 +169,7 @@ def test_the_fetched_dataset(tmp_path, dataset_dir):
     assert train_ok + val_ok + rejects.num_rows == 118
     train_rows = sum(pq.read_metadata(f).num_rows for f in live_shard_files(str(out), "train"))
     val_rows = sum(pq.read_metadata(f).num_rows for f in live_shard_files(str(out), "val"))
-    assert train_rows == 3 * train_ok and val_rows == val_ok
+    assert train_rows == train_ok and val_rows == val_ok  # the default stores no augmented copies
     assert train_ok >= 92 and val_ok >= 24
     assert summary.leakage == []
     faces_found = pq.read_table(live_shard_files(str(out), "train")[0]).column("faces_found").to_pylist()

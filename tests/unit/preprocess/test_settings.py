@@ -14,7 +14,7 @@ def _fp(**changes) -> str:
 
 def test_row_shaping_settings_change_the_fingerprint_and_speed_settings_do_not():
     base = _fp()
-    for change in ({"face_margin": 0.4}, {"align": False}, {"augment_copies": 0}, {"seed": 1},
+    for change in ({"face_margin": 0.4}, {"align": False}, {"augment_copies": 2}, {"seed": 1},
                    {"min_face_confidence": 0.9}, {"face_size": 128}, {"detect_max_side": 320}):
         assert _fp(**change) != base, change
     for change in ({"detector_actors": 4}, {"detector_num_cpus": 1.0}, {"detect_batch_size": 2},
