@@ -19,7 +19,7 @@ PREDICTION_SCHEMA = pa.schema(
         pa.field("probabilities", pa.map_(pa.string(), pa.float32()), nullable=False),
     ]
 )
-# What a Predictor returns (everything but `model`, which the driver adds).
+# What a Predictor returns for one model (everything but `model`).
 PREDICTOR_SCHEMA = pa.schema([f for f in PREDICTION_SCHEMA if f.name != "model"])
 
 
@@ -59,3 +59,19 @@ class Predictor:
             ],
             schema=PREDICTOR_SCHEMA,
         )
+
+
+class MultiPredictor:
+    """Every named model in one actor: the validation faces are read and decoded once, and the actor
+    imports TensorFlow once (each Ray Data actor pool costs several seconds before its first batch).
+    Returns PREDICTION_SCHEMA rows, one per (model, face)."""
+
+    def __init__(self, out: str, names: list[str]) -> None:
+        self.predictors = {name: Predictor(out, name) for name in names}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        tables = []
+        for name, predictor in self.predictors.items():
+            table = predictor(batch)
+            tables.append(table.add_column(0, "model", pa.array([name] * table.num_rows, pa.string())))
+        return pa.concat_tables(tables).cast(PREDICTION_SCHEMA)

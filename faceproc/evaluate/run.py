@@ -3,10 +3,10 @@ then the predictions, the accuracy table and the report are written under `OUT/r
 
 For each `OUT/models/<name>/` whose `result.json` says `ok`, the live validation faces
 (`core.shards.read_live_faces(out, "val")`, original crops only) stream through one `Predictor`
-actor (1 CPU, or 1 GPU when the cluster has GPUs), which loads the model once. Only the small
-prediction rows come back to the driver, never the images. Models are evaluated one after
-another; a model whose loading or inference fails is reported `failed` with a one-line reason and
-the others go on.
+actor (1 CPU, or 1 GPU when the cluster has GPUs) that loads every model once, so the faces are
+read and decoded once and TensorFlow is imported once. Only the small prediction rows come back to
+the driver, never the images. When that pass fails, each model gets a pass of its own, so a model
+whose loading or inference fails is reported `failed` with a one-line reason and the others go on.
 
 Outputs, each written atomically:
 - `reports/predictions.parquet` (PREDICTION_SCHEMA): one row per (model, validation face).
@@ -32,7 +32,7 @@ from faceproc.core.model_names import model_order
 from faceproc.core.schema import MODEL_INPUT_COLUMNS, Status
 from faceproc.core.shards import live_shard_files, originals, read_live_faces
 from faceproc.evaluate.metrics import accuracy_rows
-from faceproc.evaluate.predictor import PREDICTION_SCHEMA, PREDICTOR_SCHEMA, Predictor
+from faceproc.evaluate.predictor import PREDICTION_SCHEMA, MultiPredictor
 from faceproc.evaluate.tables import write_accuracy
 from faceproc.inference.artifact import ModelArtifact
 
@@ -43,25 +43,46 @@ class EvaluateError(RuntimeError):
     """Evaluation cannot start (no validation shards, no models); the message says what to run."""
 
 
-def _predict_model(out: str, name: str, config: Config, use_gpu: bool) -> pa.Table:
-    """One model over the live validation faces; the prediction rows with a `model` column."""
+def _predict(out: str, names: list[str], config: Config, use_gpu: bool) -> pa.Table:
+    """The named models over the live validation faces, in one actor; PREDICTION_SCHEMA rows."""
     import ray.data
 
     faces = read_live_faces(out, "val", MODEL_INPUT_COLUMNS)
     if faces is None:
         raise EvaluateError("the validation shards disappeared while evaluating")
     predictions = originals(faces).map_batches(
-        Predictor,
-        fn_constructor_args=(out, name),
+        MultiPredictor,
+        fn_constructor_args=(out, names),
         batch_size=max(1, config.evaluate.batch_size),
         compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=1,
         num_gpus=1 if use_gpu else 0,
     )
     tables = [t for t in predictions.iter_batches(batch_format="pyarrow", batch_size=None) if t.num_rows]
-    table = pa.concat_tables([t.select(PREDICTOR_SCHEMA.names).cast(PREDICTOR_SCHEMA) for t in tables]) \
-        if tables else PREDICTOR_SCHEMA.empty_table()
-    return table.add_column(0, "model", pa.array([name] * table.num_rows, pa.string())).cast(PREDICTION_SCHEMA)
+    return pa.concat_tables([t.select(PREDICTION_SCHEMA.names).cast(PREDICTION_SCHEMA) for t in tables]) \
+        if tables else PREDICTION_SCHEMA.empty_table()
+
+
+def _predict_each(out: str, names: list[str], config: Config, use_gpu: bool) -> tuple[list[pa.Table], dict[str, str]]:
+    """All models in one pass; when that fails, one pass per model, so that a model that cannot load
+    or predict is the only one failed. Returns the prediction tables and {model: failure reason}."""
+    try:
+        return [_predict(out, names, config, use_gpu)], {}
+    except Exception as exc:  # noqa: BLE001 - which model broke is found below
+        if len(names) == 1:
+            return [], {names[0]: one_line_reason(exc)}
+    tables, failures = [], {}
+    for name in names:
+        try:
+            tables.append(_predict(out, [name], config, use_gpu))
+        except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
+            failures[name] = one_line_reason(exc)
+    return tables, failures
+
+
+def _failed(result: dict[str, Any], name: str, reason: str) -> dict[str, Any]:
+    log.warning("evaluate: %s: evaluation failed: %s", name, reason)
+    return {**result, "status": Status.FAILED, "reason": f"evaluation failed: {reason}"}
 
 
 def run_evaluate(config: Config) -> list[dict[str, Any]]:
@@ -87,27 +108,28 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
     init_ray(config.ray_address)
     require_on_every_node({"output": out})
     use_gpu = float(ray.cluster_resources().get("GPU", 0)) > 0
-    results: list[dict[str, Any]] = []
-    tables: list[pa.Table] = []
+    results: dict[str, dict[str, Any]] = {}
+    usable: list[str] = []
     labels: set[str] = set()
     for name in names:
         artifact = ModelArtifact(out, name)
-        result = artifact.result()
-        if result["status"] == Status.OK:
-            started = time.monotonic()
-            try:
-                artifact.check_usable()
-                classes = artifact.classes()
-                table = _predict_model(out, name, config, use_gpu)
-            except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
-                reason = f"evaluation failed: {one_line_reason(exc)}"
-                log.warning("evaluate: %s: %s", name, reason)
-                result = {**result, "status": Status.FAILED, "reason": reason}
-            else:
-                tables.append(table)
-                labels.update(classes)
-                log.info("evaluate: %s: %d faces in %.1f s", name, table.num_rows, time.monotonic() - started)
-        results.append(result)
+        results[name] = artifact.result()
+        if results[name]["status"] != Status.OK:
+            continue
+        try:
+            artifact.check_usable()
+            labels.update(artifact.classes())
+        except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
+            results[name] = _failed(results[name], name, one_line_reason(exc))
+        else:
+            usable.append(name)
+    started = time.monotonic()
+    tables, failures = _predict_each(out, usable, config, use_gpu) if usable else ([], {})
+    for name, reason in failures.items():
+        results[name] = _failed(results[name], name, reason)
+    done = [name for name in usable if name not in failures]
+    if done:
+        log.info("evaluate: %s on the validation faces in %.1f s", ", ".join(done), time.monotonic() - started)
 
     predictions = pa.concat_tables(tables) if tables else PREDICTION_SCHEMA.empty_table()
     if predictions.num_rows:  # model order, then photo: a stable file from run to run
@@ -121,7 +143,7 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
     storage.write_table_atomic(layout.report_file(out, layout.PREDICTIONS_FILE), predictions)
 
     labels.update(predictions.column("label").to_pylist())
-    rows = accuracy_rows(predictions, results, rejected_count(load_manifest(out), "val"), sorted(labels))
+    rows = accuracy_rows(predictions, [results[name] for name in names], rejected_count(load_manifest(out), "val"), sorted(labels))
     write_accuracy(out, rows)
     write_report(out)
     storage.write_json_atomic(layout.report_file(out, layout.CONFIG_FILE), config.to_dict())
