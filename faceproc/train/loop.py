@@ -41,6 +41,7 @@ class LoopConfig:
     epochs: int
     batch_size: int
     patience: int  # epochs without a better holdout loss before stopping
+    min_epochs: int  # no early stop before this many epochs
     seed: int
     use_gpu: bool
     cpus_per_worker: float
@@ -172,7 +173,7 @@ def train_func(config: dict[str, LoopConfig]) -> None:
         else:
             state.bad_epochs += 1
         state.next_epoch = epoch + 1
-        stop = state.bad_epochs >= loop.patience
+        stop = state.bad_epochs >= loop.patience and epoch + 1 >= loop.min_epochs
         metrics = {**scores, "epoch": epoch, "stopped_early": stop}
         if chief:
             print(epoch_line(loop.model, epoch, loop.epochs, scores, stop), flush=True)

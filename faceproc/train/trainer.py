@@ -33,7 +33,7 @@ def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build:
     loop = LoopConfig(
         model=spec.name, build=build, optimizer=spec.make_optimizer, num_classes=num_classes, feature=feature,
         has_holdout=holdout is not None, epochs=spec.epochs, batch_size=spec.batch_size,
-        patience=config.train.patience, seed=config.train.seed, use_gpu=where.use_gpu,
+        patience=config.train.patience, min_epochs=spec.min_epochs, seed=config.train.seed, use_gpu=where.use_gpu,
         cpus_per_worker=where.cpus_per_worker,
         cache_in_worker=fits_worker_cache(config.train.worker_cache_mb, where.workers, fit, holdout),
         steps_per_epoch=max(1, math.ceil(fit_rows / where.workers / spec.batch_size)),

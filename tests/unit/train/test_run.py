@@ -177,3 +177,33 @@ def test_facenet_default_reaches_092_on_the_val_photos(real_out):
     correct = sum(p == t for p, t in zip(predicted, val.label))
     assert correct / 25 >= 0.92  # rejected val photos count as errors
     assert (real_out / "models" / "facenet" / "centroids.json").exists()
+
+
+def test_the_model_fingerprint_follows_the_recipe_and_facenet_weights_by_content(tmp_path):
+    import dataclasses
+
+    from faceproc.models.registry import resolve_spec
+    from faceproc.train.data import TrainingData
+    from faceproc.train.run import settings_fingerprint
+
+    data = TrainingData(["a", "b"], None, None, 4, 1, frozenset(), "photos-v1", 4)
+    config = Config(output=str(tmp_path))
+    cnn = resolve_spec("cnn", config.train)
+    base = settings_fingerprint(config, cnn, data)
+    assert settings_fingerprint(config, dataclasses.replace(cnn, image_size=48), data) != base
+    assert settings_fingerprint(config, dataclasses.replace(cnn, min_epochs=5), data) != base
+    assert settings_fingerprint(config, cnn, dataclasses.replace(data, fingerprint="photos-v2")) != base
+    config.train.facenet_weights = str(tmp_path / "elsewhere.h5")
+    assert settings_fingerprint(config, cnn, data) == base  # cnn does not depend on FaceNet's weights
+
+    first, moved = tmp_path / "a" / "facenet_keras.h5", tmp_path / "b" / "facenet_keras.h5"
+    for path, content in ((first, b"weights-1"), (moved, b"weights-1")):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    facenet = resolve_spec("facenet", config.train)
+    config.train.facenet_weights = str(first)
+    at_first = settings_fingerprint(config, facenet, data)
+    config.train.facenet_weights = str(moved)
+    assert settings_fingerprint(config, facenet, data) == at_first  # the same file in another folder
+    moved.write_bytes(b"weights-2")
+    assert settings_fingerprint(config, facenet, data) != at_first  # new weights: a new model
