@@ -36,11 +36,14 @@ class Predictor:
         self._keys = pa.array(self.classes, pa.string())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        images = batch["image"]
-        n = len(images)
+        return self.predict(batch, [decode_png(png) for png in batch["image"]])
+
+    def predict(self, batch: dict[str, np.ndarray], faces: list[np.ndarray]) -> pa.Table:
+        """The rows for `batch` given its `image` column already decoded as `faces`."""
+        n = len(faces)
         if n == 0:
             return PREDICTOR_SCHEMA.empty_table()
-        probs = self.model.probabilities([decode_png(png) for png in images])
+        probs = self.model.probabilities(faces)
         best = probs.argmax(axis=1)
         k = len(self.classes)
         probabilities = pa.MapArray.from_arrays(
@@ -70,8 +73,9 @@ class MultiPredictor:
         self.predictors = {name: Predictor(out, name) for name in names}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        faces = [decode_png(png) for png in batch["image"]]
         tables = []
         for name, predictor in self.predictors.items():
-            table = predictor(batch)
+            table = predictor.predict(batch, faces)
             tables.append(table.add_column(0, "model", pa.array([name] * table.num_rows, pa.string())))
         return pa.concat_tables(tables).cast(PREDICTION_SCHEMA)

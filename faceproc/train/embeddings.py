@@ -6,6 +6,7 @@ folder named after the FaceNet weights' hash: new shards get embedded, old ones 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -39,8 +40,21 @@ class FaceNetEmbedder:
         return out
 
 
+def weights_digest(weights_path: str) -> str:
+    """SHA-256 of the FaceNet weights, hashed once per process while the file's size and modification
+    time stay the same (the model fingerprint and both embedding caches of a run ask for it)."""
+    fs, path = storage.resolve(weights_path)
+    info = fs.get_file_info(path)
+    return _digest(weights_path, info.size, info.mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(weights_path: str, size: int | None, mtime_ns: int | None) -> str:
+    return storage.sha256(weights_path)
+
+
 def embeddings_dir(out: str, weights_path: str, split: str) -> str:
-    return layout.embeddings_dir(out, storage.sha256(weights_path)[:16], split)
+    return layout.embeddings_dir(out, weights_digest(weights_path)[:16], split)
 
 
 def ensure_embeddings(out: str, weights_path: str, split: str, num_gpus: float = 0.0) -> list[str]:

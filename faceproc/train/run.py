@@ -26,7 +26,7 @@ from faceproc.inference.artifact import ModelArtifact, TrainedFiles
 from faceproc.models.errors import UnknownModelError, WeightsError, WeightsUnavailable
 from faceproc.models.registry import BuildContext, ModelSpec, parse_model_names, resolve_spec
 from faceproc.train.data import TrainingData, decode_faces, load_training_data
-from faceproc.train.embeddings import embedding_datasets, train_centroids
+from faceproc.train.embeddings import embedding_datasets, train_centroids, weights_digest
 from faceproc.train.loop import SCORE, read_state, read_weights
 from faceproc.train.placement import Placement, placement
 from faceproc.train.trainer import fit_with_ray_train
@@ -71,7 +71,7 @@ def settings_fingerprint(config: Config, spec: ModelSpec, data: TrainingData) ->
     if spec.name == "facenet":
         weights = BuildContext(train=train, models_dir=config.models_dir).facenet_weights_path
         settings.update(facenet_mode=train.facenet_mode,
-                        facenet_weights=storage.sha256(weights) if storage.exists(weights) else weights)
+                        facenet_weights=weights_digest(weights) if storage.exists(weights) else weights)
     if spec.name == "resnet50_imagenet":
         settings["imagenet_weights"] = train.imagenet_weights
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()

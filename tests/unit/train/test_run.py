@@ -205,5 +205,5 @@ def test_the_model_fingerprint_follows_the_recipe_and_facenet_weights_by_content
     at_first = settings_fingerprint(config, facenet, data)
     config.train.facenet_weights = str(moved)
     assert settings_fingerprint(config, facenet, data) == at_first  # the same file in another folder
-    moved.write_bytes(b"weights-2")
+    moved.write_bytes(b"weights-two")  # a new size too: the digest is cached per (size, mtime), and mtime is coarse
     assert settings_fingerprint(config, facenet, data) != at_first  # new weights: a new model
