@@ -48,6 +48,7 @@ class PreprocessConfig:
     detector_threads: int = 1  # TensorFlow threads per actor; 0 = TensorFlow's default (all cores)
     rows_per_shard: int = 4096  # face rows per Parquet shard file at most
     max_reject_share: float = 0.25  # fail the job when more inputs than this are rejected
+    verify_hashes: bool = False  # re-hash every known file in the driver, not trusting size and mtime
 
 
 @dataclass

@@ -94,5 +94,7 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("leakage", pa.bool_(), nullable=False),  # same content also in another split
         pa.field("run_id", pa.string(), nullable=False),  # the run that processed this content
         pa.field("settings", pa.string()),  # fingerprint of the preprocessing settings (null: unknown)
+        pa.field("size", pa.int64()),  # bytes, from the listing (null: not known, the content decides)
+        pa.field("mtime_ns", pa.int64()),  # modification time from the listing, ns since the epoch
     ]
 )

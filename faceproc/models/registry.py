@@ -3,7 +3,7 @@
 | name                | model                                        | size | epochs | batch | optimizer, lr, schedule       |
 |---------------------|----------------------------------------------|------|--------|-------|-------------------------------|
 | `cnn`               | the notebook CNN + BatchNorm (94,565 params) | 32   | 60     | 16    | adam 3e-3, warm-up 3 + cosine |
-| `resnet50`          | ResNet50 random init + head (25.7 M)         | 32   | 30     | 16    | adam 1e-3, warm-up 3 + cosine |
+| `resnet50`          | ResNet50 random init + head (25.7 M)         | 32   | 45     | 16    | adam 1e-3, warm-up 3 + cosine |
 | `resnet50_imagenet` | ResNet50 ImageNet + head (25.7 M)            | 160  | 8      | 16    | adam 1e-4, warm-up 1 + cosine |
 | `facenet`           | FaceNet + L2 + softmax head (22.8 M)         | 160  | 20     | 32    | adam 1e-2                     |
 
@@ -166,7 +166,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             name="resnet50",
             build=_build_resnet50,
-            epochs=30,
+            epochs=45,  # holdout accuracy over seeds 0-2: 0.59 after 30 epochs, 0.78 after 45
             batch_size=16,
             learning_rate=1e-3,
             optimizer="adam",
@@ -176,7 +176,7 @@ REGISTRY: dict[str, ModelSpec] = {
             # the whole schedule: its holdout loss stays above epoch 0's for 15-20 epochs after the
             # warm-up, so patience alone stopped two of four seeds at epoch 11 with epoch 0's weights
             # (chance on val), and a 15-epoch minimum (also with lr 5e-4) still did
-            min_epochs=30,
+            min_epochs=45,
             image_size=32,
             description="Keras ResNet50, random init, with a Dense(1024)-Dropout-softmax head, on the aligned face at 32x32.",
         ),

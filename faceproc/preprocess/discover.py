@@ -19,6 +19,7 @@ class InputFile:
     split: str | None
     label: str | None
     size: int
+    mtime_ns: int | None = None  # from the listing; with `size` it tells an unchanged file without reading it
     layout_error: str | None = None
 
 
@@ -40,7 +41,9 @@ def is_hidden(relative_parts: list[str]) -> bool:
 
 
 def discover(root: str) -> Discovery:
-    """Walk `root` recursively; every non-hidden file becomes an InputFile, sorted by path."""
+    """Walk `root` recursively; every non-hidden file becomes an InputFile, sorted by path.
+
+    The listing's size and modification time are all a rerun needs to find new and changed files."""
     fs, base = storage.resolve(root)
     info = fs.get_file_info(base)
     if info.type != pafs.FileType.Directory:
@@ -56,11 +59,11 @@ def discover(root: str) -> Discovery:
             continue
         path = "/".join([prefix, *parts])
         if len(parts) == 3:
-            found.files.append(InputFile(path, parts[0], parts[1], entry.size))
+            found.files.append(InputFile(path, parts[0], parts[1], entry.size, entry.mtime_ns))
         else:
             detail = (f"expected <split>/<person>/<file> under the input folder, found "
                       f"{'/'.join(parts)!r}")
-            found.files.append(InputFile(path, None, None, entry.size, layout_error=detail))
+            found.files.append(InputFile(path, None, None, entry.size, entry.mtime_ns, layout_error=detail))
     found.files.sort(key=lambda f: f.path)
     return found
 

@@ -25,7 +25,9 @@ PARTITION_COLUMN = "_split"  # Hive partition of the staged faces; dropped from 
 
 
 def decode_batch(batch: dict[str, np.ndarray], max_pixels: int, min_side: int) -> dict[str, np.ndarray]:
-    """Read and decode each file to RGB; failures become a reason on the row."""
+    """Read, hash and decode each file to RGB; failures become a reason on the row.
+
+    The SHA-256 is taken here, from the bytes read for decoding, so no file is read twice."""
     images, reasons, details, hashes = [], [], [], []
     for path, layout_error in zip(batch["path"], batch["layout_error"]):
         image, reason, detail, sha = EMPTY_IMAGE, "", "", ""
@@ -43,7 +45,7 @@ def decode_batch(batch: dict[str, np.ndarray], max_pixels: int, min_side: int) -
         reasons.append(reason)
         details.append(detail)
         hashes.append(sha)
-    out = {k: v for k, v in batch.items() if k != "sha256"}
+    out = dict(batch)
     out.update(sha256=np.array(hashes), image=object_array(images),
                reason=np.array(reasons), detail=np.array(details))
     return out

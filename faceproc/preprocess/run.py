@@ -1,9 +1,10 @@
 """`faceproc preprocess`: photos to Parquet face shards with Ray Data, incrementally.
 
-hash (tasks) -> plan against the manifest -> decode (tasks) -> MTCNN (actor pool) -> crop,
-augment and encode (tasks) -> staged Parquet -> publish: shards moved into place, rejects and
-then the manifest written atomically. Until the manifest is replaced, readers see the previous run
-(shard and reject rows count only when the manifest names their run).
+list -> plan against the manifest (size and mtime; no photo is read) -> Arrow blocks of the files
+to do -> read, hash and decode, MTCNN, crop, augment and encode (one actor pool) -> staged Parquet
+-> publish: shards moved into place, rejects and then the manifest written atomically. Until the
+manifest is replaced, readers see the previous run (shard and reject rows count only when the
+manifest names their run).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import pyarrow.fs as pafs
 
 from faceproc.config import Config
 from faceproc.core import layout, storage
-from faceproc.core.manifest import FileState, Plan, load_manifest, merge_manifest, plan_run
+from faceproc.core.manifest import FileState, Plan, hash_where_needed, load_manifest, merge_manifest, plan_run
 from faceproc.core.rejects import prune_rejects, write_rejects
 from faceproc.core.schema import MANIFEST_SCHEMA, REJECT_SCHEMA
 from faceproc.core.shards import orphan_shard_files
-from faceproc.preprocess.discover import Discovery, InputFile, discover
+from faceproc.preprocess.discover import Discovery, discover
 from faceproc.preprocess.operators import PARTITION_COLUMN, FacePipeline
 from faceproc.preprocess.settings import describe_change, fingerprint, row_settings
 
@@ -92,11 +93,9 @@ def new_run_id() -> str:
 
 
 def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSummary:
-    """Process the files under config.input that the manifest in config.output does not hold yet."""
-    import ray.data
+    """Process the files under config.input that the manifest in config.output does not hold yet.
 
-    from faceproc.core.ray_env import init_ray, require_on_every_node
-
+    Ray is imported and started only when there is work: a rerun with nothing new costs the listing."""
     started = time.monotonic()
     summary = PreprocessSummary(run_id=run_id or new_run_id())
     out = config.output
@@ -106,7 +105,9 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     previous = load_manifest(out)
     _remove_leftovers(out, previous)
     settings = row_settings(config.preprocess)
-    plan = plan_run(_hash_files(found), previous, fingerprint(settings))
+    listing = [FileState(f.path, f.split, f.label, f.size, f.mtime_ns) for f in found.files]
+    listing = hash_where_needed(listing, previous, config.preprocess.verify_hashes, _sha256_or_none)
+    plan = plan_run(listing, previous, fingerprint(settings))
     summary.new, summary.changed = plan.new, plan.changed
     summary.unchanged, summary.deleted = plan.unchanged, plan.deleted
     summary.processed = len(plan.to_process)
@@ -116,15 +117,21 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
                                             for old in sorted(plan.old_settings, key=str))
         log.info("preprocessing settings changed: %s; %d photos to redo", summary.settings_change, plan.resettled)
     if plan.has_work:
+        import ray.data
+
+        from faceproc.core.ray_env import init_ray, require_on_every_node
+
         init_ray(config.ray_address)
         require_on_every_node({"input": config.input, "output": out})
         staging_root = layout.staging_root(out)
         try:
             staging = storage.join(staging_root, summary.run_id)
             _process(config, found, plan, summary.run_id, staging, ray.data)
-            _publish(config, found, plan, previous, summary, staging, settings)
+            _publish(config, listing, plan, previous, summary, staging, settings)
         finally:
             storage.delete_dir(staging_root)
+    elif plan.relisted:  # content decided these are unchanged: record their listing entries
+        storage.write_table_atomic(layout.manifest(out), merge_manifest(previous, listing, MANIFEST_SCHEMA.empty_table()))
     manifest = load_manifest(out)
     _fill_live_counts(summary, manifest)
     summary.seconds = time.monotonic() - started
@@ -136,40 +143,33 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     return summary
 
 
-def _hash_files(found: Discovery) -> list[FileState]:
-    """SHA-256 of every discovered file, streamed through a few threads (hashlib releases the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def state(file: InputFile) -> FileState:
-        try:
-            sha = storage.sha256(file.path)
-        except OSError:
-            sha = ""  # unreadable now: processed (and rejected as read_error) on every run
-        return FileState(file.path, sha, file.split, file.label)
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(state, found.files))
+def _sha256_or_none(path: str) -> str | None:
+    try:
+        return storage.sha256(path)
+    except OSError:
+        return None  # unreadable now: processed again and rejected as read_error
 
 
 def _process(config: Config, found: Discovery, plan: Plan, run_id: str, staging: str, data) -> None:
     """Run the dataset for the files in `plan`, staging faces and rejects under `staging`."""
     prep = config.preprocess
-    by_path: dict[str, InputFile] = {f.path: f for f in found.files}
+    layout_errors = {f.path: f.layout_error for f in found.files if f.layout_error}
     label_ids = {label: i for i, label in enumerate(found.labels)}
-    items = [
-        {
-            "path": state.path,
-            "sha256": state.sha256,
-            "split": state.split or "",
-            "label": state.label or "",
-            "label_id": label_ids.get(state.label or "", -1),
-            "layout_error": by_path[state.path].layout_error or "",
-        }
-        for state in plan.to_process
-    ]
+    todo = plan.to_process
+    files = pa.table({
+        "path": [s.path for s in todo],
+        "split": [s.split or "" for s in todo],
+        "label": [s.label or "" for s in todo],
+        "label_id": pa.array([label_ids.get(s.label or "", -1) for s in todo], pa.int32()),
+        "layout_error": [layout_errors.get(s.path, "") for s in todo],
+    })
+    step = prep.actor_batch_size  # one block per actor call, so the pool shares the work from the start
+    blocks = [files.slice(start, step) for start in range(0, files.num_rows, step)]
+    if not blocks:  # only deletions: nothing to read
+        return
     fs, staging_path = storage.resolve(staging)
     (
-        data.from_items(items)
+        data.from_arrow(blocks)
         .map_batches(FacePipeline, fn_constructor_args=(prep, run_id, storage.join(staging, "rejects")),
                      batch_size=prep.actor_batch_size,
                      compute=data.ActorPoolStrategy(size=prep.detector_actors),
@@ -179,18 +179,20 @@ def _process(config: Config, found: Discovery, plan: Plan, run_id: str, staging:
     )
 
 
-def _publish(config: Config, found: Discovery, plan: Plan, previous: pa.Table,
+def _publish(config: Config, listing: list[FileState], plan: Plan, previous: pa.Table,
              summary: PreprocessSummary, staging: str, settings: dict[str, Any]) -> None:
     """Move staged shards into place, then write rejects and finally the manifest (the commit)."""
     out = config.output
     faces_by_path: collections.Counter[str] = collections.Counter()
     augmented = aligned = 0
     staged_files: list[tuple[str, str]] = []
+    content: dict[str, str] = {}  # path -> SHA-256, as the worker that read the file computed it
     for split_dir in _partition_dirs(storage.join(staging, "faces")):
         split = split_dir.rsplit("=", 1)[1]
         for staged in storage.list_files(split_dir, ".parquet"):
-            columns = storage.read_table(staged, columns=["source_path", "augment_index", "aligned"])
+            columns = storage.read_table(staged, columns=["source_path", "source_sha256", "augment_index", "aligned"])
             faces_by_path.update(columns.column("source_path").to_pylist())
+            content.update(zip(columns.column("source_path").to_pylist(), columns.column("source_sha256").to_pylist()))
             copies = columns.column("augment_index").to_pylist()
             augmented += sum(1 for i in copies if i > 0)
             aligned += sum(1 for i, a in zip(copies, columns.column("aligned").to_pylist()) if i == 0 and a)
@@ -208,12 +210,12 @@ def _publish(config: Config, found: Discovery, plan: Plan, previous: pa.Table,
     summary.rejects = len(rejected_paths)
     summary.rejects_by_reason = dict(collections.Counter(new_rejects.column("reason").to_pylist()))
 
-    current_paths = {f.path for f in found.files}
     reasons = dict(zip(rejected_paths, new_rejects.column("reason").to_pylist()))
+    content.update((p, sha or "") for p, sha in zip(rejected_paths, new_rejects.column("sha256").to_pylist()))
     fresh = pa.table(
         {
             "path": [s.path for s in plan.to_process],
-            "sha256": [s.sha256 for s in plan.to_process],
+            "sha256": [content[s.path] for s in plan.to_process],
             "split": [s.split for s in plan.to_process],
             "label": [s.label for s in plan.to_process],
             "status": ["rejected" if s.path in reasons else "ok" for s in plan.to_process],
@@ -222,10 +224,12 @@ def _publish(config: Config, found: Discovery, plan: Plan, previous: pa.Table,
             "leakage": [False] * len(plan.to_process),
             "run_id": [summary.run_id] * len(plan.to_process),
             "settings": [plan.settings] * len(plan.to_process),
+            "size": pa.nulls(len(plan.to_process), pa.int64()),  # merge_manifest fills in the listing
+            "mtime_ns": pa.nulls(len(plan.to_process), pa.int64()),
         },
         schema=MANIFEST_SCHEMA,
     )
-    manifest = merge_manifest(previous, current_paths, fresh)
+    manifest = merge_manifest(previous, listing, fresh)
     storage.write_json_atomic(layout.preprocess_settings(out, plan.settings), settings)
     write_rejects(out, manifest, new_rejects)  # rows the manifest does not name yet are not live
     storage.write_table_atomic(layout.manifest(out), manifest)

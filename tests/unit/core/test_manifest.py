@@ -1,6 +1,6 @@
 import pyarrow as pa
 
-from faceproc.core.manifest import FileState, leakage_flags, live_keys, merge_manifest, plan_run
+from faceproc.core.manifest import FileState, hash_where_needed, leakage_flags, live_keys, merge_manifest, plan_run
 from faceproc.core.schema import MANIFEST_SCHEMA
 
 
@@ -9,24 +9,28 @@ def _manifest(rows):
     return pa.table(cols, schema=MANIFEST_SCHEMA)
 
 
-def _row(path, sha, split="train", status="ok", run="r1", settings="s1"):
-    return {"path": path, "sha256": sha, "split": split, "label": "p", "status": status,
-            "reason": None, "face_rows": 1, "leakage": False, "run_id": run, "settings": settings}
+def _row(path, sha, split="train", status="ok", run="r1", settings="s1", size=10, mtime=100):
+    return {"path": path, "sha256": sha, "split": split, "label": "p", "status": status, "reason": None,
+            "face_rows": 1, "leakage": False, "run_id": run, "settings": settings, "size": size, "mtime_ns": mtime}
 
 
-def test_plan_new_changed_unchanged_deleted():
-    previous = _manifest([_row("a", "1"), _row("b", "2"), _row("gone", "3")])
-    current = [FileState("a", "1", "train", "p"), FileState("b", "22", "train", "p"),
-               FileState("c", "4", "val", "p")]
+def _file(path, split="train", size=10, mtime=100, sha=None):
+    return FileState(path, split, "p", size, mtime, sha)
+
+
+def test_plan_goes_by_the_listing_entry_new_changed_unchanged_deleted():
+    previous = _manifest([_row("a", "1"), _row("b", "2"), _row("t", "5"), _row("gone", "3")])
+    current = [_file("a"), _file("b", size=11), _file("t", mtime=101), _file("c", "val")]
     plan = plan_run(current, previous, "s1")
-    assert (plan.new, plan.changed, plan.unchanged, plan.deleted, plan.resettled) == (1, 1, 1, 1, 0)
-    assert [s.path for s in plan.to_process] == ["b", "c"]
+    assert (plan.new, plan.changed, plan.unchanged, plan.deleted, plan.resettled) == (1, 2, 1, 1, 0)
+    assert [s.path for s in plan.to_process] == ["b", "t", "c"]  # a new size or a new mtime: read again
+    assert plan.hashed == 0
 
 
 def test_plan_redoes_exactly_the_files_made_with_other_settings():
     previous = _manifest([_row("a", "1"), _row("b", "2", settings="old"), _row("r", "3", status="rejected",
                                                                                 settings=None)])
-    current = [FileState("a", "1", "train", "p"), FileState("b", "2", "train", "p"), FileState("r", "3", "val", "p")]
+    current = [_file("a"), _file("b"), _file("r", "val")]
     plan = plan_run(current, previous, "s1")
     assert [s.path for s in plan.to_process] == ["b", "r"]  # a rejected file is retried with the new settings too
     assert (plan.resettled, plan.unchanged, plan.new, plan.changed) == (2, 1, 0, 0)
@@ -34,13 +38,44 @@ def test_plan_redoes_exactly_the_files_made_with_other_settings():
     assert plan_run(current, previous, "old").to_process == [current[0], current[2]]
 
 
-def test_merge_replaces_changed_drops_deleted_and_flags_leakage():
+def test_the_driver_hashes_only_rows_without_a_listing_entry_unless_asked_to_verify():
+    previous = _manifest([_row("a", "1"), _row("old", "2", size=None, mtime=None), _row("moved", "3")])
+    current = [_file("a"), _file("old"), _file("moved", mtime=999), _file("new")]
+    read = []
+
+    def sha256(path):
+        read.append(path)
+        return {"a": "1", "old": "2", "moved": "3", "new": "4"}[path]
+
+    hashed = hash_where_needed(current, previous, verify=False, sha256=sha256)
+    assert read == ["old"]
+    plan = plan_run(hashed, previous, "s1")
+    assert (plan.unchanged, plan.changed, plan.new, plan.hashed, plan.relisted) == (2, 1, 1, 1, 1)
+
+    read.clear()
+    verified = plan_run(hash_where_needed(current, previous, verify=True, sha256=sha256), previous, "s1")
+    assert sorted(read) == ["a", "moved", "old"]  # every known file; new ones are hashed by the workers
+    assert (verified.unchanged, verified.changed, verified.new) == (3, 0, 1)  # same content, new mtime
+
+
+def test_an_unreadable_file_is_tried_again_on_every_run():
+    previous = _manifest([_row("a", "", status="rejected", size=None, mtime=None)])
+    current = hash_where_needed([_file("a")], previous, verify=False, sha256=lambda path: None)
+    assert [s.path for s in plan_run(current, previous, "s1").to_process] == ["a"]
+
+
+def test_merge_replaces_changed_drops_deleted_records_the_listing_and_flags_leakage():
     previous = _manifest([_row("a", "1"), _row("b", "2"), _row("gone", "3")])
-    fresh = _manifest([_row("b", "22", run="r2"), _row("v", "1", split="val", run="r2")])
-    merged = merge_manifest(previous, {"a", "b", "v"}, fresh)
-    assert merged.column("path").to_pylist() == ["a", "b", "v"]
-    assert merged.column("sha256").to_pylist() == ["1", "22", "1"]
-    assert merged.column("leakage").to_pylist() == [True, False, True]
+    fresh = _manifest([_row("b", "22", run="r2", size=None, mtime=None),
+                       _row("v", "1", split="val", run="r2", size=None, mtime=None),
+                       _row("x", "", split="val", run="r2", status="rejected", size=None, mtime=None)])
+    current = [_file("a", mtime=7), _file("b", size=12), _file("v", "val", size=5), _file("x", "val")]
+    merged = merge_manifest(previous, current, fresh)
+    assert merged.column("path").to_pylist() == ["a", "b", "v", "x"]
+    assert merged.column("sha256").to_pylist() == ["1", "22", "1", ""]
+    assert merged.column("size").to_pylist() == [10, 12, 5, None]  # an unreadable file keeps no entry
+    assert merged.column("mtime_ns").to_pylist() == [7, 100, 100, None]
+    assert merged.column("leakage").to_pylist() == [True, False, True, False]
     assert live_keys(merged) == {("a", "1"), ("b", "22"), ("v", "1")}
 
 
@@ -49,13 +84,16 @@ def test_leakage_needs_two_splits():
     assert leakage_flags(table).to_pylist() == [False, False]
 
 
-def test_a_manifest_from_before_settings_were_recorded_loads_with_unknown_settings(tmp_path):
+def test_a_manifest_from_an_earlier_faceproc_loads_with_unknown_settings_and_listing(tmp_path):
     import pyarrow.parquet as pq
 
     from faceproc.core.manifest import load_manifest
 
-    old = _manifest([_row("a", "1")]).drop_columns(["settings"])
+    old = _manifest([_row("a", "1")]).drop_columns(["settings", "size", "mtime_ns"])
     pq.write_table(old, tmp_path / "manifest.parquet")
     loaded = load_manifest(str(tmp_path))
     assert loaded.column("settings").to_pylist() == [None]
-    assert plan_run([FileState("a", "1", "train", "p")], loaded, "s1").resettled == 1
+    assert loaded.column("size").to_pylist() == [None]
+    current = hash_where_needed([_file("a")], loaded, verify=False, sha256=lambda path: "1")
+    plan = plan_run(current, loaded, "s1")
+    assert (plan.resettled, plan.hashed) == (1, 1)  # the content says unchanged, the settings are unknown

@@ -126,6 +126,35 @@ def test_every_file_is_a_face_or_a_reject_and_reruns_are_incremental(tmp_path):
     assert third.leakage == []
 
 
+def test_a_rerun_goes_by_the_listing_and_verify_hashes_reads_everything(tmp_path):
+    """A file whose size and mtime are unchanged is not read (so content swapped under the same entry
+    goes unnoticed); `verify_hashes` reads every file and catches it; a new mtime alone redoes a file."""
+    import os
+
+    root, out = tmp_path / "photos", tmp_path / "out"
+    for target in ("train/madonna/a.jpg", "train/ben_afflek/b.jpg"):
+        (root / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(DATASET / FACE_PHOTOS[target], root / target)
+    run_preprocess(_config(root, out, max_reject_share=1.0))
+    swapped, touched = root / "train/madonna/a.jpg", root / "train/ben_afflek/b.jpg"
+    entry = swapped.stat()
+    replacement = os.urandom(entry.st_size)
+    swapped.write_bytes(replacement)
+    os.utime(swapped, ns=(entry.st_atime_ns, entry.st_mtime_ns))
+
+    trusting = run_preprocess(_config(root, out, max_reject_share=1.0))
+    assert (trusting.processed, trusting.unchanged) == (0, 2)
+
+    verified = run_preprocess(_config(root, out, max_reject_share=1.0, verify_hashes=True))
+    assert (verified.changed, verified.processed, verified.rejects_by_reason) == (1, 1, {"not_an_image": 1})
+    row = load_manifest(str(out)).filter(pc.equal(load_manifest(str(out)).column("path"), str(swapped)))
+    assert row.column("sha256").to_pylist() == [hashlib.sha256(replacement).hexdigest()]  # the worker's hash
+
+    os.utime(touched, ns=(entry.st_atime_ns, entry.st_mtime_ns + 10**9))
+    again = run_preprocess(_config(root, out, max_reject_share=1.0))
+    assert (again.changed, again.processed, again.face_photos) == (1, 1, 1)
+
+
 def test_leakage_and_reject_share(tmp_path):
     root, out = tmp_path / "photos", tmp_path / "out"
     _tree(root)

@@ -1,0 +1,171 @@
+"""faceproc on object storage: a real S3 API (moto's standalone server) on loopback, s3:// in and out.
+
+The server is a separate process on a free port; `AWS_ENDPOINT_URL` points pyarrow at it, in the
+test process and in every faceproc run (each a CLI subprocess with a local Ray of its own, so its
+workers inherit the endpoint, as they would from a cluster's environment).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow.fs as pafs
+import pytest
+
+from faceproc.core import layout, storage
+from faceproc.core.manifest import load_manifest
+from faceproc.core.shards import iter_live_faces
+from tests.system.test_crash_safety import KILL_AT_BOOTSTRAP, KILL_AT_ENV
+
+pytestmark = pytest.mark.slow
+
+PEOPLE = ("ben_afflek", "madonna", "mindy_kaling")
+TRAIN_PHOTOS, VAL_PHOTOS = 4, 2
+BUCKET = "faceproc-test"
+RUN_TIMEOUT = 1200  # seconds
+ROOT = Path(__file__).resolve().parents[2]  # runs start here, where models/ holds FaceNet's weights
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_env() -> Iterator[dict[str, str]]:
+    """A moto S3 server on loopback with one bucket; yields the environment that points at it."""
+    port = _free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail(f"moto_server did not start on port {port}")
+                time.sleep(0.2)
+        pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], scheme="http",
+                          allow_bucket_creation=True).create_dir(BUCKET)
+        yield env
+    finally:
+        server.kill()
+        server.wait()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, dataset_dir) -> Path:
+    """3 people x (4 train + 2 val) real photos and one broken file, on local disk."""
+    root = tmp_path_factory.mktemp("s3-photos")
+    for person in PEOPLE:
+        for split, count in (("train", TRAIN_PHOTOS), ("val", VAL_PHOTOS)):
+            (root / split / person).mkdir(parents=True)
+            for src in sorted((dataset_dir / split / person).iterdir())[:count]:
+                shutil.copy(src, root / split / person / src.name)
+    (root / "train" / "madonna" / "broken.jpg").write_bytes(b"not a photo\n" * 50)
+    return root
+
+
+def _upload(local: Path, uri: str) -> None:
+    fs, path = storage.resolve(uri)
+    pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+def _faceproc(env: dict[str, str], *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    run_env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **env, "PYTHONUNBUFFERED": "1"}
+    if kill_at:
+        run_env[KILL_AT_ENV] = kill_at
+        argv = [sys.executable, "-c", KILL_AT_BOOTSTRAP, *args]
+    else:
+        argv = [sys.executable, "-m", "faceproc.cli", *args]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            env=run_env, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of its local Ray is left
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(argv, proc.returncode, output)
+
+
+def _live_paths(out: str, split: str) -> list[str]:
+    """Read in this process, without Ray: the session's Ray may predate the S3 endpoint."""
+    return sorted(path for table in iter_live_faces(out, split, ["source_path"])
+                  for path in table.column("source_path").to_pylist())
+
+
+def _assert_accounted(out: str, input_uri: str, photos: Path) -> None:
+    """Every input file in the manifest once; every ok file's face row live exactly once."""
+    manifest = load_manifest(out)
+    expected = sorted(f"{input_uri}/{p.relative_to(photos).as_posix()}" for p in photos.rglob("*") if p.is_file())
+    assert sorted(manifest.column("path").to_pylist()) == expected
+    for split in ("train", "val"):
+        ok = sorted(r["path"] for r in manifest.to_pylist() if r["status"] == "ok" and r["split"] == split)
+        assert _live_paths(out, split) == ok
+
+
+def test_run_rerun_and_predict_on_s3(s3_env, photos):
+    input_uri, out = f"s3://{BUCKET}/run/in", f"s3://{BUCKET}/run/out"
+    _upload(photos, input_uri)
+
+    first = _faceproc(s3_env, "run", "--input", input_uri, "--output", out, "--models", "facenet")
+    assert first.returncode == 0, first.stdout[-4000:]
+    _assert_accounted(out, input_uri, photos)
+    accuracy = {row["model"]: row for row in storage.read_json(layout.report_file(out, layout.ACCURACY_JSON))}
+    assert accuracy["facenet"]["status"] == "ok" and accuracy["facenet"]["accuracy"] >= 5 / 6
+    assert storage.exists(layout.report_file(out, layout.REPORT_HTML))
+    manifest = load_manifest(out)
+
+    again = _faceproc(s3_env, "preprocess", "--input", input_uri, "--output", out)
+    assert again.returncode == 0, again.stdout[-4000:]
+    processed = [line.split()[-1] for line in again.stdout.splitlines() if line.startswith("processed this run")]
+    assert processed == ["0"], again.stdout[-4000:]
+    assert load_manifest(out).equals(manifest)
+
+    photo = sorted((photos / "val" / "madonna").iterdir())[0]
+    named = _faceproc(s3_env, "predict", "--output", out, "--json", str(photo))
+    assert named.returncode == 0, named.stdout[-4000:]
+    faces = [json.loads(line) for line in named.stdout.splitlines() if line.startswith("{")]
+    assert faces and faces[0]["person"] == "madonna", named.stdout[-2000:]
+
+
+@pytest.mark.parametrize("kill_at", ["move:1", "write:rejects.parquet"])
+def test_a_run_killed_while_publishing_to_s3_leaves_it_readable_and_the_next_run_completes(
+        s3_env, photos, kill_at):
+    input_uri = f"s3://{BUCKET}/crash-{kill_at.replace(':', '-').replace('.', '-')}/in"
+    out = input_uri.rsplit("/", 1)[0] + "/out"
+    _upload(photos, input_uri)
+    killed = _faceproc(s3_env, "preprocess", "--input", input_uri, "--output", out, kill_at=kill_at)
+    assert killed.returncode == -signal.SIGKILL, f"never reached {kill_at}:\n{killed.stdout[-4000:]}"
+    assert load_manifest(out).num_rows == 0  # the manifest is the commit: nothing is live yet
+    assert _live_paths(out, "train") == []
+
+    finished = _faceproc(s3_env, "preprocess", "--input", input_uri, "--output", out)
+    assert finished.returncode == 0, finished.stdout[-4000:]
+    _assert_accounted(out, input_uri, photos)
+    leftovers = [info.path for info in storage.resolve(out)[0].get_file_info(
+        pafs.FileSelector(storage.resolve(out)[1], recursive=True)) if "_staging" in info.path or ".tmp-" in info.path]
+    assert leftovers == []
