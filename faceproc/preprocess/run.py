@@ -132,7 +132,7 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
             storage.delete_dir(staging_root)
     elif plan.relisted:  # content decided these are unchanged: record their listing entries
         storage.write_table_atomic(layout.manifest(out), merge_manifest(previous, listing, MANIFEST_SCHEMA.empty_table()))
-    manifest = load_manifest(out)
+    manifest = load_manifest(out) if plan.has_work or plan.relisted else previous
     _fill_live_counts(summary, manifest)
     summary.seconds = time.monotonic() - started
     storage.write_json_atomic(layout.config(out), config.to_dict())
