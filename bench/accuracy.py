@@ -28,6 +28,7 @@ def run(out_root: Path, seeds: list[int], aligns: list[bool], models: list[str])
     from faceproc.core import layout, storage
     from faceproc.core.ray_env import init_ray
     from faceproc.evaluate.run import run_evaluate
+    from faceproc.inference.artifact import ModelArtifact
     from faceproc.preprocess.run import run_preprocess
     from faceproc.train.run import run_train
 
@@ -47,7 +48,7 @@ def run(out_root: Path, seeds: list[int], aligns: list[bool], models: list[str])
             results = {r["model"]: r for r in run_train(config, force=True)}
             accuracy = {r["model"]: r for r in run_evaluate(config)}
             for name in models:
-                history_uri = storage.join(layout.model_dir(str(out), name), layout.HISTORY_FILE)
+                history_uri = ModelArtifact(str(out), name).file(layout.HISTORY_FILE)
                 history = storage.read_json(history_uri) if storage.exists(history_uri) else None
                 result, row = results[name], accuracy.get(name, {})
                 best = result.get("best_epoch")

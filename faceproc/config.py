@@ -80,7 +80,8 @@ class EvaluateConfig:
     """Batch inference and report settings."""
 
     batch_size: int = 32
-    unknown_quantile: float = 0.99  # facenet: distance quantile on train faces beyond which a face is unknown
+    unknown_far: float = 0.01  # facenet: share of strangers the unknown threshold may accept (leave-one-person-out)
+    unknown_quantile: float = 0.99  # facenet with one person only: own-centroid distance quantile as threshold
 
 
 @dataclass

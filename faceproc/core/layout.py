@@ -15,6 +15,8 @@ HISTORY_FILE = "history.json"
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.json"
 CENTROIDS_FILE = "centroids.json"
+MODEL_POINTER_FILE = "current.json"  # object storage: {"version": ...}, the model folder's commit
+MODEL_VERSIONS_DIR = "versions"
 
 LOCK_FILE = ".faceproc.lock"
 SHARDS_DIR = "shards"
@@ -73,6 +75,20 @@ def models_root(out: str) -> str:
 
 def model_dir(out: str, name: str) -> str:
     return storage.join(out, MODELS_DIR, name)
+
+
+def model_pointer(out: str, name: str) -> str:
+    """On object storage: names the version folder that is the model (written last)."""
+    return storage.join(out, MODELS_DIR, name, MODEL_POINTER_FILE)
+
+
+def model_versions_root(out: str, name: str) -> str:
+    return storage.join(out, MODELS_DIR, name, MODEL_VERSIONS_DIR)
+
+
+def model_version_dir(out: str, name: str, version: str) -> str:
+    """On object storage: one training's files, written once, under a name of its own."""
+    return storage.join(model_versions_root(out, name), version)
 
 
 def model_staging_dir(out: str, name: str) -> str:

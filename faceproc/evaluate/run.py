@@ -144,6 +144,10 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
 
     labels.update(predictions.column("label").to_pylist())
     rows = accuracy_rows(predictions, [results[name] for name in names], rejected_count(load_manifest(out), "val"), sorted(labels))
+    for row in rows:  # the unknown-person operating point, for the models that have one
+        open_set = ModelArtifact(out, row["model"]).open_set() if row["status"] == "ok" else None
+        if open_set:
+            row["open_set"] = open_set
     write_accuracy(out, rows)
     write_report(out)
     storage.write_json_atomic(layout.report_file(out, layout.CONFIG_FILE), config.to_dict())

@@ -2,10 +2,12 @@
 `predict` read it, all through this module.
 
 The folder holds (names in `core.layout`) `model.keras`, `classes.json`, `history.json`,
-`config.json`, `result.json` and, for FaceNet, `centroids.json`. A newly trained model's files are
-written to a staging folder and swapped in whole (renames on a local disk), so a reader never pairs
-one run's `model.keras` with another's `classes.json`; a failed or skipped model rewrites only its
-`result.json` and `config.json`.
+`config.json`, `result.json` and, for FaceNet, `centroids.json`, so a reader must never pair one
+run's `model.keras` with another's `classes.json`. On a local disk a newly trained model's files are
+written to a staging folder and swapped in whole by renames. Object storage has no rename: there
+the files are written once into `versions/<version>/` and `current.json`, naming that version, is
+written last (the commit); older versions are deleted after it. A failed or skipped model rewrites
+only the live folder's `result.json` and `config.json`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +29,8 @@ from faceproc.inference import openset
 
 log = logging.getLogger(__name__)
 
+MODEL_FILES = (layout.MODEL_FILE, layout.CLASSES_FILE, layout.HISTORY_FILE, layout.CENTROIDS_FILE,
+               layout.CONFIG_FILE, layout.RESULT_FILE)
 BACKBONE_LAYER = "facenet"  # faceproc.models.facenet.wrap_backbone's default name
 
 
@@ -48,7 +53,14 @@ class ModelArtifact:
 
     def __init__(self, out: str, name: str) -> None:
         self.out, self.name = out, name
-        self.dir = layout.model_dir(out, name)
+        self.dir = self._live_dir()
+
+    def _live_dir(self) -> str:
+        """The version `current.json` names (object storage), else OUT/models/<name>/ itself."""
+        pointer = layout.model_pointer(self.out, self.name)
+        if storage.is_local(self.out) or not storage.exists(pointer):
+            return layout.model_dir(self.out, self.name)
+        return layout.model_version_dir(self.out, self.name, storage.read_json(pointer)["version"])
 
     def file(self, name: str) -> str:
         return storage.join(self.dir, name)
@@ -56,8 +68,10 @@ class ModelArtifact:
     # ---- written by training
 
     def recover(self) -> None:
-        """Put back the previous folder when a run died between moving it aside and the new one in."""
-        storage.restore_dir(self.dir)
+        """Put back the previous folder when a run died between moving it aside and the new one in
+        (local disks; on object storage the pointer is the commit and there is nothing to undo)."""
+        if storage.is_local(self.out):
+            storage.restore_dir(self.dir)
 
     def up_to_date_result(self, fingerprint: str) -> dict[str, Any] | None:
         """The saved result when the model was trained with `fingerprint` and its model file is there."""
@@ -69,19 +83,38 @@ class ModelArtifact:
     def save(self, result: dict[str, Any], config: dict[str, Any], trained: TrainedFiles | None) -> None:
         """With `trained`: stage every file, then swap the folder in whole. Without: rewrite only
         result.json and config.json, so a failure leaves the previous model usable."""
-        staging = layout.model_staging_dir(self.out, self.name)
-        storage.delete_dir(staging)
-        target = staging if trained is not None else self.dir
-        if trained is not None:
-            _save_keras(trained.model, storage.join(staging, layout.MODEL_FILE))
-            storage.write_json_atomic(storage.join(staging, layout.CLASSES_FILE), trained.classes)
-            storage.write_json_atomic(storage.join(staging, layout.HISTORY_FILE), trained.history)
-            if trained.centroids is not None:
-                storage.write_json_atomic(storage.join(staging, layout.CENTROIDS_FILE), trained.centroids)
-        storage.write_json_atomic(storage.join(target, layout.CONFIG_FILE), config)
-        storage.write_json_atomic(storage.join(target, layout.RESULT_FILE), result)
-        if trained is not None:
+        if trained is None:
+            self._write_result(self.dir, result, config)
+        elif storage.is_local(self.out):
+            staging = layout.model_staging_dir(self.out, self.name)
+            storage.delete_dir(staging)
+            self._write_files(staging, result, config, trained)
             storage.replace_dir(staging, self.dir)
+        else:
+            version = uuid.uuid4().hex[:12]
+            folder = layout.model_version_dir(self.out, self.name, version)
+            self._write_files(folder, result, config, trained)
+            storage.write_json_atomic(layout.model_pointer(self.out, self.name), {"version": version})
+            self.dir = folder
+            for old in storage.list_dirs(layout.model_versions_root(self.out, self.name)):
+                if old != version:  # superseded, or left by a run that died before its pointer
+                    storage.delete_dir(layout.model_version_dir(self.out, self.name, old))
+            for name in MODEL_FILES:  # the flat folder an earlier faceproc wrote here
+                storage.delete_file(storage.join(layout.model_dir(self.out, self.name), name))
+
+    @staticmethod
+    def _write_files(folder: str, result: dict[str, Any], config: dict[str, Any], trained: TrainedFiles) -> None:
+        _save_keras(trained.model, storage.join(folder, layout.MODEL_FILE))
+        storage.write_json_atomic(storage.join(folder, layout.CLASSES_FILE), trained.classes)
+        storage.write_json_atomic(storage.join(folder, layout.HISTORY_FILE), trained.history)
+        if trained.centroids is not None:
+            storage.write_json_atomic(storage.join(folder, layout.CENTROIDS_FILE), trained.centroids)
+        ModelArtifact._write_result(folder, result, config)
+
+    @staticmethod
+    def _write_result(folder: str, result: dict[str, Any], config: dict[str, Any]) -> None:
+        storage.write_json_atomic(storage.join(folder, layout.CONFIG_FILE), config)
+        storage.write_json_atomic(storage.join(folder, layout.RESULT_FILE), result)
 
     # ---- read by evaluation and predict
 
@@ -114,6 +147,17 @@ class ModelArtifact:
             raise ArtifactError(f"{uri} must hold a non-empty list of distinct person names")
         return classes
 
+    def open_set(self) -> dict[str, Any] | None:
+        """How the unknown threshold was chosen (centroids.json's calibration without its curve):
+        threshold, target and estimated false-accept rate, false-reject rate; None without centroids."""
+        uri = self.file(layout.CENTROIDS_FILE)
+        if not storage.exists(uri):
+            return None
+        saved = storage.read_json(uri)
+        calibration = dict(saved.get("calibration") or {"method": "quantile of own-centroid distances"})
+        calibration.pop("curve", None)
+        return {**calibration, "threshold": saved.get("threshold")}
+
     def check_usable(self) -> None:
         """Fail early, in one line, when the model was not trained `ok` or its `model.keras` is missing or
         not a `.keras` archive (reads only the zip directory, also on remote storage)."""
@@ -131,7 +175,7 @@ class ModelArtifact:
                 members = set(archive.namelist())
         except FileNotFoundError:
             trained = [m for m in storage.list_dirs(layout.models_root(self.out))
-                       if storage.exists(storage.join(layout.model_dir(self.out, m), layout.MODEL_FILE))]
+                       if storage.exists(ModelArtifact(self.out, m).file(layout.MODEL_FILE))]
             have = f" (trained models: {', '.join(trained)})" if trained else ""
             raise ArtifactError(f"no trained model {self.name!r}: {rel} is missing{have}; "
                                 f"run `faceproc train` first") from None

@@ -6,9 +6,15 @@ their normalised training embeddings, normalised again), and a face whose Euclid
 the *nearest* centroid exceeds `threshold` is reported as ``"unknown"``. Every distance is between
 two points on the unit sphere (0 = same direction, 2 = opposite).
 
-The threshold is the `unknown_quantile` (config `evaluate.unknown_quantile`, default 0.99) of the
-distances of the *training* embeddings to their own class centroid, times THRESHOLD_SCALE (1.0, no
-margin): with 0.99 about 1% of the training faces themselves would be called unknown. Pure numpy.
+The threshold is chosen from the training faces by leave-one-person-out: each person in turn plays
+the stranger, whose distance to the nearest *other* person's centroid is what a stranger would score
+(an impostor distance), while every known face's distance to the nearest centroid, its own computed
+without it, is what a known face scores (a genuine distance). The threshold is the largest distance
+that accepts at most `unknown_far` (config `evaluate.unknown_far`, default 0.01) of the impostor
+distances; the false-accept / false-reject curve, the operating point and its estimated rates are
+kept in `centroids.json`. With a single person there is no stranger to learn from, and the threshold
+falls back to the `unknown_quantile` (0.99) of the faces' distances to their own centroid.
+Pure numpy.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 import numpy as np
 
 UNKNOWN = "unknown"
-THRESHOLD_SCALE = 1.0  # threshold = quantile of train distances x this (no margin)
+CURVE_POINTS = 101  # thresholds on the recorded false-accept / false-reject curve
 _EPS = 1e-12
 
 
@@ -34,15 +40,15 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, _EPS)
 
 
-def compute_centroids(embeddings: np.ndarray, labels: Sequence[str], quantile: float) -> dict[str, Any]:
+def compute_centroids(embeddings: np.ndarray, labels: Sequence[str], unknown_far: float,
+                      quantile: float = 0.99) -> dict[str, Any]:
     """Class centroids of FaceNet embeddings and the distance beyond which a face is unknown.
 
     `embeddings` is (n, d) (raw backbone outputs; they are L2-normalised here), `labels` the n
-    person names. Each centroid is the mean of its class's normalised embeddings, normalised
-    again. `threshold` is the `quantile` (0..1) of the Euclidean distances of every embedding to
-    its own class centroid, times THRESHOLD_SCALE (1.0). Returns the `centroids.json` object:
-    {"classes": sorted names, "centroids": [[d floats] per class], "threshold": float,
-    "quantile", "counts": {name: n}, "metric"}.
+    person names. Each centroid is the mean of its class's normalised embeddings, normalised again.
+    Returns the `centroids.json` object: {"classes": sorted names, "centroids": [[d floats] per
+    class], "threshold", "counts": {name: n}, "metric", "calibration": how the threshold was chosen,
+    with the curve}.
     """
     emb = np.asarray(embeddings, dtype=np.float64)
     if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
@@ -52,24 +58,64 @@ def compute_centroids(embeddings: np.ndarray, labels: Sequence[str], quantile: f
     labels = [str(label) for label in labels]
     if len(labels) != emb.shape[0]:
         raise ValueError(f"{emb.shape[0]} embeddings but {len(labels)} labels")
-    quantile = float(quantile)
-    if not 0.0 <= quantile <= 1.0:
-        raise ValueError(f"quantile must be in [0, 1], got {quantile}")
+    for name, value in (("unknown_far", unknown_far), ("quantile", quantile)):
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
     normed = l2_normalize(emb)
     classes = sorted(set(labels))
     index = {name: i for i, name in enumerate(classes)}
     label_idx = np.array([index[label] for label in labels])
-    centroids = np.stack([normed[label_idx == i].mean(axis=0) for i in range(len(classes))])
-    centroids = l2_normalize(centroids)
-    distances = np.linalg.norm(normed - centroids[label_idx], axis=1)
-    threshold = float(np.quantile(distances, quantile)) * THRESHOLD_SCALE
+    sums = np.stack([normed[label_idx == i].sum(axis=0) for i in range(len(classes))])
+    centroids = l2_normalize(sums)
+    if len(classes) > 1:
+        calibration = leave_one_person_out(normed, label_idx, sums, float(unknown_far))
+    else:
+        own = np.linalg.norm(normed - centroids[label_idx], axis=1)
+        calibration = {"method": "quantile of own-centroid distances (one person: no stranger to learn from)",
+                       "quantile": float(quantile), "threshold": float(np.quantile(own, quantile))}
     return {
         "classes": classes,
         "centroids": centroids.astype(np.float64).tolist(),
-        "threshold": threshold,
-        "quantile": quantile,
+        "threshold": calibration["threshold"],
         "counts": {name: int(np.sum(label_idx == i)) for name, i in index.items()},
         "metric": "euclidean between L2-normalised embeddings",
+        "calibration": calibration,
+    }
+
+
+def leave_one_person_out(normed: np.ndarray, label_idx: np.ndarray, sums: np.ndarray,
+                         unknown_far: float) -> dict[str, Any]:
+    """The threshold accepting at most `unknown_far` of the strangers, with the FAR / FRR curve.
+
+    Impostor distance of a face: to the nearest centroid of the *other* people (it is the stranger;
+    their centroids do not depend on it). Genuine distance: to the nearest centroid, its own
+    computed without it (a person with one face has none, so only the others count)."""
+    centroids = l2_normalize(sums)
+    distances = np.linalg.norm(normed[:, None, :] - centroids[None, :, :], axis=2)  # (n, k)
+    rows = np.arange(len(normed))
+    others = distances.copy()
+    others[rows, label_idx] = np.inf
+    impostor = others.min(axis=1)
+    counts = np.bincount(label_idx, minlength=len(sums))
+    own_without = l2_normalize(sums[label_idx] - normed)
+    own = np.where(counts[label_idx] > 1, np.linalg.norm(normed - own_without, axis=1), np.inf)
+    genuine = np.minimum(own, impostor)
+
+    ranked = np.sort(impostor)
+    allowed = int(np.floor(unknown_far * len(ranked)))  # strangers that may be accepted
+    threshold = float(np.nextafter(ranked[allowed], 0)) if allowed < len(ranked) else float(ranked[-1])
+    grid = np.linspace(0.0, float(max(impostor.max(), genuine.max())), CURVE_POINTS)
+    return {
+        "method": "leave-one-person-out over the training faces",
+        "target_far": unknown_far,
+        "threshold": threshold,
+        "estimated_far": float(np.mean(impostor <= threshold)),
+        "estimated_frr": float(np.mean(genuine > threshold)),
+        "impostor_trials": int(len(impostor)),
+        "genuine_trials": int(len(genuine)),
+        "curve": {"threshold": grid.round(4).tolist(),
+                  "far": [float(np.mean(impostor <= t)) for t in grid],
+                  "frr": [float(np.mean(genuine > t)) for t in grid]},
     }
 
 

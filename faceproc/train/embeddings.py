@@ -117,9 +117,10 @@ def embedding_datasets(out: str, weights_path: str, data: TrainingData, num_gpus
             holdout.map_batches(to_arrays).materialize() if holdout is not None else None)
 
 
-def train_centroids(out: str, weights_path: str, quantile: float) -> dict[str, Any]:
-    """Per-person centroids of the live train embeddings and the distance beyond which a face is unknown."""
+def train_centroids(out: str, weights_path: str, unknown_far: float, quantile: float) -> dict[str, Any]:
+    """Per-person centroids of the live train embeddings and the distance beyond which a face is
+    unknown, calibrated on them (:func:`faceproc.inference.openset.compute_centroids`)."""
     rows = read_live_embeddings(out, ensure_embeddings(out, weights_path, "train"))
     frame = rows.select_columns(["embedding", "label"]).to_pandas()
     embeddings = np.stack(frame["embedding"].to_list()).astype(np.float32)
-    return compute_centroids(embeddings, frame["label"].to_list(), quantile)
+    return compute_centroids(embeddings, frame["label"].to_list(), unknown_far, quantile)

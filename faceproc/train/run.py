@@ -71,7 +71,8 @@ def settings_fingerprint(config: Config, spec: ModelSpec, data: TrainingData) ->
     if spec.name == "facenet":
         weights = BuildContext(train=train, models_dir=config.models_dir).facenet_weights_path
         settings.update(facenet_mode=train.facenet_mode,
-                        facenet_weights=weights_digest(weights) if storage.exists(weights) else weights)
+                        facenet_weights=weights_digest(weights) if storage.exists(weights) else weights,
+                        unknown=[config.evaluate.unknown_far, config.evaluate.unknown_quantile])  # centroids.json
     if spec.name == "resnet50_imagenet":
         settings["imagenet_weights"] = train.imagenet_weights
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
@@ -153,7 +154,8 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement) 
         else:
             model = spec.make(num_classes, context)
             read_weights(model, directory)
-    centroids = (train_centroids(config.output, context.facenet_weights_path, config.evaluate.unknown_quantile)
+    centroids = (train_centroids(config.output, context.facenet_weights_path, config.evaluate.unknown_far,
+                                 config.evaluate.unknown_quantile)
                  if frozen_facenet else None)
     facts = {
         "epochs_run": len(state.history["epoch"]),

@@ -145,6 +145,8 @@ def test_run_rerun_and_predict_on_s3(s3_env, photos):
     assert processed == ["0"], again.stdout[-4000:]
     assert load_manifest(out).equals(manifest)
 
+    pointer = storage.read_json(layout.model_pointer(out, "facenet"))  # no rename on S3: a pointer
+    assert storage.exists(layout.model_version_dir(out, "facenet", pointer["version"]) + "/model.keras")
     photo = sorted((photos / "val" / "madonna").iterdir())[0]
     named = _faceproc(s3_env, "predict", "--output", out, "--json", str(photo))
     assert named.returncode == 0, named.stdout[-4000:]
@@ -169,3 +171,38 @@ def test_a_run_killed_while_publishing_to_s3_leaves_it_readable_and_the_next_run
     leftovers = [info.path for info in storage.resolve(out)[0].get_file_info(
         pafs.FileSelector(storage.resolve(out)[1], recursive=True)) if "_staging" in info.path or ".tmp-" in info.path]
     assert leftovers == []
+
+
+def test_a_model_on_s3_is_published_by_its_pointer(s3_env):
+    """Files go into a version folder of their own; current.json, written last, makes it the model.
+    A version left by a run that died before its pointer is never read, and the next save removes it."""
+    from faceproc.inference.artifact import ModelArtifact, TrainedFiles
+    from faceproc.models.keras_env import keras
+
+    out = f"s3://{BUCKET}/pointer/out"
+
+    def trained(classes: list[str]) -> TrainedFiles:
+        inputs = keras.Input(shape=(8, 8, 3))
+        pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+        return TrainedFiles(keras.Model(inputs, keras.layers.Dense(len(classes), activation="softmax")(pooled)),
+                            classes, {"loss": [1.0]})
+
+    ModelArtifact(out, "cnn").save({"status": "ok"}, {}, trained(["a", "b"]))
+    first = storage.read_json(layout.model_pointer(out, "cnn"))["version"]
+    assert storage.list_dirs(layout.model_versions_root(out, "cnn")) == [first]
+    assert ModelArtifact(out, "cnn").classes() == ["a", "b"]
+
+    dead = layout.model_version_dir(out, "cnn", "dead00000000")  # a run killed before its pointer
+    storage.write_json_atomic(storage.join(dead, layout.CLASSES_FILE), ["x"])
+    assert ModelArtifact(out, "cnn").classes() == ["a", "b"]
+    ModelArtifact(out, "cnn").check_usable()
+
+    ModelArtifact(out, "cnn").save({"status": "ok"}, {}, trained(["a", "b", "c"]))
+    second = storage.read_json(layout.model_pointer(out, "cnn"))["version"]
+    assert second != first and storage.list_dirs(layout.model_versions_root(out, "cnn")) == [second]
+    assert ModelArtifact(out, "cnn").classes() == ["a", "b", "c"]
+    assert len(ModelArtifact(out, "cnn").load(open_set=False).classes) == 3
+
+    ModelArtifact(out, "cnn").save({"status": "failed", "reason": "boom"}, {}, None)  # a failed retrain
+    assert storage.read_json(ModelArtifact(out, "cnn").file(layout.RESULT_FILE))["status"] == "failed"
+    assert storage.read_json(layout.model_pointer(out, "cnn"))["version"] == second

@@ -57,6 +57,9 @@ def test_accuracy_table(pipeline):
     assert facenet["status"] == "ok" and facenet["accuracy_end_to_end"] >= 0.96  # the notebook's number
     assert cnn["ci_low"] > 1 / 5, cnn  # the default cnn, on aligned faces: above chance for five people
     assert facenet["ci_low"] <= facenet["accuracy"] <= facenet["ci_high"]
+    open_set = facenet["open_set"]  # the unknown threshold, chosen leave-one-person-out on the train faces
+    assert open_set["estimated_far"] <= open_set["target_far"] == 0.01 and open_set["estimated_frr"] < 0.5
+    assert "open_set" not in cnn
     assert not result.failed
     for name in ("accuracy.csv", "accuracy.md", "report.html", "config.json"):
         assert (out / "reports" / name).stat().st_size > 0
@@ -126,3 +129,33 @@ def test_predict_a_stranger_is_unknown_and_a_wall_has_no_face(pipeline, tmp_path
     assert no_face["person"] is None and no_face["reason"] == "no_face"
     assert main(["predict", "--output", config.output, str(wall)]) == 0
     assert "no face" in capsys.readouterr().out.lower()
+
+
+def test_strangers_come_out_unknown_and_known_val_faces_do_not(pipeline):
+    """Each person in turn is left out of the centroids and calibrated threshold (as if never trained
+    on): their val faces must be unknown, the other people's val faces known. Real FaceNet embeddings
+    of the pipeline's own faces (the train ones cached by training; val embedded here)."""
+    import numpy as np
+
+    from faceproc.inference.openset import compute_centroids, nearest_centroid
+    from faceproc.train.embeddings import ensure_embeddings, read_live_embeddings
+
+    config, _ = pipeline
+    out, weights = config.output, str(FACENET_WEIGHTS)
+
+    def embedded(split: str):
+        frame = read_live_embeddings(out, ensure_embeddings(out, weights, split)).to_pandas()
+        frame = frame[frame.augment_index == 0]
+        return np.stack(frame.embedding.to_list()), frame.label.to_list()
+
+    (train, train_labels), (val, val_labels) = embedded("train"), embedded("val")
+    strangers_unknown, known_accepted = [], []
+    for person in sorted(set(train_labels)):
+        keep = [i for i, label in enumerate(train_labels) if label != person]
+        table = compute_centroids(train[keep], [train_labels[i] for i in keep], config.evaluate.unknown_far)
+        _, distances = nearest_centroid(val, table)
+        stranger = np.array([label == person for label in val_labels])
+        strangers_unknown += list(distances[stranger] > table["threshold"])
+        known_accepted += list(distances[~stranger] <= table["threshold"])
+    assert np.mean(strangers_unknown) >= 0.9, f"{sum(strangers_unknown)} of {len(strangers_unknown)} strangers unknown"
+    assert np.mean(known_accepted) >= 0.9, f"{sum(known_accepted)} of {len(known_accepted)} known faces accepted"

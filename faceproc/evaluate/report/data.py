@@ -19,6 +19,7 @@ from faceproc.core.model_names import model_order
 from faceproc.core.rejects import read_live_rejects
 from faceproc.core.schema import Status
 from faceproc.core.shards import iter_live_faces
+from faceproc.inference.artifact import ModelArtifact
 
 T = TypeVar("T")
 
@@ -37,6 +38,7 @@ class RunData:
     train_faces: list[dict[str, Any]] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> result.json
     histories: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> history.json
+    calibrations: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> centroids.json "calibration"
     models: list[str] = field(default_factory=list)  # accuracy.json order, then any other model
     predictions: list[dict[str, Any]] | None = None
     accuracy: list[dict[str, Any]] | None = None  # accuracy.json as written; None when missing
@@ -71,11 +73,16 @@ def load_run(out_uri: str) -> RunData:
                                 lambda: _live_faces(out_uri, "train", manifest)) or []
 
     for model in storage.list_dirs(layout.models_root(out_uri)):
+        artifact = ModelArtifact(out_uri, model)
         for name, target in ((layout.RESULT_FILE, data.results), (layout.HISTORY_FILE, data.histories)):
-            uri = storage.join(layout.model_dir(out_uri, model), name)
+            uri = artifact.file(name)
             obj = read(uri, lambda uri=uri: storage.read_json(uri))
             if isinstance(obj, dict):
                 target[model] = obj
+        uri = artifact.file(layout.CENTROIDS_FILE)
+        centroids = read(uri, lambda uri=uri: storage.read_json(uri))
+        if isinstance(centroids, dict) and isinstance(centroids.get("calibration"), dict):
+            data.calibrations[model] = centroids["calibration"]
 
     pred_uri = layout.report_file(out_uri, layout.PREDICTIONS_FILE)
     data.predictions = read(pred_uri, lambda: storage.read_table(pred_uri).to_pylist())

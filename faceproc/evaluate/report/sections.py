@@ -280,9 +280,11 @@ def training_section(data: RunData) -> str:
             charts = ""
         else:
             charts = note("No training history.")
+        calibration = data.calibrations.get(model)
+        open_set = _open_set(calibration) if calibration else ""
         cards.append(
             f'<div class="card model"><h3>{e(model)} {badge(status)}</h3>{reason_html}{facts_html}'
-            f'<div class="charts">{charts}</div></div>'
+            f'<div class="charts">{charts}</div>{open_set}</div>'
         )
     return f'<div class="cards two">{"".join(cards)}</div>'
 
@@ -323,3 +325,24 @@ def _history_charts(hist: Mapping[str, Any], best_epoch: Any = None) -> str:
         **marker,
     )
     return loss_chart + acc_chart
+
+
+def _open_set(calibration: Mapping[str, Any]) -> str:
+    """The unknown-person threshold: how it was chosen, its estimated error rates and the curve."""
+    threshold = calibration.get("threshold")
+    far, frr = calibration.get("estimated_far"), calibration.get("estimated_frr")
+    if not isinstance(threshold, (int, float)):
+        return ""
+    text = f"Unknown beyond distance {threshold:.3f} ({e(calibration.get('method', ''))}"
+    if isinstance(far, (int, float)) and isinstance(frr, (int, float)):
+        text += (f"; target false-accept rate {calibration.get('target_far', 0):.0%}: estimated false accepts "
+                 f"{far:.1%} of {calibration.get('impostor_trials', '?')} strangers, false rejects {frr:.1%} of "
+                 f"{calibration.get('genuine_trials', '?')} known faces")
+    html = f'<p class="open-set">{text}).</p>'
+    curve = calibration.get("curve")
+    if isinstance(curve, Mapping) and curve.get("threshold"):
+        html += line_chart("strangers accepted / known rejected", list(curve["threshold"]),
+                           [("false accept", curve.get("far") or [], "holdout"),
+                            ("false reject", curve.get("frr") or [], "train")],
+                           y_min=0.0, y_max=1.0, marker_x=float(threshold), marker_label="threshold")
+    return html

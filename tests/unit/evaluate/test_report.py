@@ -291,6 +291,23 @@ def test_report_is_self_contained_and_complete(tmp_path):
     assert not list((Path(out) / "reports").glob(".tmp-*"))
 
 
+def test_report_shows_the_unknown_threshold_and_its_curve(tmp_path):
+    from faceproc.inference.openset import compute_centroids
+
+    out, _ = build_out(tmp_path, with_accuracy_json=True)
+    rng = np.random.default_rng(0)
+    embeddings = np.concatenate([np.eye(16)[i] + 0.3 * rng.standard_normal((20, 16)) for i in range(3)])
+    table = compute_centroids(embeddings, [p for p in PEOPLE for _ in range(20)], 0.05)
+    storage.write_json_atomic(f"{out}/models/facenet/centroids.json", table)
+    page = Path(write_report(out)).read_text(encoding="utf-8")
+    training = page.split('id="training"')[1].split("</section>")[0]
+    calibration = table["calibration"]
+    assert f"Unknown beyond distance {table['threshold']:.3f}" in training
+    assert f"false accepts {calibration['estimated_far']:.1%} of 60 strangers" in training
+    assert "leave-one-person-out" in training
+    assert training.count("<polyline") == 8 + 2  # the histories, and false accept / false reject
+
+
 def test_report_uses_accuracy_json_when_present(tmp_path):
     out, _ = build_out(tmp_path, with_accuracy_json=True)
     rows = json.loads(Path(out, "reports/accuracy.json").read_text())

@@ -117,10 +117,20 @@ def _clusters(rng: np.random.Generator, n_per: int = 40, dim: int = 128):
     return np.concatenate(embeddings), labels, centres
 
 
-def test_compute_centroids_threshold_is_the_quantile_of_own_class_distances():
+def _distances(embeddings, labels, table):
+    """Impostor (nearest other centroid) and genuine (own centroid) distances, computed directly."""
+    normed = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    cents = np.asarray(table["centroids"])
+    dist = np.linalg.norm(normed[:, None] - cents[None], axis=2)
+    own = np.array([table["classes"].index(label) for label in labels])
+    impostor = np.array([np.delete(row, i).min() for row, i in zip(dist, own)])
+    return impostor, dist[np.arange(len(own)), own]
+
+
+def test_centroids_are_normalised_class_means_and_plain_json():
     rng = np.random.default_rng(1)
     embeddings, labels, centres = _clusters(rng)
-    table = compute_centroids(embeddings, labels, 0.99)
+    table = compute_centroids(embeddings, labels, 0.01)
     assert table["classes"] == ["alice", "bob", "carol"]
     assert table["counts"] == {"alice": 40, "bob": 40, "carol": 40}
     cents = np.asarray(table["centroids"])
@@ -128,30 +138,61 @@ def test_compute_centroids_threshold_is_the_quantile_of_own_class_distances():
     np.testing.assert_allclose(np.linalg.norm(cents, axis=1), 1.0, rtol=1e-9)
     for i, name in enumerate(table["classes"]):
         assert cents[i] @ centres[name] > 0.95
-
-    normed = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    own = np.array([cents[table["classes"].index(label)] for label in labels])
-    distances = np.linalg.norm(normed - own, axis=1)
-    assert table["threshold"] == pytest.approx(np.quantile(distances, 0.99))
-    assert np.sum(distances > table["threshold"]) <= np.ceil(0.01 * len(distances))
-    # a lower quantile gives a tighter threshold
-    assert compute_centroids(embeddings, labels, 0.5)["threshold"] < table["threshold"]
     json.dumps(table)  # the centroids.json object is plain JSON
-
     with pytest.raises(ValueError):
-        compute_centroids(embeddings, labels[:-1], 0.99)
+        compute_centroids(embeddings, labels[:-1], 0.01)
     with pytest.raises(ValueError):
         compute_centroids(embeddings, labels, 1.5)
     with pytest.raises(ValueError):
-        compute_centroids(np.zeros((0, 128)), [], 0.99)
+        compute_centroids(np.zeros((0, 128)), [], 0.01)
+
+
+def test_the_threshold_accepts_at_most_the_target_share_of_strangers():
+    """Well separated people: the threshold lies between the known faces and the strangers, accepts
+    at most 1% of the leave-one-person-out strangers and rejects no known face."""
+    rng = np.random.default_rng(1)
+    embeddings, labels, _ = _clusters(rng)
+    table = compute_centroids(embeddings, labels, 0.01)
+    calibration = table["calibration"]
+    impostor, genuine = _distances(embeddings, labels, table)
+    assert genuine.max() < table["threshold"] < impostor.max()
+    assert np.sum(impostor <= table["threshold"]) <= 0.01 * len(impostor)
+    assert calibration["estimated_far"] == pytest.approx(np.mean(impostor <= table["threshold"]))
+    assert calibration["estimated_frr"] == 0.0
+    assert (calibration["impostor_trials"], calibration["genuine_trials"]) == (120, 120)
+    curve = calibration["curve"]
+    assert np.all(np.diff(curve["far"]) >= 0) and np.all(np.diff(curve["frr"]) <= 0)
+    assert curve["far"][0] == 0.0 and curve["frr"][-1] == 0.0
+    assert compute_centroids(embeddings, labels, 0.5)["threshold"] > table["threshold"]  # a looser target
+
+
+def test_overlapping_people_trade_false_rejects_for_the_false_accept_target():
+    rng = np.random.default_rng(4)
+    centres = rng.standard_normal((3, 16))
+    embeddings = np.concatenate([c + 1.2 * rng.standard_normal((60, 16)) for c in centres])
+    labels = [name for name in ("a", "b", "c") for _ in range(60)]
+    strict = compute_centroids(embeddings, labels, 0.01)["calibration"]
+    loose = compute_centroids(embeddings, labels, 0.2)["calibration"]
+    assert strict["estimated_far"] <= 0.01 and loose["estimated_far"] <= 0.2
+    assert strict["estimated_frr"] > loose["estimated_frr"] > 0  # the cost of a stricter target
+
+
+def test_one_person_falls_back_to_the_own_distance_quantile():
+    rng = np.random.default_rng(5)
+    embeddings = np.eye(8)[0] + 0.1 * rng.standard_normal((30, 8))
+    table = compute_centroids(embeddings, ["solo"] * 30, 0.01, quantile=0.9)
+    _, own = _distances(np.concatenate([embeddings, -embeddings[:1]]), ["solo"] * 31,
+                        {**table, "classes": ["solo", "x"], "centroids": [table["centroids"][0], [0.0] * 8]})
+    assert table["threshold"] == pytest.approx(np.quantile(own[:30], 0.9))
+    assert "one person" in table["calibration"]["method"]
 
 
 def test_far_face_is_unknown_and_near_face_is_its_class():
     rng = np.random.default_rng(2)
     embeddings, labels, centres = _clusters(rng)
-    table = json.loads(json.dumps(compute_centroids(embeddings, labels, 0.99)))  # as read from the file
+    table = json.loads(json.dumps(compute_centroids(embeddings, labels, 0.01)))  # as read from the file
     near = 7.0 * (centres["bob"] + 0.02 * rng.standard_normal(128))
-    far = np.eye(128)[50] + 0.3 * np.eye(128)[0]  # nearest to alice, but nowhere near her
+    far = np.eye(128)[50] + 0.02 * np.eye(128)[0]  # nearest to alice, but as far as the other people are
     nearest, distances = nearest_centroid(np.stack([near, far]), table)
     assert nearest == ["bob", "alice"]
     assert distances[0] < table["threshold"] < distances[1]
@@ -187,6 +228,7 @@ def test_facenet_style_model_uses_backbone_and_centroids(tmp_path):
     dark = rng.integers(0, 60, (6, 160, 160, 3)).astype(np.uint8)
     light = rng.integers(190, 256, (6, 160, 160, 3)).astype(np.uint8)
     train = np.concatenate([dark, light]).astype(np.float32)
+    # unknown_far 1.0: every training face's distance is within the threshold
     table = compute_centroids(backbone.predict(train, verbose=0), ["alice"] * 6 + ["bob"] * 6, 1.0)
     (model_dir / "centroids.json").write_text(json.dumps(table))
 
