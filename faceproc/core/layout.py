@@ -19,6 +19,7 @@ MODEL_POINTER_FILE = "current.json"  # object storage: {"version": ...}, the mod
 MODEL_VERSIONS_DIR = "versions"
 
 LOCK_FILE = ".faceproc.lock"
+LEASE_FILE = ".faceproc.lease"  # object storage: who runs on OUT, until when
 SHARDS_DIR = "shards"
 MODELS_DIR = "models"
 REPORTS_DIR = "reports"
@@ -67,6 +68,11 @@ def preprocess_settings(out: str, fingerprint: str) -> str:
 def run_record(out: str, run_id: str, stage: str | None = None) -> str:
     """OUT/runs/<run>.json (the pipeline) or OUT/runs/<run>.<stage>.json (one stage)."""
     return storage.join(out, "runs", f"{run_id}.{stage}.json" if stage else f"{run_id}.json")
+
+
+def lease(out: str) -> str:
+    """On object storage, the lease that keeps a second run off OUT (faceproc.core.lock)."""
+    return storage.join(out, LEASE_FILE)
 
 
 def models_root(out: str) -> str:

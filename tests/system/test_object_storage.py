@@ -22,6 +22,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from faceproc.core import layout, storage
+from faceproc.core.lock import LockedError, output_lock, read_lease
 from faceproc.core.manifest import load_manifest
 from faceproc.core.shards import iter_live_faces
 from tests.system.test_crash_safety import KILL_AT_BOOTSTRAP, KILL_AT_ENV
@@ -134,6 +135,7 @@ def test_run_rerun_and_predict_on_s3(s3_env, photos):
     first = _faceproc(s3_env, "run", "--input", input_uri, "--output", out, "--models", "facenet")
     assert first.returncode == 0, first.stdout[-4000:]
     _assert_accounted(out, input_uri, photos)
+    assert read_lease(out) is None
     accuracy = {row["model"]: row for row in storage.read_json(layout.report_file(out, layout.ACCURACY_JSON))}
     assert accuracy["facenet"]["status"] == "ok" and accuracy["facenet"]["accuracy"] >= 5 / 6
     assert storage.exists(layout.report_file(out, layout.REPORT_HTML))
@@ -165,12 +167,41 @@ def test_a_run_killed_while_publishing_to_s3_leaves_it_readable_and_the_next_run
     assert load_manifest(out).num_rows == 0  # the manifest is the commit: nothing is live yet
     assert _live_paths(out, "train") == []
 
+    lease = read_lease(out)  # the dead run's lease outlives it until it expires
+    assert lease is not None and lease["expires"] > time.time()
+    blocked = _faceproc(s3_env, "preprocess", "--input", input_uri, "--output", out)
+    assert blocked.returncode != 0 and "another faceproc run is using" in blocked.stdout, blocked.stdout[-3000:]
+    storage.write_json_atomic(layout.lease(out), {**lease, "expires": time.time() - 1})  # as if TTL passed
+
     finished = _faceproc(s3_env, "preprocess", "--input", input_uri, "--output", out)
     assert finished.returncode == 0, finished.stdout[-4000:]
     _assert_accounted(out, input_uri, photos)
     leftovers = [info.path for info in storage.resolve(out)[0].get_file_info(
         pafs.FileSelector(storage.resolve(out)[1], recursive=True)) if "_staging" in info.path or ".tmp-" in info.path]
     assert leftovers == []
+    assert read_lease(out) is None  # released by the run that finished
+
+
+def test_a_second_run_on_the_same_s3_output_waits_for_the_lease(s3_env):
+    out = f"s3://{BUCKET}/lease/out"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from faceproc.core.lock import output_lock\n"
+        f"with output_lock({out!r}):\n    print('held', flush=True); time.sleep(4)")],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, **s3_env})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert read_lease(out)["holder"].startswith(f"pid {holder.pid} ")
+        with pytest.raises(LockedError, match=rf"another faceproc run is using {out} \(pid {holder.pid} "):
+            with output_lock(out):
+                pass
+        started = time.monotonic()
+        with output_lock(out, wait_seconds=60):
+            assert read_lease(out)["holder"].startswith(f"pid {os.getpid()} ")
+        assert time.monotonic() - started > 1  # it waited for the holder to let go
+    finally:
+        holder.kill()
+        holder.wait()
+    assert read_lease(out) is None
 
 
 def test_a_model_on_s3_is_published_by_its_pointer(s3_env):
