@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
 import threading
@@ -27,6 +28,8 @@ import uuid
 from typing import Any, Iterator
 
 from faceproc.core import layout, storage
+
+log = logging.getLogger(__name__)
 
 TTL_SECONDS = 120.0
 RENEW_SECONDS = 30.0
@@ -125,7 +128,11 @@ def _try_take(out: str, owner: str, holder: str, ttl: float, settle: float) -> b
 
 def _renew(out: str, owner: str, holder: str, ttl: float, every: float, stop: threading.Event) -> None:
     while not stop.wait(every):
-        _write(out, owner, holder, ttl)
+        try:
+            _write(out, owner, holder, ttl)
+        except OSError as exc:  # the store is unreachable for a moment: the next renewal may get through
+            log.warning("could not renew the lease on %s (%s); it expires %.0f s after the last renewal",
+                        out, exc, ttl)
 
 
 def _write(out: str, owner: str, holder: str, ttl: float) -> None:
