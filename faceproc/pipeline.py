@@ -86,7 +86,7 @@ def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0)
             "counts": {"new": summary.new, "changed": summary.changed, "deleted": summary.deleted,
                        "unchanged": summary.unchanged, "rejected": summary.rejects},
             "stages": stages,
-            "training": [{k: r.get(k) for k in ("model", "status", "reason", "train_seconds", "up_to_date")}
+            "training": [{k: r.get(k) for k in ("model", "status", "reason", "train_seconds", "up_to_date", "trained_because")}
                          for r in result.training],
             "accuracy": result.accuracy,
         })

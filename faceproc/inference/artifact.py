@@ -73,12 +73,17 @@ class ModelArtifact:
         if storage.is_local(self.out):
             storage.restore_dir(self.dir)
 
-    def up_to_date_result(self, fingerprint: str) -> dict[str, Any] | None:
-        """The saved result when the model was trained with `fingerprint` and its model file is there."""
+    def saved_result(self) -> dict[str, Any] | None:
+        """result.json as the last training wrote it, when there is one and its model file."""
         if not storage.exists(self.file(layout.RESULT_FILE)) or not storage.exists(self.file(layout.MODEL_FILE)):
             return None
         saved = storage.read_json(self.file(layout.RESULT_FILE))
-        return saved if saved.get("status") == Status.OK and saved.get("fingerprint") == fingerprint else None
+        return saved if isinstance(saved, dict) else None
+
+    def up_to_date_result(self, fingerprint: str) -> dict[str, Any] | None:
+        """The saved result when the model was trained with `fingerprint` and its model file is there."""
+        saved = self.saved_result()
+        return saved if saved and saved.get("status") == Status.OK and saved.get("fingerprint") == fingerprint else None
 
     def save(self, result: dict[str, Any], config: dict[str, Any], trained: TrainedFiles | None) -> None:
         """With `trained`: stage every file, then swap the folder in whole. Without: rewrite only

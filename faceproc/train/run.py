@@ -59,8 +59,14 @@ def run_train(config: Config, force: bool = False) -> list[dict[str, Any]]:
 
 
 def settings_fingerprint(config: Config, spec: ModelSpec, data: TrainingData) -> str:
+    """The hash of `model_inputs`: equal fingerprints, the same model."""
+    return hashlib.sha256(json.dumps(model_inputs(config, spec, data), sort_keys=True).encode()).hexdigest()
+
+
+def model_inputs(config: Config, spec: ModelSpec, data: TrainingData) -> dict[str, Any]:
     """What a trained model depends on: the live train photos, its recipe, and the pretrained weights
-    it starts from (FaceNet's by content, so a moved file is the same model and a new one is not)."""
+    it starts from (FaceNet's by content, so a moved file is the same model and a new one is not).
+    Kept in result.json, so a retraining can say what changed."""
     train = config.train
     recipe = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name not in ("build", "description")}
     settings = {
@@ -75,7 +81,31 @@ def settings_fingerprint(config: Config, spec: ModelSpec, data: TrainingData) ->
                         unknown=[config.evaluate.unknown_far, config.evaluate.unknown_quantile])  # centroids.json
     if spec.name == "resnet50_imagenet":
         settings["imagenet_weights"] = train.imagenet_weights
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    return json.loads(json.dumps(settings))  # as result.json will hold it (tuples become lists)
+
+
+def retrain_reason(saved: dict[str, Any] | None, inputs: dict[str, Any], force: bool) -> str:
+    """Why a model is trained this run, for result.json, the run record and the console."""
+    if force:
+        return "forced (--force)"
+    if saved is None or saved.get("status") != Status.OK:
+        return "no usable model yet"
+    before = saved.get("inputs")
+    if not isinstance(before, dict):
+        return "trained by an earlier faceproc that did not record its inputs"
+    changes = []
+    for key in sorted(set(before) | set(inputs)):
+        old, new = before.get(key), inputs.get(key)
+        if old == new:
+            continue
+        if key == "data":
+            changes.append("the live train photos changed")
+        elif isinstance(old, dict) and isinstance(new, dict):
+            changes += [f"{key}.{k} {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new))
+                        if old.get(k) != new.get(k)]
+        else:
+            changes.append(f"{key} {old} -> {new}")
+    return "; ".join(changes) or "the saved model file is missing"
 
 
 def train_model(config: Config, name: str, data: TrainingData, where: Placement,
@@ -89,12 +119,15 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
     trained = None
     try:
         spec = resolve_spec(name, config.train)
+        inputs = model_inputs(config, spec, data)
         fingerprint = settings_fingerprint(config, spec, data)
         saved = None if force else artifact.up_to_date_result(fingerprint)
         if saved is not None:
             log.info("%s: up to date (same photos and settings), not retrained", name)
             return {**saved, "up_to_date": True}
-        result["fingerprint"] = fingerprint
+        result.update(fingerprint=fingerprint, inputs=inputs,
+                      trained_because=retrain_reason(artifact.saved_result(), inputs, force))
+        log.info("%s: training: %s", name, result["trained_because"])
         trained, facts = _fit(config, spec, data, where)
         result.update(facts)
     except WeightsUnavailable as exc:

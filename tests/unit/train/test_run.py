@@ -55,6 +55,23 @@ def test_two_worker_cnn_gives_a_loadable_model_and_history(tmp_path):
     # same photos and settings: kept as is; --force (or new settings) retrains
     (again,) = run_train(_config(out, models=["cnn"], epochs=2, workers=2, holdout_fraction=0.25))
     assert again.get("up_to_date") is True and again["train_seconds"] == result["train_seconds"]
+    assert result["trained_because"] == "no usable model yet"
+    (longer,) = run_train(_config(out, models=["cnn"], epochs=3, workers=1, holdout_fraction=0.25))
+    assert longer["trained_because"] == "recipe.epochs 2 -> 3"  # the worker count is not a reason
+
+
+def test_retrain_reason_names_what_changed():
+    from faceproc.train.run import retrain_reason
+
+    inputs = {"data": "photos-1", "recipe": {"epochs": 45, "image_size": 32}, "seed": 0}
+    saved = {"status": "ok", "inputs": inputs}
+    assert retrain_reason(saved, inputs, force=True) == "forced (--force)"
+    assert retrain_reason(None, inputs, force=False) == "no usable model yet"
+    assert retrain_reason({"status": "failed"}, inputs, force=False) == "no usable model yet"
+    assert "earlier faceproc" in retrain_reason({"status": "ok"}, inputs, force=False)
+    changed = {**inputs, "data": "photos-2", "recipe": {"epochs": 60, "image_size": 32}, "seed": 1}
+    assert retrain_reason(saved, changed, force=False) == (
+        "the live train photos changed; recipe.epochs 45 -> 60; seed 0 -> 1")
 
 
 def test_imagenet_weights_unavailable_is_skipped_with_the_path(tmp_path, monkeypatch):
