@@ -50,6 +50,7 @@ class PreprocessSummary:
     deleted: int = 0
     resettled: int = 0  # unchanged photos processed again because the preprocessing settings changed
     settings_change: str | None = None  # what changed, e.g. "face_margin 0.1 -> 0.4"
+    hashed_in_driver: int = 0  # files read in the driver to decide (old manifest rows, verify_hashes)
     processed: int = 0
     face_photos: int = 0
     face_rows: int = 0
@@ -73,6 +74,7 @@ class PreprocessSummary:
             ("new / changed / unchanged / deleted",
              f"{self.new} / {self.changed} / {self.unchanged} / {self.deleted}"),
             *([("settings changed, redone", f"{self.resettled} ({self.settings_change})")] if self.resettled else []),
+            ("hashed in the driver", self.hashed_in_driver),
             ("processed this run", self.processed),
             ("photos with a face", self.face_photos),
             ("  aligned / margin crop", f"{self.aligned_faces} / {self.unaligned_faces}"),
@@ -110,6 +112,7 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     plan = plan_run(listing, previous, fingerprint(settings))
     summary.new, summary.changed = plan.new, plan.changed
     summary.unchanged, summary.deleted = plan.unchanged, plan.deleted
+    summary.hashed_in_driver = plan.hashed
     summary.processed = len(plan.to_process)
     if plan.resettled:
         summary.resettled = plan.resettled
