@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from typing import Callable, Sequence
@@ -109,6 +110,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_identify(args: argparse.Namespace) -> int:
+    from faceproc.identify.run import identities_folder, run_identify
+
+    config = _config(args, input=args.input, output=args.output, **{
+        "identify.model": args.model, "identify.into": args.into,
+        "identify.keep_old_results": True if args.keep_old_results else None})
+    folder = identities_folder(config)
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(output_lock(config.output, args.wait))  # no training swaps the model meanwhile
+        if not storage.join(folder, "").startswith(storage.join(config.output, "")):
+            locks.enter_context(output_lock(folder, args.wait))
+        summary = run_identify(config)
+    print(summary.format())
+    print(f"identities: {folder}\nreport: {layout.identities_report(config.output, folder)}")
+    return 0
+
+
 def _training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", help="comma-separated: cnn,resnet50,resnet50_imagenet,facenet (default all)")
     parser.add_argument("--epochs", type=int, help="override every model's default epochs")
@@ -150,6 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     _training_options(run)
     _common(run)
     run.set_defaults(func=cmd_run)
+
+    identify = sub.add_parser("identify", help="name every face in a tree of unlabelled photos (Ray Data, incremental)")
+    identify.add_argument("--input", required=True, help="folder or URI of photos, any layout")
+    identify.add_argument("--output", required=True, help="the folder or URI holding models/")
+    identify.add_argument("--model", help="model to use (default facenet)")
+    identify.add_argument("--into", help="identities folder or URI (default OUT/identities)")
+    identify.add_argument("--keep-old-results", action="store_true",
+                          help="after a retrain, keep faces the older model version named (only new photos are read)")
+    _common(identify)
+    identify.set_defaults(func=cmd_identify)
 
     predict = sub.add_parser("predict", help="name and probability for each face in each image")
     predict.add_argument("--output", required=True, help="the folder or URI holding models/")

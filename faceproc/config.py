@@ -73,6 +73,10 @@ class TrainConfig:
     online_augment: bool = True  # new variants of every face each epoch, for the models whose recipe asks
     materialize: bool = True  # decode faces once into Ray's object store, not every epoch
     worker_cache_mb: int = 2048  # a worker keeps its materialized share in memory up to this size
+    warm_start_max_change: float = 0.2  # fine-tune the current model when at most this share of the train
+    # photos changed since its last from-scratch training (same people, same settings); 0: always scratch
+    warm_start_epochs: int = 10  # epochs of such a fine-tuning (early stopping on the holdout as usual)
+    warm_start_learning_rate: float = 0.1  # its learning rate, as a share of the recipe's
 
 
 @dataclass
@@ -82,6 +86,18 @@ class EvaluateConfig:
     batch_size: int = 32
     unknown_far: float = 0.01  # facenet: share of strangers the unknown threshold may accept (leave-one-person-out)
     unknown_quantile: float = 0.99  # facenet with one person only: own-centroid distance quantile as threshold
+
+
+@dataclass
+class IdentifyConfig:
+    """`faceproc identify`: which trained model names the faces, and where the identities go.
+
+    Detection and cropping use the preprocessing settings the model was trained on (the crop must be
+    the training crop); the pool sizes (`preprocess.detector_actors`, ...) come from this config."""
+
+    model: str = "facenet"
+    into: str | None = None  # the identities folder; None: OUT/identities
+    keep_old_results: bool = False  # after a retrain, keep faces identified by the older model version
 
 
 @dataclass
@@ -96,6 +112,7 @@ class Config:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    identify: IdentifyConfig = field(default_factory=IdentifyConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -129,7 +146,7 @@ def absolute_paths(config: Config) -> Config:
     """
     resolved = Config.from_dict(config.to_dict())
     for section, key in (("", "input"), ("", "output"), ("", "data_dir"), ("", "models_dir"),
-                         ("train", "imagenet_weights")):
+                         ("train", "imagenet_weights"), ("identify", "into")):
         owner = getattr(resolved, section) if section else resolved
         setattr(owner, key, _absolute(getattr(owner, key)))
     resolved.train.facenet_weights = _absolute(facenet_weights_path(config.train.facenet_weights, config.models_dir))

@@ -90,9 +90,9 @@ def dataset_dir() -> Path:
 
 
 def write_face_shards(out: Path, people: dict[str, list[tuple[int, int, int]]], split: str = "train",
-                      run_id: str = "20260101T000000Z-test00", copies: int = 3) -> None:
-    """A published OUT with synthetic face rows: for each person, one photo per colour, each row a
-    160x160 image of that colour with noise; a manifest lists every photo as ok."""
+                      run_id: str = "20260101T000000Z-test00", copies: int = 3, first: int = 0) -> None:
+    """A published OUT with synthetic face rows: for each person, one photo per colour (numbered from
+    `first`), each row a 160x160 image of that colour with noise; a manifest lists every photo as ok."""
     import numpy as np
     import pyarrow as pa
 
@@ -103,7 +103,7 @@ def write_face_shards(out: Path, people: dict[str, list[tuple[int, int, int]]], 
     rng = np.random.default_rng(0)
     rows, manifest = [], []
     for label_id, (person, colours) in enumerate(sorted(people.items())):
-        for n, colour in enumerate(colours):
+        for n, colour in enumerate(colours, start=first):
             path, sha = f"/photos/{split}/{person}/{n}.jpg", f"{person}{n}".ljust(64, "0")
             for index in range(copies):
                 noise = rng.integers(-20, 20, (160, 160, 3))
@@ -130,6 +130,23 @@ def real_out(tmp_path_factory, ray_session, dataset_dir) -> Path:
     out = tmp_path_factory.mktemp("real") / "out"
     run_preprocess(Config(input=str(dataset_dir), output=str(out)))
     return out
+
+
+@pytest.fixture(scope="session")
+def pipeline(real_out, dataset_dir, tmp_path_factory):
+    """`faceproc run` on `real_out` (resnet50 models for one epoch, the others at their defaults, offline
+    for ImageNet weights), once per session: (config, PipelineResult). Later readers share it read-only."""
+    from faceproc.config import Config
+    from faceproc.pipeline import run_pipeline
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras")))  # no cached ImageNet weights
+        patch.setenv("FACEPROC_IMAGENET_WEIGHTS_URL", "http://127.0.0.1:9/resnet50_notop.h5")
+        config = Config(input=str(dataset_dir), output=str(real_out))
+        config.train.model_epochs = {"resnet50": 1, "resnet50_imagenet": 1}
+        config.models_dir = str(tmp_path_factory.mktemp("empty-models"))
+        config.train.facenet_weights = str(FACENET_WEIGHTS)
+        yield config, run_pipeline(config)
 
 
 def train_tiny_cnn(model_dir: Path, classes: list[str], seed: int = 0) -> None:

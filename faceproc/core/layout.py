@@ -15,6 +15,7 @@ HISTORY_FILE = "history.json"
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.json"
 CENTROIDS_FILE = "centroids.json"
+TRAINED_PHOTOS_FILE = "trained_photos.parquet"  # the train photos of the last from-scratch training
 MODEL_POINTER_FILE = "current.json"  # object storage: {"version": ...}, the model folder's commit
 MODEL_VERSIONS_DIR = "versions"
 
@@ -23,6 +24,7 @@ LEASE_FILE = ".faceproc.lease"  # object storage: who runs on OUT, until when
 SHARDS_DIR = "shards"
 MODELS_DIR = "models"
 REPORTS_DIR = "reports"
+IDENTITIES_DIR = "identities"
 
 
 def manifest(out: str) -> str:
@@ -121,8 +123,27 @@ def report_file(out: str, name: str) -> str:
     return storage.join(out, REPORTS_DIR, name)
 
 
+def identities_root(out: str) -> str:
+    """`faceproc identify`'s default folder. An identities folder has the preprocessing output's own
+    commit layout: manifest.parquet (the commit), rejects.parquet, shards/, _staging/, runs/."""
+    return storage.join(out, IDENTITIES_DIR)
+
+
+def identity_shards(root: str) -> str:
+    """The face rows of an identities folder: shards/<run_id>.<index>.parquet."""
+    return storage.join(root, SHARDS_DIR)
+
+
+def identities_report(out: str, root: str) -> str:
+    """OUT/reports/identities.html for the default folder; beside the folder's own files otherwise."""
+    if root.rstrip("/") == identities_root(out).rstrip("/"):
+        return report_file(out, IDENTITIES_HTML)
+    return storage.join(root, IDENTITIES_HTML)
+
+
 PREDICTIONS_FILE = "predictions.parquet"
 ACCURACY_JSON = "accuracy.json"
 ACCURACY_CSV = "accuracy.csv"
 ACCURACY_MD = "accuracy.md"
 REPORT_HTML = "report.html"
+IDENTITIES_HTML = "identities.html"

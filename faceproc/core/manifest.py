@@ -55,6 +55,22 @@ class Plan:
         return bool(self.to_process) or self.deleted > 0
 
 
+class AccountingError(RuntimeError):
+    """A run's staged output does not account for every file it processed; nothing was published."""
+
+
+def check_accounting(plan: Plan, face_paths: set[str], rejected_paths: list[str]) -> None:
+    """Every processed file is a face or a reject, never both, never neither."""
+    expected = {s.path for s in plan.to_process}
+    both = face_paths & set(rejected_paths)
+    missing = expected - face_paths - set(rejected_paths)
+    if both or missing:
+        raise AccountingError(
+            f"accounting failed: {len(missing)} file(s) produced neither a face nor a reject "
+            f"(e.g. {sorted(missing)[:3]}), {len(both)} produced both; nothing was published"
+        )
+
+
 def load_manifest(out: str) -> pa.Table:
     """The published manifest, or an empty one before the first run (older manifests gain nulls)."""
     uri = layout.manifest(out)
@@ -115,6 +131,30 @@ def plan_run(current: list[FileState], manifest: pa.Table, settings: str) -> Pla
     current_paths = {s.path for s in current}
     plan.deleted = sum(1 for path in known if path not in current_paths)
     return plan
+
+
+def processed_rows(plan: Plan, run_id: str, content: dict[str, str], reasons: dict[str, str],
+                   face_rows: dict[str, int]) -> pa.Table:
+    """The manifest rows of the files this run processed: SHA-256 as the worker that read the file
+    computed it (`content`), rejected where `reasons` names the file; `merge_manifest` adds the listing."""
+    todo = plan.to_process
+    return pa.table(
+        {
+            "path": [s.path for s in todo],
+            "sha256": [content.get(s.path) or "" for s in todo],
+            "split": [s.split for s in todo],
+            "label": [s.label for s in todo],
+            "status": ["rejected" if s.path in reasons else "ok" for s in todo],
+            "reason": [reasons.get(s.path) for s in todo],
+            "face_rows": [face_rows.get(s.path, 0) for s in todo],
+            "leakage": [False] * len(todo),
+            "run_id": [run_id] * len(todo),
+            "settings": [plan.settings] * len(todo),
+            "size": pa.nulls(len(todo), pa.int64()),
+            "mtime_ns": pa.nulls(len(todo), pa.int64()),
+        },
+        schema=MANIFEST_SCHEMA,
+    )
 
 
 def merge_manifest(previous: pa.Table, current: list[FileState], fresh: pa.Table) -> pa.Table:

@@ -8,6 +8,8 @@ the next run rewrites the file without the dead rows (`prune_rejects`).
 
 from __future__ import annotations
 
+import uuid
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -46,6 +48,27 @@ def prune_rejects(out: str, manifest: pa.Table) -> None:
     live = keep_live_rejects(rejects, manifest)
     if live.num_rows != rejects.num_rows:
         storage.write_table_atomic(uri, live)
+
+
+def stage_rejects(rejects_dir: str, rows: dict[str, list]) -> None:
+    """Write one worker batch's reject rows (REJECT_SCHEMA columns) under `rejects_dir`, for the driver
+    to gather at publish time: a Ray Data stream feeds only one sink, the face rows."""
+    if rows["path"]:
+        table = pa.table(rows, schema=REJECT_SCHEMA)
+        storage.write_table_atomic(storage.join(rejects_dir, f"{uuid.uuid4().hex}.parquet"), table)
+
+
+def read_staged_rejects(rejects_dir: str) -> pa.Table:
+    """Every row `stage_rejects` wrote under `rejects_dir`, one per path (a retried task may have staged
+    the same file twice)."""
+    files = storage.list_files(rejects_dir, ".parquet")
+    if not files:
+        return REJECT_SCHEMA.empty_table()
+    table = pa.concat_tables([storage.read_table(uri).cast(REJECT_SCHEMA) for uri in files])
+    first: dict[str, int] = {}
+    for i, path in enumerate(table.column("path").to_pylist()):
+        first.setdefault(path, i)
+    return table.take(sorted(first.values()))
 
 
 def _keys(paths: pa.ChunkedArray, hashes: pa.ChunkedArray, runs: pa.ChunkedArray) -> pa.ChunkedArray:

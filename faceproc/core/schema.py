@@ -98,3 +98,28 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("mtime_ns", pa.int64()),  # modification time from the listing, ns since the epoch
     ]
 )
+
+# MTCNN's five keypoints, in the order they are stored; the names say which side of the *photo*
+# (left_eye is the eye with the smaller x), as mtcnn 1.0 names them.
+KEYPOINT_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+# One row per face `faceproc identify` found (every confident face of every photo).
+IDENTITY_SCHEMA = pa.schema(
+    [
+        pa.field("photo_path", pa.string(), nullable=False),
+        pa.field("photo_sha256", pa.string(), nullable=False),
+        pa.field("face_index", pa.int32(), nullable=False),  # 0 = the most confident face of the photo
+        pa.field("faces_in_photo", pa.int32(), nullable=False),
+        pa.field("box", pa.list_(pa.int32(), 4), nullable=False),  # x0, y0, x1, y1 in photo pixels
+        pa.field("keypoints", pa.list_(pa.float32(), 10), nullable=False),  # x, y of KEYPOINT_NAMES in order
+        pa.field("confidence", pa.float32(), nullable=False),
+        pa.field("aligned", pa.bool_(), nullable=False),
+        pa.field("person", pa.string(), nullable=False),  # a known person, or "unknown"
+        pa.field("probability", pa.float32(), nullable=False),  # the classifier's top softmax output
+        pa.field("distance", pa.float32()),  # to the nearest known person's centroid (null: no centroids)
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),  # the model's training fingerprint
+        pa.field("face", pa.binary(), nullable=False),  # PNG of the crop the model saw
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+)

@@ -106,6 +106,15 @@ def sha256(uri: str) -> str:
     return digest.hexdigest()
 
 
+def sha256_or_none(uri: str) -> str | None:
+    """`sha256`, or None for a file that cannot be read now (planning processes it again, and the
+    worker that reads it records the read_error)."""
+    try:
+        return sha256(uri)
+    except OSError:
+        return None
+
+
 def move(src: str, dst: str) -> None:
     fs, src_path = resolve(src)
     _, dst_path = resolve(dst)

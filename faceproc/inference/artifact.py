@@ -30,7 +30,7 @@ from faceproc.inference import openset
 log = logging.getLogger(__name__)
 
 MODEL_FILES = (layout.MODEL_FILE, layout.CLASSES_FILE, layout.HISTORY_FILE, layout.CENTROIDS_FILE,
-               layout.CONFIG_FILE, layout.RESULT_FILE)
+               layout.TRAINED_PHOTOS_FILE, layout.CONFIG_FILE, layout.RESULT_FILE)
 BACKBONE_LAYER = "facenet"  # faceproc.models.facenet.wrap_backbone's default name
 
 
@@ -46,6 +46,7 @@ class TrainedFiles:
     classes: list[str]
     history: dict[str, list[float]]
     centroids: dict[str, Any] | None = None
+    photos: Any = None  # pa.Table: the train photos of the last from-scratch training (warm_start)
 
 
 class ModelArtifact:
@@ -79,6 +80,11 @@ class ModelArtifact:
             return None
         saved = storage.read_json(self.file(layout.RESULT_FILE))
         return saved if isinstance(saved, dict) else None
+
+    def trained_photos(self) -> Any:
+        """The train photos (pa.Table) of the model's last from-scratch training, or None if unrecorded."""
+        uri = self.file(layout.TRAINED_PHOTOS_FILE)
+        return storage.read_table(uri) if storage.exists(uri) else None
 
     def up_to_date_result(self, fingerprint: str) -> dict[str, Any] | None:
         """The saved result when the model was trained with `fingerprint` and its model file is there."""
@@ -114,6 +120,8 @@ class ModelArtifact:
         storage.write_json_atomic(storage.join(folder, layout.HISTORY_FILE), trained.history)
         if trained.centroids is not None:
             storage.write_json_atomic(storage.join(folder, layout.CENTROIDS_FILE), trained.centroids)
+        if trained.photos is not None:
+            storage.write_table_atomic(storage.join(folder, layout.TRAINED_PHOTOS_FILE), trained.photos)
         ModelArtifact._write_result(folder, result, config)
 
     @staticmethod

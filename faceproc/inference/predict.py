@@ -38,10 +38,11 @@ def predict_images(config: Config, image_paths: list[str], model: str = "facenet
     and a "detail". Raises ArtifactError when the model cannot be used (not trained, ...).
     """
     from faceproc.core.schema import RejectError, RejectReason
+    from faceproc.inference.crop_settings import training_preprocess
     from faceproc.preprocess.decode import decode_image
     from faceproc.preprocess.detector import FaceDetector
 
-    prep = config.preprocess
+    prep = training_preprocess(config.output, config.preprocess)
     classifier = ModelArtifact(config.output, model).load()
     detector = FaceDetector(prep)
     rows: list[dict[str, Any]] = []

@@ -160,17 +160,31 @@ class FaceDetector:
         return results
 
     def detect_all(self, image: np.ndarray) -> list[dict[str, Any]]:
-        """Every confident face of one RGB uint8 image, best first: {"box" (int x0, y0, x1, y1 in the
-        image's pixels, clamped), "confidence", "keypoints", "face" (the face_size crop the shards hold),
-        "aligned"}. Raises ImageError (or MTCNN's error) when the image cannot be processed."""
-        (result,) = self.detect_candidates([image])
+        """Every confident face of one RGB uint8 image (see `faces_of`). Raises ImageError (or
+        MTCNN's error) when the image cannot be processed."""
+        (result,) = self.faces_of([image])
         if isinstance(result, Exception):
             raise result
-        faces = []
-        for face in self._confident(result):
-            crop, aligned = self._crop(image, face)
-            faces.append({**face, "face": crop, "aligned": aligned})
-        return faces
+        return result
+
+    def faces_of(self, images: Sequence[np.ndarray]) -> list[list[dict[str, Any]] | Exception]:
+        """Every confident face of each image, best first: {"box" (int x0, y0, x1, y1 in the image's
+        pixels, clamped), "confidence", "keypoints", "face" (the face_size crop the shards hold),
+        "aligned"}; or the exception that image raised (`predict` and `identify`)."""
+        out: list[list[dict[str, Any]] | Exception] = []
+        for image, result in zip(images, self.detect_candidates(images)):
+            if isinstance(result, Exception):
+                out.append(result)
+                continue
+            try:
+                faces = []
+                for face in self._confident(result):
+                    crop, aligned = self._crop(image, face)
+                    faces.append({**face, "face": crop, "aligned": aligned})
+                out.append(faces)
+            except self._image_errors as exc:
+                out.append(exc)
+        return out
 
     def _crop(self, image: np.ndarray, face: dict[str, Any]) -> tuple[np.ndarray, bool]:
         config = self.config

@@ -1,7 +1,9 @@
-"""Find input photos under `<root>/<split>/<person>/<file>` on a local disk or object storage."""
+"""Find input photos under `<root>/<split>/<person>/<file>` (or, for `identify`, anywhere under
+`<root>`) on a local disk or object storage."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
@@ -44,20 +46,8 @@ def discover(root: str) -> Discovery:
     """Walk `root` recursively; every non-hidden file becomes an InputFile, sorted by path.
 
     The listing's size and modification time are all a rerun needs to find new and changed files."""
-    fs, base = storage.resolve(root)
-    info = fs.get_file_info(base)
-    if info.type != pafs.FileType.Directory:
-        raise FileNotFoundError(f"input folder {root} does not exist or is not a folder")
-    prefix = root.rstrip("/")
     found = Discovery()
-    for entry in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
-        if entry.type != pafs.FileType.File:
-            continue
-        parts = entry.path[len(base.rstrip("/")) + 1:].split("/")
-        if is_hidden(parts):
-            found.skipped += 1
-            continue
-        path = "/".join([prefix, *parts])
+    for parts, path, entry in _walk(root, found):
         if len(parts) == 3:
             found.files.append(InputFile(path, parts[0], parts[1], entry.size, entry.mtime_ns))
         else:
@@ -68,3 +58,27 @@ def discover(root: str) -> Discovery:
     return found
 
 
+def list_photos(root: str) -> Discovery:
+    """Every non-hidden file under `root` at any depth, sorted by path (`identify`: unlabelled photos
+    in any layout, so no file has a split, a person or a layout error)."""
+    found = Discovery()
+    found.files = sorted((InputFile(path, None, None, entry.size, entry.mtime_ns)
+                          for _, path, entry in _walk(root, found)), key=lambda f: f.path)
+    return found
+
+
+def _walk(root: str, found: Discovery) -> Iterator[tuple[list[str], str, pafs.FileInfo]]:
+    """(parts relative to `root`, path, listing entry) of every file; hidden ones counted in `found`."""
+    fs, base = storage.resolve(root)
+    info = fs.get_file_info(base)
+    if info.type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"input folder {root} does not exist or is not a folder")
+    prefix = root.rstrip("/")
+    for entry in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+        if entry.type != pafs.FileType.File:
+            continue
+        parts = entry.path[len(base.rstrip("/")) + 1:].split("/")
+        if is_hidden(parts):
+            found.skipped += 1
+            continue
+        yield parts, "/".join([prefix, *parts]), entry

@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 from skimage.transform import SimilarityTransform
 
+from faceproc.core.schema import KEYPOINT_NAMES
+
 
 def select_face(faces: Sequence[dict[str, Any]], min_confidence: float) -> int | None:
     """Index of the face to keep: among faces with confidence >= `min_confidence`, the one with
@@ -108,7 +110,6 @@ def map_to_original(face: dict[str, Any], fx: float, fy: float, width: int, heig
 
 # ------------------------------------------------------------------------------------------ alignment
 
-KEYPOINT_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 # Where the five keypoints land in an aligned crop, as fractions of its side (x, y). This is the mean
 # layout of MTCNN's keypoints in faceproc's margin crops (face_margin 0.1) of the 90 training faces
 # that no image border clamped, made left-right symmetric: aligned crops are framed like the margin

@@ -8,7 +8,6 @@ becomes `reason`/`detail` on its row and, at the end, a reject record.
 from __future__ import annotations
 
 import hashlib
-import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +15,7 @@ import pyarrow as pa
 from faceproc.config import PreprocessConfig
 from faceproc.core import storage
 from faceproc.core.images import encode_png, object_array
+from faceproc.core.rejects import stage_rejects
 from faceproc.core.schema import FACE_SCHEMA, REJECT_SCHEMA, RejectError, RejectReason
 from faceproc.preprocess.augment import augment_face
 from faceproc.preprocess.decode import decode_image
@@ -93,9 +93,7 @@ class Finalizer:
                 }
                 for name, value in row.items():
                     faces[name].append(value)
-        if rejects["path"]:
-            table = pa.table(rejects, schema=REJECT_SCHEMA)
-            storage.write_table_atomic(storage.join(self.rejects_dir, f"{uuid.uuid4().hex}.parquet"), table)
+        stage_rejects(self.rejects_dir, rejects)
         schema = FACE_SCHEMA.append(pa.field(PARTITION_COLUMN, pa.string()))
         return pa.table(faces, schema=schema)
 

@@ -23,9 +23,18 @@ import pyarrow.fs as pafs
 
 from faceproc.config import Config
 from faceproc.core import layout, storage
-from faceproc.core.manifest import FileState, Plan, hash_where_needed, load_manifest, merge_manifest, plan_run
-from faceproc.core.rejects import prune_rejects, write_rejects
-from faceproc.core.schema import MANIFEST_SCHEMA, REJECT_SCHEMA
+from faceproc.core.manifest import (
+    FileState,
+    Plan,
+    check_accounting,
+    hash_where_needed,
+    load_manifest,
+    merge_manifest,
+    plan_run,
+    processed_rows,
+)
+from faceproc.core.rejects import prune_rejects, read_staged_rejects, write_rejects
+from faceproc.core.schema import MANIFEST_SCHEMA
 from faceproc.core.shards import orphan_shard_files
 from faceproc.preprocess.discover import Discovery, discover
 from faceproc.preprocess.operators import PARTITION_COLUMN, FacePipeline
@@ -108,7 +117,7 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     _remove_leftovers(out, previous)
     settings = row_settings(config.preprocess)
     listing = [FileState(f.path, f.split, f.label, f.size, f.mtime_ns) for f in found.files]
-    listing = hash_where_needed(listing, previous, config.preprocess.verify_hashes, _sha256_or_none)
+    listing = hash_where_needed(listing, previous, config.preprocess.verify_hashes, storage.sha256_or_none)
     plan = plan_run(listing, previous, fingerprint(settings))
     summary.new, summary.changed = plan.new, plan.changed
     summary.unchanged, summary.deleted = plan.unchanged, plan.deleted
@@ -144,13 +153,6 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
                                   summary.to_dict())
     _check_reject_share(summary, config.preprocess.max_reject_share)
     return summary
-
-
-def _sha256_or_none(path: str) -> str | None:
-    try:
-        return storage.sha256(path)
-    except OSError:
-        return None  # unreadable now: processed again and rejected as read_error
 
 
 def _process(config: Config, found: Discovery, plan: Plan, run_id: str, staging: str, data) -> None:
@@ -200,9 +202,9 @@ def _publish(config: Config, listing: list[FileState], plan: Plan, previous: pa.
             augmented += sum(1 for i in copies if i > 0)
             aligned += sum(1 for i, a in zip(copies, columns.column("aligned").to_pylist()) if i == 0 and a)
             staged_files.append((split, staged))
-    new_rejects = _read_staged_rejects(storage.join(staging, "rejects"))
+    new_rejects = read_staged_rejects(storage.join(staging, "rejects"))
     rejected_paths = new_rejects.column("path").to_pylist()
-    _check_accounting(plan, set(faces_by_path), rejected_paths)
+    check_accounting(plan, set(faces_by_path), rejected_paths)
     for index, (split, staged) in enumerate(staged_files):
         storage.move(staged, storage.join(layout.shard_dir(out, split), layout.shard_name(summary.run_id, index)))
 
@@ -215,23 +217,7 @@ def _publish(config: Config, listing: list[FileState], plan: Plan, previous: pa.
 
     reasons = dict(zip(rejected_paths, new_rejects.column("reason").to_pylist()))
     content.update((p, sha or "") for p, sha in zip(rejected_paths, new_rejects.column("sha256").to_pylist()))
-    fresh = pa.table(
-        {
-            "path": [s.path for s in plan.to_process],
-            "sha256": [content[s.path] for s in plan.to_process],
-            "split": [s.split for s in plan.to_process],
-            "label": [s.label for s in plan.to_process],
-            "status": ["rejected" if s.path in reasons else "ok" for s in plan.to_process],
-            "reason": [reasons.get(s.path) for s in plan.to_process],
-            "face_rows": [faces_by_path.get(s.path, 0) for s in plan.to_process],
-            "leakage": [False] * len(plan.to_process),
-            "run_id": [summary.run_id] * len(plan.to_process),
-            "settings": [plan.settings] * len(plan.to_process),
-            "size": pa.nulls(len(plan.to_process), pa.int64()),  # merge_manifest fills in the listing
-            "mtime_ns": pa.nulls(len(plan.to_process), pa.int64()),
-        },
-        schema=MANIFEST_SCHEMA,
-    )
+    fresh = processed_rows(plan, summary.run_id, content, reasons, faces_by_path)
     manifest = merge_manifest(previous, listing, fresh)
     storage.write_json_atomic(layout.preprocess_settings(out, plan.settings), settings)
     write_rejects(out, manifest, new_rejects)  # rows the manifest does not name yet are not live
@@ -263,30 +249,6 @@ def _partition_dirs(faces_dir: str) -> list[str]:
         for info in fs.get_file_info(pafs.FileSelector(path))
         if info.type == pafs.FileType.Directory and info.base_name.startswith(f"{PARTITION_COLUMN}=")
     )
-
-
-def _read_staged_rejects(rejects_dir: str) -> pa.Table:
-    files = storage.list_files(rejects_dir, ".parquet")
-    if not files:
-        return REJECT_SCHEMA.empty_table()
-    table = pa.concat_tables([storage.read_table(uri).cast(REJECT_SCHEMA) for uri in files])
-    # A retried task may have staged the same file twice; keep one row per path.
-    first = {}
-    for i, path in enumerate(table.column("path").to_pylist()):
-        first.setdefault(path, i)
-    return table.take(sorted(first.values()))
-
-
-def _check_accounting(plan: Plan, face_paths: set[str], rejected_paths: list[str]) -> None:
-    """Every processed file is a face or a reject, never both, never neither."""
-    expected = {s.path for s in plan.to_process}
-    both = face_paths & set(rejected_paths)
-    missing = expected - face_paths - set(rejected_paths)
-    if both or missing:
-        raise PreprocessError(
-            f"accounting failed: {len(missing)} file(s) produced neither a face nor a reject "
-            f"(e.g. {sorted(missing)[:3]}), {len(both)} produced both; nothing was published"
-        )
 
 
 def _fill_live_counts(summary: PreprocessSummary, manifest: pa.Table) -> None:

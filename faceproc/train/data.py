@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from faceproc.core.images import decode_png
@@ -77,6 +78,7 @@ class TrainingData:
     held_paths: frozenset[str]
     fingerprint: str  # changes whenever the live train photos or the settings of their rows change
     fit_rows: int  # face rows of the fitting photos (originals and stored copies), from the manifest
+    photos: pa.Table  # the live train photos: path, sha256, settings (warm_start.PHOTO_COLUMNS)
 
 
 def load_training_data(out: str, holdout_fraction: float, seed: int) -> TrainingData:
@@ -100,4 +102,4 @@ def load_training_data(out: str, holdout_fraction: float, seed: int) -> Training
     fit_rows = sum(n for path, n in zip(ok_train.column("path").to_pylist(), ok_train.column("face_rows").to_pylist())
                    if path not in held)
     return TrainingData(classes, fit, holdout, len(photos) - len(held), len(held), frozenset(held),
-                        digest.hexdigest(), fit_rows)
+                        digest.hexdigest(), fit_rows, ok_train.select(["path", "sha256", "settings"]))

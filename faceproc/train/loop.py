@@ -48,6 +48,7 @@ class LoopConfig:
     cache_in_worker: bool  # keep the shard in the worker's memory after the first epoch
     steps_per_epoch: int  # batches of this worker's share per epoch, for the learning-rate schedule
     augment: bool  # online augmentation of the fitting faces
+    initial_weights: Any = None  # ObjectRef of the current model's weight list: a warm start (warm_start.py)
 
 
 @dataclass
@@ -141,6 +142,8 @@ def train_func(config: dict[str, LoopConfig]) -> None:
 
     state = LoopState()
     checkpoint = ray.train.get_checkpoint()
+    if loop.initial_weights is not None and not checkpoint:  # a warm start; a resume has its own weights
+        model.set_weights(ray.get(loop.initial_weights))
     if checkpoint:
         with checkpoint.as_directory() as directory:
             state = read_state(directory)

@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from faceproc.config import Config
+from faceproc.config import Config, TrainConfig
 from faceproc.core import storage
 from faceproc.core.errors import describe
 from faceproc.core.schema import Status
@@ -30,6 +30,7 @@ from faceproc.train.embeddings import embedding_datasets, train_centroids, weigh
 from faceproc.train.loop import SCORE, read_state, read_weights
 from faceproc.train.placement import Placement, placement
 from faceproc.train.trainer import fit_with_ray_train
+from faceproc.train.warm_start import choose_start
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +126,13 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
         if saved is not None:
             log.info("%s: up to date (same photos and settings), not retrained", name)
             return {**saved, "up_to_date": True}
-        result.update(fingerprint=fingerprint, inputs=inputs,
-                      trained_because=retrain_reason(artifact.saved_result(), inputs, force))
-        log.info("%s: training: %s", name, result["trained_because"])
-        trained, facts = _fit(config, spec, data, where)
+        previous = artifact.saved_result()
+        start = choose_start(name, previous, artifact.trained_photos() if previous else None, inputs,
+                             data.photos, data.classes, force, config.train.warm_start_max_change)
+        result.update(fingerprint=fingerprint, inputs=inputs, trained_because=retrain_reason(previous, inputs, force),
+                      start="warm" if start.warm else "scratch", start_reason=start.reason)
+        log.info("%s: training: %s; %s", name, result["trained_because"], start.reason)
+        trained, facts = _fit(config, spec, data, where, artifact if start.warm else None)
         result.update(facts)
     except WeightsUnavailable as exc:
         result.update(status=Status.SKIPPED, reason=str(exc))
@@ -149,9 +153,13 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
     return result
 
 
-def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement) -> tuple[TrainedFiles, dict[str, Any]]:
-    """Train `spec`; the files to save and the facts for result.json."""
+def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement,
+         warm_from: ModelArtifact | None = None) -> tuple[TrainedFiles, dict[str, Any]]:
+    """Train `spec`, or with `warm_from` fine-tune that model on `warm_spec`'s short recipe; the files
+    to save and the facts for result.json."""
     context = BuildContext(train=config.train, models_dir=config.models_dir)
+    recipe = spec if warm_from is None else warm_spec(spec, config.train)
+    initial = None if warm_from is None else warm_from.load(open_set=False).model.get_weights()
     num_classes = len(data.classes)
     frozen_facenet = spec.name == "facenet" and context.facenet_mode == "frozen"
     if frozen_facenet:
@@ -174,8 +182,8 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement) 
                         for rows in (fitting, data.holdout))
         feature = "image"
 
-    latest, best = fit_with_ray_train(config, spec, where, build, num_classes, feature, fit, holdout,
-                                      fit_rows=fit_count)
+    latest, best = fit_with_ray_train(config, recipe, where, build, num_classes, feature, fit, holdout,
+                                      fit_rows=fit_count, initial_weights=initial)
     with latest.as_directory() as directory:
         state = read_state(directory)
     with best.as_directory() as directory:
@@ -195,15 +203,23 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement) 
         "best_epoch": best_state.next_epoch - 1,
         "best_holdout_loss": best_state.history[SCORE][-1],
         "resumed_at_epochs": state.resumed_at,
-        "epochs": spec.epochs,
-        "batch_size": spec.batch_size,
-        "learning_rate": spec.learning_rate,
+        "epochs": recipe.epochs,
+        "batch_size": recipe.batch_size,
+        "learning_rate": recipe.learning_rate,
         "optimizer": spec.optimizer,
         "classes": data.classes,
         "fit_photos": data.fit_photos,
         "holdout_photos": data.holdout_photos,
     }
-    return TrainedFiles(model, data.classes, state.history, centroids), facts
+    photos = data.photos if warm_from is None else warm_from.trained_photos()  # the base a warm start kept
+    return TrainedFiles(model, data.classes, state.history, centroids, photos), facts
+
+
+def warm_spec(spec: ModelSpec, train: TrainConfig) -> ModelSpec:
+    """The fine-tuning recipe: `train.warm_start_epochs` epochs, no warm-up and no minimum, from a
+    `train.warm_start_learning_rate` share of the recipe's learning rate decaying to 0 (cosine)."""
+    return dataclasses.replace(spec, epochs=train.warm_start_epochs, min_epochs=0, warmup_epochs=0, schedule="cosine",
+                               learning_rate=spec.learning_rate * train.warm_start_learning_rate)
 
 
 def _decoded(config: Config, rows: Any, classes: list[str]) -> Any:

@@ -19,9 +19,11 @@ from faceproc.train.placement import Placement
 
 def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build: Callable[[int], Any],
                        num_classes: int, feature: str, fit: Any, holdout: Any | None,
-                       fit_rows: int) -> tuple[Any, Any]:
-    """One TensorflowTrainer run over `fit` (`fit_rows` rows); returns its latest checkpoint (the whole
-    history inside) and the one with the lowest holdout loss (the weights to keep)."""
+                       fit_rows: int, initial_weights: list | None = None) -> tuple[Any, Any]:
+    """One TensorflowTrainer run over `fit` (`fit_rows` rows), from `initial_weights` when given (a warm
+    start) else from the spec's own initialisation; returns its latest checkpoint (the whole history
+    inside) and the one with the lowest holdout loss (the weights to keep)."""
+    import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
@@ -38,6 +40,7 @@ def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build:
         cache_in_worker=fits_worker_cache(config.train.worker_cache_mb, where.workers, fit, holdout),
         steps_per_epoch=max(1, math.ceil(fit_rows / where.workers / spec.batch_size)),
         augment=feature == "image" and spec.online_augment and config.train.online_augment,
+        initial_weights=None if initial_weights is None else ray.put(initial_weights),
     )
     resources = {"CPU": where.cpus_per_worker}
     if where.use_gpu:

@@ -11,37 +11,11 @@ import pytest
 from PIL import Image
 
 from faceproc.cli import main
-from faceproc.config import Config
 from faceproc.pipeline import run_pipeline
 from tests.browser import needs_chromium, render
 from tests.conftest import FACENET_WEIGHTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
-
-SHORT = {"resnet50": 1, "resnet50_imagenet": 1}  # cnn and facenet keep their defaults
-
-
-def _config(dataset_dir: Path, out: Path) -> Config:
-    config = Config(input=str(dataset_dir), output=str(out))
-    config.train.model_epochs = dict(SHORT)
-    return config
-
-
-@pytest.fixture(scope="module")
-def pipeline(real_out, dataset_dir, tmp_path_factory, monkeypatch_module):
-    keras_home = tmp_path_factory.mktemp("keras")  # no cached ImageNet weights: the offline case
-    monkeypatch_module.setenv("KERAS_HOME", str(keras_home))
-    monkeypatch_module.setenv("FACEPROC_IMAGENET_WEIGHTS_URL", "http://127.0.0.1:9/resnet50_notop.h5")
-    config = _config(dataset_dir, real_out)
-    config.models_dir = str(tmp_path_factory.mktemp("empty-models"))
-    config.train.facenet_weights = str(FACENET_WEIGHTS)
-    return config, run_pipeline(config)
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
 
 
 def test_accuracy_table(pipeline):

@@ -71,14 +71,14 @@ def photo_thumbnail(
     return _jpeg_data_uri(img), None
 
 
-def crop_thumbnail(png: bytes | None) -> tuple[str | None, str | None]:
+def crop_thumbnail(png: bytes | None, side: int = THUMB_SIDE) -> tuple[str | None, str | None]:
     """A face crop (PNG bytes from a shard) re-encoded as a JPEG data URI, or (None, why not)."""
     if not png:
         return None, "no image bytes"
     try:
         with Image.open(io.BytesIO(png)) as img:
             thumb = Image.fromarray(to_rgb_array(img))
-        thumb.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.LANCZOS)
+        thumb.thumbnail((side, side), Image.Resampling.LANCZOS)
         return _jpeg_data_uri(thumb), None
     except Exception as exc:
         return None, _short_error(exc)

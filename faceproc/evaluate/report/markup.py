@@ -11,11 +11,11 @@ def e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def img_tag(src: str | None, alt: str, why: str | None = None, cls: str = "") -> str:
-    """An embedded image, or a placeholder that says why there is none."""
+def img_tag(src: str | None, alt: str, why: str | None = None, cls: str = "", lazy: bool = False) -> str:
+    """An embedded image, or a placeholder that says why there is none; `lazy` for long pages."""
     if src is None:
         return f'<div class="placeholder {e(cls)}"><span>{e(why or "no preview")}</span></div>'
-    return f'<img class="{e(cls)}" src="{src}" alt="{e(alt)}" loading="eager">'
+    return f'<img class="{e(cls)}" src="{src}" alt="{e(alt)}" loading="{"lazy" if lazy else "eager"}">'
 
 
 def note(text: str) -> str:

@@ -28,7 +28,7 @@ SECTIONS = (
 )
 
 
-def _css() -> str:
+def stylesheet() -> str:
     """The stylesheet shipped as package data (see pyproject.toml), inlined into every page."""
     return resources.files(__package__).joinpath("assets", "report.css").read_text(encoding="utf-8")
 
@@ -87,7 +87,7 @@ def render_report(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="color-scheme" content="light">'
         f"<title>faceproc report · {e(basename(data.out_uri))}</title>"
-        f"<style>{_css()}</style></head><body>"
+        f"<style>{stylesheet()}</style></head><body>"
         '<header class="top"><div class="wrap"><h1>faceproc report</h1>'
         f'<div class="sub">Output <code>{e(data.out_uri)}</code> · generated {e(when)} · faceproc {e(__version__)}</div>'
         "</div></header>"

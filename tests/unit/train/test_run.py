@@ -60,6 +60,31 @@ def test_two_worker_cnn_gives_a_loadable_model_and_history(tmp_path):
     assert longer["trained_because"] == "recipe.epochs 2 -> 3"  # the worker count is not a reason
 
 
+def test_a_small_change_fine_tunes_the_current_model_and_a_new_person_starts_over(tmp_path):
+    out = tmp_path / "out"
+    write_face_shards(out, COLOURS, copies=1)
+    settings = dict(models=["cnn"], epochs=3, workers=1, holdout_fraction=0.25, warm_start_epochs=2)
+    history = out / "models" / "cnn" / "history.json"
+    (first,) = run_train(_config(out, **settings))
+    assert (first["status"], first["start"]) == ("ok", "scratch"), first["reason"]
+    scratch_losses = json.loads(history.read_text())["loss"]
+
+    write_face_shards(out, {"red": [(190, 50, 50)]}, run_id="20260102T000000Z-test01", copies=1, first=4)
+    (warm,) = run_train(_config(out, **settings))
+    assert (warm["status"], warm["start"], warm["epochs_run"]) == ("ok", "warm", 2), warm
+    assert "1 of 9 train photos" in warm["start_reason"]
+    assert json.loads(history.read_text())["loss"][0] < scratch_losses[0]  # it started from the trained weights
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(out / "models" / "cnn" / "trained_photos.parquet").num_rows == 8  # the base is kept
+
+    write_face_shards(out, {"green": [(40, 200, 40), (60, 220, 50)]}, run_id="20260103T000000Z-test02", copies=1)
+    (scratch,) = run_train(_config(out, **settings))
+    assert (scratch["start"], scratch["epochs_run"]) == ("scratch", 3)
+    assert "+green" in scratch["start_reason"]
+    assert pq.read_table(out / "models" / "cnn" / "trained_photos.parquet").num_rows == 11
+
+
 def test_retrain_reason_names_what_changed():
     from faceproc.train.run import retrain_reason
 
@@ -203,7 +228,7 @@ def test_the_model_fingerprint_follows_the_recipe_and_facenet_weights_by_content
     from faceproc.train.data import TrainingData
     from faceproc.train.run import settings_fingerprint
 
-    data = TrainingData(["a", "b"], None, None, 4, 1, frozenset(), "photos-v1", 4)
+    data = TrainingData(["a", "b"], None, None, 4, 1, frozenset(), "photos-v1", 4, None)
     config = Config(output=str(tmp_path))
     cnn = resolve_spec("cnn", config.train)
     base = settings_fingerprint(config, cnn, data)

@@ -1,0 +1,91 @@
+"""The per-batch step of the identify dataset: read, decode, detect every face, crop, classify.
+
+`IdentifyPipeline` is a Ray Data callable class: MTCNN and the trained model are loaded once per actor,
+and each call takes a batch of file rows and returns one identity row per face. Decoding and its
+reject reasons are preprocessing's (`decode_batch`), the crop is training's (`FaceDetector.faces_of`
+cuts it with `geometry.face_crop`), and the verdict, open-set check included, is `predict`'s
+(`TrainedModel.classify`). A photo with no face or that cannot be read becomes a staged reject.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from faceproc.config import PreprocessConfig
+from faceproc.core.errors import describe
+from faceproc.core.images import encode_png
+from faceproc.core.rejects import stage_rejects
+from faceproc.core.schema import IDENTITY_SCHEMA, KEYPOINT_NAMES, REJECT_SCHEMA, RejectReason
+from faceproc.preprocess.operators import decode_batch
+
+
+class IdentifyPipeline:
+    """File rows ({"path", "layout_error"}) in, IDENTITY_SCHEMA rows out."""
+
+    def __init__(self, config: PreprocessConfig, out: str, model: str, model_version: str, run_id: str,
+                 rejects_dir: str) -> None:
+        import tensorflow as tf
+
+        from faceproc.inference.artifact import ModelArtifact
+        from faceproc.preprocess.detector import FaceDetector
+
+        if config.detector_threads > 0:
+            tf.config.threading.set_intra_op_parallelism_threads(config.detector_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(config.detector_threads)
+        self.config = config
+        self.detector = FaceDetector(config)
+        self.classifier = ModelArtifact(out, model).load()
+        self.model, self.model_version, self.run_id = model, model_version, run_id
+        self.rejects_dir = rejects_dir
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        decoded = decode_batch(batch, max_pixels=self.config.max_pixels, min_side=self.config.min_side)
+        readable = [i for i, reason in enumerate(decoded["reason"]) if not reason]
+        found = dict(zip(readable, self.detector.faces_of([decoded["image"][i] for i in readable])))
+        rejects: dict[str, list] = {name: [] for name in REJECT_SCHEMA.names}
+        photos: list[tuple[int, list[dict[str, Any]]]] = []
+        for i, path in enumerate(decoded["path"]):
+            reason, detail = decoded["reason"][i], decoded["detail"][i]
+            faces = found.get(i)
+            if isinstance(faces, Exception):
+                reason, detail = RejectReason.UNSUPPORTED.value, f"face detection failed: {describe(faces)}"
+            elif not reason and not faces:
+                reason = RejectReason.NO_FACE.value
+                detail = f"MTCNN found no face with confidence >= {self.config.min_face_confidence:g}"
+            if reason:
+                for name, value in (("path", path), ("reason", reason), ("detail", detail), ("split", None),
+                                    ("label", None), ("sha256", decoded["sha256"][i] or None),
+                                    ("run_id", self.run_id)):
+                    rejects[name].append(value)
+            else:
+                photos.append((i, faces))
+        stage_rejects(self.rejects_dir, rejects)
+        crops = [face["face"] for _, faces in photos for face in faces]
+        verdicts = iter(self.classifier.classify(crops))
+        rows = [self._row(decoded, i, index, face, len(faces), next(verdicts))
+                for i, faces in photos for index, face in enumerate(faces)]
+        return pa.Table.from_pylist(rows, schema=IDENTITY_SCHEMA)
+
+    def _row(self, decoded: dict[str, np.ndarray], i: int, index: int, face: dict[str, Any], count: int,
+             verdict: dict[str, Any]) -> dict[str, Any]:
+        keypoints = face.get("keypoints") or {}
+        return {
+            "photo_path": decoded["path"][i],
+            "photo_sha256": decoded["sha256"][i],
+            "face_index": index,
+            "faces_in_photo": count,
+            "box": [int(v) for v in face["box"]],
+            "keypoints": [float(v) for name in KEYPOINT_NAMES for v in keypoints.get(name, (np.nan, np.nan))],
+            "confidence": float(face["confidence"]),
+            "aligned": bool(face["aligned"]),
+            "person": verdict["person"],
+            "probability": float(verdict["probability"]),
+            "distance": verdict.get("distance"),
+            "model": self.model,
+            "model_version": self.model_version,
+            "face": encode_png(face["face"]),
+            "run_id": self.run_id,
+        }

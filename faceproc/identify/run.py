@@ -1,0 +1,225 @@
+"""`faceproc identify`: who is in each photo of a tree of unlabelled photos, as a Ray Data job.
+
+list (any layout) -> plan against the identities manifest (a photo whose listing entry is unchanged and
+that this model version already identified is not read) -> Arrow blocks of the photos to do ->
+`IdentifyPipeline` actors (decode, every face, training's crop, the model and its open-set check) ->
+staged Parquet -> publish: shards moved into place, rejects, then the manifest (the commit) -> report.
+
+The identities folder (default OUT/identities) keeps preprocessing's commit protocol and layout, so it
+has the same guarantees: until its manifest is replaced readers see the previous run, and what a run
+that died left behind is never live and is removed by the next run.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from faceproc.config import Config
+from faceproc.core import layout, storage
+from faceproc.core.manifest import (
+    FileState,
+    Plan,
+    check_accounting,
+    hash_where_needed,
+    load_manifest,
+    merge_manifest,
+    plan_run,
+    processed_rows,
+)
+from faceproc.core.rejects import prune_rejects, read_staged_rejects, write_rejects
+from faceproc.identify.rows import iter_live_identities, orphan_identity_files
+from faceproc.inference.artifact import ModelArtifact
+from faceproc.preprocess.discover import list_photos
+from faceproc.preprocess.run import new_run_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IdentifySummary:
+    run_id: str
+    model: str
+    model_version: str
+    identities: str  # the identities folder
+    discovered: int = 0
+    skipped_hidden: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    reidentified: int = 0  # unchanged photos identified again because the model changed since
+    processed: int = 0
+    faces: int = 0  # found this run
+    rejects: int = 0  # this run
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    live_photos: int = 0  # photos with at least one identified face
+    live_faces: int = 0
+    live_rejects: int = 0
+    faces_by_person: dict[str, int] = field(default_factory=dict)  # live faces; "unknown" included
+    older_versions: int = 0  # live faces named by another version of the model (identify.keep_old_results)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def format(self) -> str:
+        people = sorted(self.faces_by_person.items(), key=lambda item: (item[0] == "unknown", item[0]))
+        lines = [
+            ("model", f"{self.model} (version {self.model_version[:12]})"),
+            ("photos found", self.discovered),
+            ("skipped (hidden/system)", self.skipped_hidden),
+            ("new / changed / unchanged / deleted", f"{self.new} / {self.changed} / {self.unchanged} / {self.deleted}"),
+            *([("identified again (model changed)", self.reidentified)] if self.reidentified else []),
+            ("photos read this run", self.processed),
+            ("faces found this run", self.faces),
+            ("rejects this run", self.rejects),
+            *[(f"  {reason}", n) for reason, n in sorted(self.rejects_by_reason.items())],
+            ("photos with faces / faces (all)", f"{self.live_photos} / {self.live_faces}"),
+            *[(f"  {person}", n) for person, n in people],
+            *([("  named by an older model version", self.older_versions)] if self.older_versions else []),
+            ("rejected photos (all)", self.live_rejects),
+            ("seconds", f"{self.seconds:.1f}"),
+        ]
+        width = max(len(name) for name, _ in lines)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in lines)
+
+
+class IdentifyError(RuntimeError):
+    """identify cannot run as asked (no usable model, ...); the message says what to do."""
+
+
+def identities_folder(config: Config) -> str:
+    return config.identify.into or layout.identities_root(config.output)
+
+
+def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
+    """Identify the photos under config.input that the identities folder does not hold for this model
+    version yet; Ray is started only when there is work."""
+    from faceproc.identify.report import write_identities_report
+
+    started = time.monotonic()
+    out, name, root = config.output, config.identify.model, identities_folder(config)
+    artifact = ModelArtifact(out, name)
+    artifact.check_usable()
+    version = str(artifact.result().get("fingerprint") or "unversioned")
+    summary = IdentifySummary(run_id or new_run_id(), name, version, root)
+    found = list_photos(config.input)
+    summary.discovered, summary.skipped_hidden = len(found.files), found.skipped
+
+    previous = load_manifest(root)
+    _remove_leftovers(root, previous)
+    listing = [FileState(f.path, None, None, f.size, f.mtime_ns) for f in found.files]
+    listing = hash_where_needed(listing, previous, config.preprocess.verify_hashes, storage.sha256_or_none)
+    plan = plan_run(listing, _as_judged(previous, version, config.identify.keep_old_results), version)
+    summary.new, summary.changed, summary.unchanged, summary.deleted = plan.new, plan.changed, plan.unchanged, plan.deleted
+    summary.reidentified, summary.processed = plan.resettled, len(plan.to_process)
+    if plan.resettled:
+        log.info("%s changed since %d photos were identified (now version %s): identifying them again "
+                 "(--set identify.keep_old_results=true keeps the older results)", name, plan.resettled, version)
+    if plan.has_work:
+        import ray.data
+
+        from faceproc.core.ray_env import init_ray, require_on_every_node
+
+        init_ray(config.ray_address)
+        require_on_every_node({"input": config.input, "output": out, "identities": root})
+        staging_root = layout.staging_root(root)
+        try:
+            staging = storage.join(staging_root, summary.run_id)
+            _process(config, plan, version, summary.run_id, staging, ray.data)
+            _publish(root, listing, plan, previous, summary, staging)
+        finally:
+            storage.delete_dir(staging_root)
+    manifest = load_manifest(root) if plan.has_work else previous
+    _fill_live_counts(summary, root, manifest)
+    summary.seconds = time.monotonic() - started
+    write_identities_report(layout.identities_report(out, root), root, manifest, summary)
+    if plan.has_work:
+        storage.write_json_atomic(layout.run_record(root, summary.run_id, "identify"),
+                                  {**summary.to_dict(), "config": config.to_dict()})
+    return summary
+
+
+def _as_judged(previous: pa.Table, version: str, keep_old_results: bool) -> pa.Table:
+    """The manifest as the plan must see it: with `keep_old_results`, every photo counts as identified
+    by the current version, so only new and changed photos are read."""
+    if not keep_old_results:
+        return previous
+    index = previous.schema.get_field_index("settings")
+    return previous.set_column(index, "settings", pa.array([version] * previous.num_rows, pa.string()))
+
+
+def _process(config: Config, plan: Plan, version: str, run_id: str, staging: str, data) -> None:
+    """Run the dataset over the photos in `plan`, staging identity rows and rejects under `staging`."""
+    from faceproc.identify.operators import IdentifyPipeline
+    from faceproc.inference.crop_settings import training_preprocess
+
+    prep = training_preprocess(config.output, config.preprocess)
+    files = pa.table({"path": [s.path for s in plan.to_process], "layout_error": [""] * len(plan.to_process)})
+    step = prep.actor_batch_size
+    blocks = [files.slice(start, step) for start in range(0, files.num_rows, step)]
+    if not blocks:  # only deletions: nothing to read
+        return
+    fs, staging_path = storage.resolve(staging)
+    args = (prep, config.output, config.identify.model, version, run_id, storage.join(staging, "rejects"))
+    (
+        data.from_arrow(blocks)
+        .map_batches(IdentifyPipeline, fn_constructor_args=args, batch_size=step,
+                     compute=data.ActorPoolStrategy(size=prep.detector_actors),
+                     num_cpus=prep.detector_num_cpus, num_gpus=prep.detector_num_gpus)
+        .write_parquet(f"{staging_path}/faces", filesystem=fs, max_rows_per_file=prep.rows_per_shard)
+    )
+
+
+def _publish(root: str, listing: list[FileState], plan: Plan, previous: pa.Table,
+             summary: IdentifySummary, staging: str) -> None:
+    """Move staged shards into place, then write rejects and finally the manifest (the commit)."""
+    faces_by_path: collections.Counter[str] = collections.Counter()
+    content: dict[str, str] = {}  # path -> SHA-256, as the worker that read the photo computed it
+    staged_files = storage.list_files(storage.join(staging, "faces"), ".parquet")
+    for staged in staged_files:
+        columns = storage.read_table(staged, columns=["photo_path", "photo_sha256"])
+        paths = columns["photo_path"].to_pylist()
+        faces_by_path.update(paths)
+        content.update(zip(paths, columns["photo_sha256"].to_pylist()))
+    new_rejects = read_staged_rejects(storage.join(staging, "rejects"))
+    rejected_paths = new_rejects["path"].to_pylist()
+    check_accounting(plan, set(faces_by_path), rejected_paths)
+    for index, staged in enumerate(staged_files):
+        storage.move(staged, storage.join(layout.identity_shards(root), layout.shard_name(summary.run_id, index)))
+
+    summary.faces = sum(faces_by_path.values())
+    summary.rejects = len(rejected_paths)
+    summary.rejects_by_reason = dict(collections.Counter(new_rejects["reason"].to_pylist()))
+    reasons = dict(zip(rejected_paths, new_rejects["reason"].to_pylist()))
+    content.update((p, sha or "") for p, sha in zip(rejected_paths, new_rejects["sha256"].to_pylist()))
+    manifest = merge_manifest(previous, listing, processed_rows(plan, summary.run_id, content, reasons, faces_by_path))
+    write_rejects(root, manifest, new_rejects)  # rows the manifest does not name yet are not live
+    storage.write_table_atomic(layout.manifest(root), manifest)
+
+
+def _remove_leftovers(root: str, manifest: pa.Table) -> None:
+    """Staging, dead reject rows and shard files of runs the manifest does not name (called under
+    the output lock, so no other run can be writing them)."""
+    storage.delete_dir(layout.staging_root(root))
+    prune_rejects(root, manifest)
+    for orphan in orphan_identity_files(root, manifest):
+        storage.delete_file(orphan)
+
+
+def _fill_live_counts(summary: IdentifySummary, root: str, manifest: pa.Table) -> None:
+    photos: set[str] = set()
+    people: collections.Counter[str] = collections.Counter()
+    for table in iter_live_identities(root, manifest, ["photo_path", "person", "model_version"], batch_size=8192):
+        photos.update(table["photo_path"].to_pylist())
+        people.update(table["person"].to_pylist())
+        summary.older_versions += table.num_rows - pc.sum(pc.equal(table["model_version"], summary.model_version)).as_py()
+    summary.live_photos, summary.live_faces = len(photos), sum(people.values())
+    summary.faces_by_person = dict(sorted(people.items()))
+    summary.live_rejects = pc.sum(pc.equal(manifest["status"], "rejected")).as_py() or 0

@@ -1,0 +1,72 @@
+"""From scratch or from the current model: the decision a retraining starts with.
+
+A scheduled rerun usually adds a few photos of the same people. Training cnn or resnet50 again from
+random weights for that costs as much as the first run; fine-tuning the current model on all live
+photos for a few epochs costs a fraction and, while the change stays small, reaches the same
+accuracy (docs/benchmarks.md, "Warm start"). The change is measured against the photos of the last
+*from-scratch* training (kept in the model folder, `trained_photos.parquet`), so warm starts cannot
+drift: once the photos added, removed or changed since then pass `train.warm_start_max_change` of
+the live train photos, the model is trained from scratch again.
+
+Pure: the caller passes what the model folder and the current data hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from faceproc.core.schema import Status
+
+FROZEN_HEADS = frozenset({"facenet"})  # a head over cached embeddings: refitted on all of them, in seconds
+PHOTO_COLUMNS = ["path", "sha256", "settings"]  # what identifies a train photo's rows
+
+
+@dataclass(frozen=True)
+class Start:
+    warm: bool
+    reason: str  # for result.json (`start_reason`), the run record and the console
+
+
+def changed_photos(base: pa.Table, current: pa.Table) -> int:
+    """Paths added, removed, or with other content or preprocessing settings, between two photo tables."""
+    def keyed(table: pa.Table) -> set[tuple[str, str, str]]:
+        columns = [pc.fill_null(table[name], "").to_pylist() for name in PHOTO_COLUMNS]
+        return set(zip(*columns))
+
+    return len({path for path, _, _ in keyed(base) ^ keyed(current)})
+
+
+def choose_start(name: str, saved: dict[str, Any] | None, base_photos: pa.Table | None,
+                 inputs: dict[str, Any], photos: pa.Table, classes: list[str], force: bool,
+                 max_change: float) -> Start:
+    """Warm when the model exists, was trained on the same people with the same settings, and the
+    photos changed by at most `max_change` of the live ones since its last from-scratch training."""
+    if force:
+        return Start(False, "forced (--force): from scratch")
+    if name in FROZEN_HEADS:
+        return Start(False, "the head is refitted on all live embeddings (only new faces are embedded)")
+    if max_change <= 0:
+        return Start(False, "warm start is off (train.warm_start_max_change = 0)")
+    if saved is None or saved.get("status") != Status.OK:
+        return Start(False, "no usable model to start from")
+    if base_photos is None:
+        return Start(False, "the model folder does not say which photos it was trained on")
+    if saved.get("classes") != classes:
+        before, now = set(saved.get("classes") or []), set(classes)
+        change = ", ".join([*(f"+{c}" for c in sorted(now - before)), *(f"-{c}" for c in sorted(before - now))])
+        return Start(False, f"the people changed ({change or 'order'}): from scratch")
+    before = {key: value for key, value in (saved.get("inputs") or {}).items() if key != "data"}
+    now = {key: value for key, value in inputs.items() if key != "data"}
+    if before != now:
+        keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        return Start(False, f"training settings changed ({', '.join(keys)}): from scratch")
+    changed = changed_photos(base_photos, photos)
+    share = changed / max(1, photos.num_rows)
+    words = f"{changed} of {photos.num_rows} train photos differ from the last full training ({share:.0%}"
+    if share > max_change:
+        return Start(False, f"{words} > {max_change:.0%}): from scratch")
+    return Start(True, f"{words} <= {max_change:.0%}): fine-tuning the current model")

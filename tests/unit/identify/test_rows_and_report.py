@@ -1,0 +1,76 @@
+"""Which identity rows are live, and the identities page built from them (synthetic rows, no Ray)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from faceproc.core import storage
+from faceproc.core.images import encode_png
+from faceproc.core.schema import IDENTITY_SCHEMA, MANIFEST_SCHEMA, REJECT_SCHEMA
+from faceproc.identify import report
+from faceproc.identify.rows import iter_live_identities
+from faceproc.identify.run import IdentifySummary, _as_judged
+
+FACE = encode_png(np.full((16, 16, 3), 128, np.uint8))
+
+
+def _row(photo: str, person: str, run: str, distance: float, index: int = 0) -> dict:
+    return {"photo_path": photo, "photo_sha256": f"sha-{photo}", "face_index": index, "faces_in_photo": index + 1,
+            "box": [0, 0, 10, 10], "keypoints": [1.0] * 10, "confidence": 0.99, "aligned": True, "person": person,
+            "probability": 0.9, "distance": distance, "model": "facenet", "model_version": "v1", "face": FACE,
+            "run_id": run}
+
+
+def _manifest_row(photo: str, run: str, status: str = "ok") -> dict:
+    return {"path": photo, "sha256": f"sha-{photo}", "split": None, "label": None, "status": status,
+            "reason": "no_face" if status == "rejected" else None, "face_rows": int(status == "ok"),
+            "leakage": False, "run_id": run, "settings": "v1", "size": 1, "mtime_ns": 1}
+
+
+def _folder(tmp_path, rows_by_run: dict[str, list[dict]], manifest: list[dict]) -> tuple[str, pa.Table]:
+    root = str(tmp_path / "ids")
+    for run, rows in rows_by_run.items():
+        storage.write_table_atomic(f"{root}/shards/{run}.00000.parquet", pa.Table.from_pylist(rows, schema=IDENTITY_SCHEMA))
+    table = pa.Table.from_pylist(manifest, schema=MANIFEST_SCHEMA)
+    storage.write_table_atomic(f"{root}/manifest.parquet", table)
+    return root, table
+
+
+def test_rows_of_a_photo_identified_again_or_of_a_dead_run_are_not_live(tmp_path):
+    root, manifest = _folder(tmp_path, {
+        "r1": [_row("/p/a.jpg", "madonna", "r1", 0.3), _row("/p/b.jpg", "madonna", "r1", 0.4)],
+        "r2": [_row("/p/b.jpg", "elton_john", "r2", 0.2)],  # b identified again by run r2
+        "r3": [_row("/p/c.jpg", "madonna", "r3", 0.2)],  # a run that died before its commit
+    }, [_manifest_row("/p/a.jpg", "r1"), _manifest_row("/p/b.jpg", "r2")])
+    rows = [r for t in iter_live_identities(root, manifest, ["photo_path", "person"]) for r in t.to_pylist()]
+    assert sorted((r["photo_path"], r["person"]) for r in rows) == [("/p/a.jpg", "madonna"), ("/p/b.jpg", "elton_john")]
+
+
+def test_keep_old_results_plans_every_known_photo_as_made_by_the_current_version():
+    manifest = pa.Table.from_pylist([_manifest_row("/p/a.jpg", "r1")], schema=MANIFEST_SCHEMA)
+    assert _as_judged(manifest, "v2", keep_old_results=True)["settings"].to_pylist() == ["v2"]
+    assert _as_judged(manifest, "v2", keep_old_results=False)["settings"].to_pylist() == ["v1"]
+
+
+def test_page_groups_people_unknown_last_nearest_first_and_says_what_it_cut(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "MAX_FACES_PER_GROUP", 2)
+    rows = [_row("/p/m1.jpg", "madonna", "r1", 0.5), _row("/p/m2.jpg", "madonna", "r1", 0.1),
+            _row("/p/m3.jpg", "madonna", "r1", 0.3), _row("/p/u1.jpg", "unknown", "r1", 1.4),
+            _row("/p/e1.jpg", "elton_john", "r1", 0.2), _row("/p/e1.jpg", "unknown", "r1", 1.3, index=1)]
+    photos = ["/p/m1.jpg", "/p/m2.jpg", "/p/m3.jpg", "/p/u1.jpg", "/p/e1.jpg"]
+    root, manifest = _folder(tmp_path, {"r1": rows}, [_manifest_row(p, "r1") for p in photos]
+                             + [_manifest_row("/p/wall.jpg", "r1", "rejected")])
+    storage.write_table_atomic(f"{root}/rejects.parquet", pa.Table.from_pylist(
+        [{"path": "/p/wall.jpg", "reason": "no_face", "detail": "MTCNN found no face", "split": None,
+          "label": None, "sha256": "sha-/p/wall.jpg", "run_id": "r1"}], schema=REJECT_SCHEMA))
+    summary = IdentifySummary("r1", "facenet", "v1", root, discovered=6, live_photos=5, live_faces=6, live_rejects=1,
+                              faces_by_person={"madonna": 3, "unknown": 2, "elton_john": 1})
+    page = report.render(root, manifest, summary)
+    order = [page.index(f"{name} <span") for name in ("madonna", "elton_<wbr>john", "unknown")]
+    assert order == sorted(order)  # most faces first, unknown last
+    madonna = page[order[0]:order[1]]
+    assert madonna.index("m2.jpg") < madonna.index("m3.jpg") and "m1.jpg" not in madonna  # nearest two shown
+    assert "Showing the first 2 of 3 faces" in madonna
+    assert page[order[2]:].count("<figure") == 2 and "face 2 · p 0.90" in page  # the photo's second face
+    assert page.count('loading="lazy"') == 5 and "wall.jpg" in page and "no_face" in page

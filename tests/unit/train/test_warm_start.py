@@ -1,0 +1,60 @@
+"""The warm-start decision table: when a retraining may fine-tune the current model."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from faceproc.train.warm_start import changed_photos, choose_start
+
+CLASSES = ["a", "b"]
+INPUTS = {"data": "d1", "recipe": {"epochs": 45}, "seed": 0}
+
+
+def photos(n: int, settings: str = "s1", sha: str = "x") -> pa.Table:
+    return pa.table({"path": [f"/p/{i}.jpg" for i in range(n)], "sha256": [f"{sha}{i}" for i in range(n)],
+                     "settings": [settings] * n})
+
+
+def saved(**changes) -> dict:
+    return {"status": "ok", "classes": CLASSES, "inputs": INPUTS, **changes}
+
+
+def decide(name="cnn", previous=None, base=None, inputs=None, current=None, classes=CLASSES, force=False,
+           max_change=0.2):
+    return choose_start(name, saved() if previous is None else previous, photos(100) if base is None else base,
+                        {**INPUTS, "data": "d2"} if inputs is None else inputs,
+                        photos(105) if current is None else current, classes, force, max_change)
+
+
+def test_counts_added_removed_and_changed_photos():
+    base = photos(10)
+    changed = pa.table({"path": ["/p/0.jpg", "/p/1.jpg", "/p/10.jpg"], "sha256": ["x0", "new", "x10"],
+                        "settings": ["s1", "s1", "s1"]})
+    assert changed_photos(base, changed) == 8 + 1 + 1  # 8 gone, 1 new content, 1 added
+    assert changed_photos(base, photos(10, settings="s2")) == 10  # other preprocessing: every photo
+
+
+def test_a_few_new_photos_of_the_same_people_warm_start():
+    start = decide()
+    assert start.warm and "5 of 105 train photos" in start.reason
+
+
+@pytest.mark.parametrize(("case", "why"), [
+    (dict(force=True), "forced"),
+    (dict(name="facenet"), "head is refitted"),
+    (dict(max_change=0), "off"),
+    (dict(previous={"status": "failed"}), "no usable model"),
+    (dict(classes=["a", "b", "c"]), "people changed (+c)"),
+    (dict(inputs={**INPUTS, "data": "d2", "seed": 1}), "training settings changed (seed)"),
+    (dict(current=photos(130)), "30 of 130"),
+    (dict(current=photos(100, settings="s2")), "100 of 100"),
+])
+def test_scratch_when_it_must(case, why):
+    start = decide(**case)
+    assert not start.warm and why in start.reason, start.reason
+
+
+def test_scratch_without_a_record_of_the_last_full_trainings_photos():
+    start = choose_start("cnn", saved(), None, {**INPUTS, "data": "d2"}, photos(105), CLASSES, False, 0.2)
+    assert not start.warm and "does not say which photos" in start.reason
