@@ -32,6 +32,7 @@ class PreprocessConfig:
     max_pixels: int = 40_000_000  # images declaring more pixels are rejected before decoding
     min_side: int = 32  # images with a shorter side are rejected as too_small
     detect_max_side: int = 640  # photos are downscaled to this longest side before MTCNN
+    draft_decode: bool = True  # decode big JPEGs at a reduced DCT scale for detection (full size where a crop needs it)
     min_face_confidence: float = 0.8  # MTCNN faces below this are ignored (0.9 loses a real val face)
     min_face_size: int = 20  # MTCNN's smallest face, in detection pixels
     face_margin: float = 0.1  # margin added on each side, as a fraction of the box size

@@ -19,6 +19,7 @@ from faceproc.core.errors import describe
 from faceproc.core.images import encode_png
 from faceproc.core.rejects import stage_rejects
 from faceproc.core.schema import IDENTITY_SCHEMA, KEYPOINT_NAMES, REJECT_SCHEMA, RejectReason
+from faceproc.preprocess.full_resolution import to_full_resolution
 from faceproc.preprocess.operators import decode_batch
 
 
@@ -42,9 +43,13 @@ class IdentifyPipeline:
         self.rejects_dir = rejects_dir
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        decoded = decode_batch(batch, max_pixels=self.config.max_pixels, min_side=self.config.min_side)
+        prep = self.config
+        decoded = decode_batch(batch, prep.max_pixels, prep.min_side, prep.detect_max_side if prep.draft_decode else None)
         readable = [i for i, reason in enumerate(decoded["reason"]) if not reason]
         found = dict(zip(readable, self.detector.faces_of([decoded["image"][i] for i in readable])))
+        for i, faces in found.items():
+            if not isinstance(faces, Exception):
+                found[i] = to_full_resolution(faces, decoded["decoded"][i], decoded["data"][i], prep)
         rejects: dict[str, list] = {name: [] for name in REJECT_SCHEMA.names}
         photos: list[tuple[int, list[dict[str, Any]]]] = []
         for i, path in enumerate(decoded["path"]):

@@ -202,6 +202,7 @@ class FaceDetector:
         confidences = np.zeros(n, np.float32)
         found = np.zeros(n, np.int32)
         aligned = np.zeros(n, bool)
+        keypoints: list[dict[str, Any]] = [{} for _ in range(n)]
 
         todo = [i for i in range(n) if not reasons[i]]
         for i, candidates in zip(todo, self.detect_candidates([images[i] for i in todo])):
@@ -224,6 +225,7 @@ class FaceDetector:
                 continue
             boxes[i] = face["box"]
             confidences[i] = face["confidence"]
+            keypoints[i] = face.get("keypoints") or {}
 
         out = {name: column for name, column in batch.items() if name != "image"}
         out.update(
@@ -232,6 +234,7 @@ class FaceDetector:
             confidence=confidences,
             faces_found=found,
             aligned=aligned,
+            keypoints=object_array(keypoints),
             reason=np.array(reasons, dtype=object),
             detail=np.array(details, dtype=object),
         )

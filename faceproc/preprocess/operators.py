@@ -18,25 +18,30 @@ from faceproc.core.images import encode_png, object_array
 from faceproc.core.rejects import stage_rejects
 from faceproc.core.schema import FACE_SCHEMA, REJECT_SCHEMA, RejectError, RejectReason
 from faceproc.preprocess.augment import augment_face
-from faceproc.preprocess.decode import decode_image
+from faceproc.preprocess.decode import Decoded, decode_reduced
+from faceproc.preprocess.full_resolution import to_full_resolution
 
 EMPTY_IMAGE = np.zeros((0, 0, 3), np.uint8)
 PARTITION_COLUMN = "_split"  # Hive partition of the staged faces; dropped from the files written
 
 
-def decode_batch(batch: dict[str, np.ndarray], max_pixels: int, min_side: int) -> dict[str, np.ndarray]:
-    """Read, hash and decode each file to RGB; failures become a reason on the row.
+def decode_batch(batch: dict[str, np.ndarray], max_pixels: int, min_side: int,
+                 longest_side: int | None = None) -> dict[str, np.ndarray]:
+    """Read, hash and decode each file to RGB (big JPEGs at reduced size, see `decode_reduced`);
+    failures become a reason on the row. `decoded` holds each photo's `Decoded` (its scale) and `data`
+    the bytes of the reduced ones, for `full_resolution.to_full_resolution`.
 
     The SHA-256 is taken here, from the bytes read for decoding, so no file is read twice."""
-    images, reasons, details, hashes = [], [], [], []
+    images, reasons, details, hashes, decodes, raw = [], [], [], [], [], []
     for path, layout_error in zip(batch["path"], batch["layout_error"]):
-        image, reason, detail, sha = EMPTY_IMAGE, "", "", ""
+        image, reason, detail, sha, decoded, data = EMPTY_IMAGE, "", "", "", Decoded(EMPTY_IMAGE), b""
         try:
             data = storage.read_bytes(path)
             sha = hashlib.sha256(data).hexdigest()
             if layout_error:
                 raise RejectError(RejectReason.BAD_LAYOUT, layout_error)
-            image = decode_image(data, max_pixels=max_pixels, min_side=min_side)
+            decoded = decode_reduced(data, max_pixels, min_side, longest_side)
+            image = decoded.image
         except RejectError as exc:
             reason, detail = exc.reason.value, exc.detail
         except OSError as exc:
@@ -45,10 +50,24 @@ def decode_batch(batch: dict[str, np.ndarray], max_pixels: int, min_side: int) -
         reasons.append(reason)
         details.append(detail)
         hashes.append(sha)
+        decodes.append(decoded)
+        raw.append(data if decoded.reduced else b"")
     out = dict(batch)
-    out.update(sha256=np.array(hashes), image=object_array(images),
-               reason=np.array(reasons), detail=np.array(details))
+    out.update(sha256=np.array(hashes), image=object_array(images), reason=np.array(reasons),
+               detail=np.array(details), decoded=object_array(decodes), data=object_array(raw))
     return out
+
+
+def full_resolution_rows(batch: dict[str, np.ndarray], prep: PreprocessConfig) -> dict[str, np.ndarray]:
+    """The detected rows of photos decoded at reduced size, with box and crop in full resolution."""
+    for i, decoded in enumerate(batch["decoded"]):
+        if batch["reason"][i] or not decoded.reduced:
+            continue
+        face = {"box": batch["box"][i], "keypoints": batch["keypoints"][i], "face": batch["face"][i],
+                "aligned": batch["aligned"][i], "confidence": batch["confidence"][i]}
+        (full,) = to_full_resolution([face], decoded, batch["data"][i], prep)
+        batch["box"][i], batch["face"][i], batch["aligned"][i] = full["box"], full["face"], full["aligned"]
+    return batch
 
 
 class Finalizer:
@@ -123,5 +142,6 @@ class FacePipeline:
         self.finalize = Finalizer(run_id, config.seed, config.augment_copies, rejects_dir)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        decoded = decode_batch(batch, max_pixels=self.config.max_pixels, min_side=self.config.min_side)
-        return self.finalize(self.detect(decoded))
+        prep = self.config
+        decoded = decode_batch(batch, prep.max_pixels, prep.min_side, prep.detect_max_side if prep.draft_decode else None)
+        return self.finalize(full_resolution_rows(self.detect(decoded), prep))

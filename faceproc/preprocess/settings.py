@@ -16,7 +16,7 @@ from typing import Any
 from faceproc.config import PreprocessConfig
 from faceproc.preprocess import augment, detector, geometry
 
-ROW_FIELDS = ("max_pixels", "min_side", "detect_max_side", "min_face_confidence", "min_face_size",
+ROW_FIELDS = ("max_pixels", "min_side", "detect_max_side", "draft_decode", "min_face_confidence", "min_face_size",
               "face_margin", "face_size", "align", "augment_copies", "seed")
 
 

@@ -107,7 +107,8 @@ def test_batch_of_real_photos(detector):
     out = detector(batch)
 
     assert "image" not in out
-    assert set(out) == set(batch) - {"image"} | {"face", "box", "confidence", "faces_found", "aligned"}
+    assert set(out) == set(batch) - {"image"} | {"face", "box", "confidence", "faces_found", "aligned", "keypoints"}
+    assert all(len(points) == 5 for points in out["keypoints"])
     assert out["aligned"].dtype == bool and out["aligned"].all()  # five clear keypoints on each
     for name in ("path", "sha256", "split", "label", "label_id"):
         assert np.array_equal(out[name], batch[name]), name
