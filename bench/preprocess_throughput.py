@@ -330,11 +330,11 @@ def worker_rayinit() -> dict:
 # --------------------------------------------------------------------------- faceproc runs
 
 
-def run_faceproc(tree: Path, out: Path, files: int, ray_address: str) -> dict:
+def run_faceproc(tree: Path, out: Path, files: int, ray_address: str, extra: tuple[str, ...] = ()) -> dict:
     if out.exists():
         shutil.rmtree(out)
     env = {**os.environ, "RAY_ADDRESS": ray_address}
-    cmd = [str(FACEPROC), "preprocess", "--input", str(tree), "--output", str(out)]
+    cmd = [str(FACEPROC), "preprocess", "--input", str(tree), "--output", str(out), *extra]
     log = out.parent / f"{out.name}.log"
     run = machine.run_watched(cmd, log, env=env, cwd=ROOT)
     if run.code != 0:
