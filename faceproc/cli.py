@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 from typing import Callable, Sequence
@@ -117,10 +116,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
         "identify.model": args.model, "identify.into": args.into,
         "identify.keep_old_results": True if args.keep_old_results else None})
     folder = identities_folder(config)
-    with contextlib.ExitStack() as locks:
-        locks.enter_context(output_lock(config.output, args.wait))  # no training swaps the model meanwhile
-        if not storage.join(folder, "").startswith(storage.join(config.output, "")):
-            locks.enter_context(output_lock(folder, args.wait))
+    with output_lock(config.output, args.wait), output_lock(folder, args.wait):  # OUT: no training swaps the model
         summary = run_identify(config)
     print(summary.format())
     print(f"identities: {folder}\nreport: {layout.identities_report(config.output, folder)}")

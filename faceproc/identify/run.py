@@ -13,6 +13,7 @@ that died left behind is never live and is removed by the next run.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ from faceproc.core.manifest import (
     processed_rows,
 )
 from faceproc.core.rejects import prune_rejects, read_staged_rejects, write_rejects
+from faceproc.core.schema import MANIFEST_SCHEMA
 from faceproc.identify.rows import iter_live_identities, orphan_identity_files
 from faceproc.inference.artifact import ModelArtifact
 from faceproc.preprocess.discover import list_photos
@@ -53,7 +55,7 @@ class IdentifySummary:
     changed: int = 0
     unchanged: int = 0
     deleted: int = 0
-    reidentified: int = 0  # unchanged photos identified again because the model changed since
+    reidentified: int = 0  # unchanged photos identified again: another model or model version named them
     processed: int = 0
     faces: int = 0  # found this run
     rejects: int = 0  # this run
@@ -90,24 +92,23 @@ class IdentifySummary:
         return "\n".join(f"{name:<{width}}  {value}" for name, value in lines)
 
 
-class IdentifyError(RuntimeError):
-    """identify cannot run as asked (no usable model, ...); the message says what to do."""
-
-
 def identities_folder(config: Config) -> str:
     return config.identify.into or layout.identities_root(config.output)
 
 
 def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
     """Identify the photos under config.input that the identities folder does not hold for this model
-    version yet; Ray is started only when there is work."""
+    version yet; Ray is started only when there is work. Detection and crop settings are the model's
+    (`crop_settings.training_preprocess`), and the run record saves the config with them."""
     from faceproc.identify.report import write_identities_report
+    from faceproc.inference.crop_settings import training_preprocess
 
     started = time.monotonic()
     out, name, root = config.output, config.identify.model, identities_folder(config)
     artifact = ModelArtifact(out, name)
     artifact.check_usable()
-    version = str(artifact.result().get("fingerprint") or "unversioned")
+    version = artifact.version()
+    config = dataclasses.replace(config, preprocess=training_preprocess(out, config.preprocess, artifact.result()))
     summary = IdentifySummary(run_id or new_run_id(), name, version, root)
     found = list_photos(config.input)
     summary.discovered, summary.skipped_hidden = len(found.files), found.skipped
@@ -120,14 +121,15 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
     summary.new, summary.changed, summary.unchanged, summary.deleted = plan.new, plan.changed, plan.unchanged, plan.deleted
     summary.reidentified, summary.processed = plan.resettled, len(plan.to_process)
     if plan.resettled:
-        log.info("%s changed since %d photos were identified (now version %s): identifying them again "
-                 "(--set identify.keep_old_results=true keeps the older results)", name, plan.resettled, version)
+        log.info("%d photos were identified by another model or model version: identifying them again with %s "
+                 "version %s (--keep-old-results keeps the older results)", plan.resettled, name, version[:12])
     if plan.has_work:
         import ray.data
 
         from faceproc.core.ray_env import init_ray, require_on_every_node
 
         init_ray(config.ray_address)
+        storage.makedirs(root)  # so that the first run's check can find it on every node
         require_on_every_node({"input": config.input, "output": out, "identities": root})
         staging_root = layout.staging_root(root)
         try:
@@ -136,7 +138,9 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
             _publish(root, listing, plan, previous, summary, staging)
         finally:
             storage.delete_dir(staging_root)
-    manifest = load_manifest(root) if plan.has_work else previous
+    elif plan.relisted:  # content decided these are unchanged: record their listing entries
+        storage.write_table_atomic(layout.manifest(root), merge_manifest(previous, listing, MANIFEST_SCHEMA.empty_table()))
+    manifest = load_manifest(root) if plan.has_work or plan.relisted else previous
     _fill_live_counts(summary, root, manifest)
     summary.seconds = time.monotonic() - started
     write_identities_report(layout.identities_report(out, root), root, manifest, summary)
@@ -158,9 +162,8 @@ def _as_judged(previous: pa.Table, version: str, keep_old_results: bool) -> pa.T
 def _process(config: Config, plan: Plan, version: str, run_id: str, staging: str, data) -> None:
     """Run the dataset over the photos in `plan`, staging identity rows and rejects under `staging`."""
     from faceproc.identify.operators import IdentifyPipeline
-    from faceproc.inference.crop_settings import training_preprocess
 
-    prep = training_preprocess(config.output, config.preprocess)
+    prep = config.preprocess
     files = pa.table({"path": [s.path for s in plan.to_process], "layout_error": [""] * len(plan.to_process)})
     step = prep.actor_batch_size
     blocks = [files.slice(start, step) for start in range(0, files.num_rows, step)]

@@ -81,6 +81,12 @@ class ModelArtifact:
         saved = storage.read_json(self.file(layout.RESULT_FILE))
         return saved if isinstance(saved, dict) else None
 
+    def version(self) -> str:
+        """`model_version` from result.json; for a folder an earlier faceproc wrote, the content hash
+        of its model file (so a replaced model is still told apart)."""
+        saved = self.result().get("model_version")
+        return str(saved) if saved else "sha-" + storage.sha256(self.file(layout.MODEL_FILE))[:12]
+
     def trained_photos(self) -> Any:
         """The train photos (pa.Table) of the model's last from-scratch training, or None if unrecorded."""
         uri = self.file(layout.TRAINED_PHOTOS_FILE)
@@ -92,17 +98,21 @@ class ModelArtifact:
         return saved if saved and saved.get("status") == Status.OK and saved.get("fingerprint") == fingerprint else None
 
     def save(self, result: dict[str, Any], config: dict[str, Any], trained: TrainedFiles | None) -> None:
-        """With `trained`: stage every file, then swap the folder in whole. Without: rewrite only
-        result.json and config.json, so a failure leaves the previous model usable."""
+        """With `trained`: stage every file, then swap the folder in whole; result.json gains a new
+        `model_version` (what identify's results are keyed by: every training gives new weights, even
+        one with the same inputs). Without: rewrite only result.json and config.json, so a failure
+        leaves the previous model usable."""
         if trained is None:
             self._write_result(self.dir, result, config)
-        elif storage.is_local(self.out):
+            return
+        version = uuid.uuid4().hex[:12]
+        result["model_version"] = version
+        if storage.is_local(self.out):
             staging = layout.model_staging_dir(self.out, self.name)
             storage.delete_dir(staging)
             self._write_files(staging, result, config, trained)
             storage.replace_dir(staging, self.dir)
         else:
-            version = uuid.uuid4().hex[:12]
             folder = layout.model_version_dir(self.out, self.name, version)
             self._write_files(folder, result, config, trained)
             storage.write_json_atomic(layout.model_pointer(self.out, self.name), {"version": version})

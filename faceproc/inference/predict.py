@@ -39,11 +39,13 @@ def predict_images(config: Config, image_paths: list[str], model: str = "facenet
     """
     from faceproc.core.schema import RejectError, RejectReason
     from faceproc.inference.crop_settings import training_preprocess
-    from faceproc.preprocess.decode import decode_image
+    from faceproc.preprocess.decode import decode_reduced
     from faceproc.preprocess.detector import FaceDetector
+    from faceproc.preprocess.full_resolution import to_full_resolution
 
-    prep = training_preprocess(config.output, config.preprocess)
-    classifier = ModelArtifact(config.output, model).load()
+    artifact = ModelArtifact(config.output, model)
+    classifier = artifact.load()
+    prep = training_preprocess(config.output, config.preprocess, artifact.result())
     detector = FaceDetector(prep)
     rows: list[dict[str, Any]] = []
     for path in image_paths:
@@ -53,12 +55,12 @@ def predict_images(config: Config, image_paths: list[str], model: str = "facenet
             rows.append(_failure(path, RejectReason.READ_ERROR.value, f"{type(exc).__name__}: {exc}"))
             continue
         try:
-            rgb = decode_image(data, prep.max_pixels, prep.min_side)
+            decoded = decode_reduced(data, prep.max_pixels, prep.min_side, prep.detect_max_side if prep.draft_decode else None)
         except RejectError as exc:
             rows.append(_failure(path, exc.reason.value, exc.detail))
             continue
         try:
-            faces = detector.detect_all(rgb)
+            faces = to_full_resolution(detector.detect_all(decoded.image), decoded, data, prep)
         except Exception as exc:  # noqa: BLE001 - one odd image must not stop the others
             rows.append(_failure(path, RejectReason.UNSUPPORTED.value, f"face detection failed: {describe(exc)}"))
             continue

@@ -176,14 +176,15 @@ class FaceDetector:
             if isinstance(result, Exception):
                 out.append(result)
                 continue
-            try:
-                faces = []
-                for face in self._confident(result):
+            faces, failure = [], None
+            for face in self._confident(result):
+                try:  # one face that cannot be cut does not cost the photo its other faces
                     crop, aligned = self._crop(image, face)
-                    faces.append({**face, "face": crop, "aligned": aligned})
-                out.append(faces)
-            except self._image_errors as exc:
-                out.append(exc)
+                except self._image_errors as exc:
+                    failure = exc
+                    continue
+                faces.append({**face, "face": crop, "aligned": aligned})
+            out.append(failure if failure is not None and not faces else faces)
         return out
 
     def _crop(self, image: np.ndarray, face: dict[str, Any]) -> tuple[np.ndarray, bool]:

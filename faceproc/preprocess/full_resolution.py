@@ -9,12 +9,19 @@ reduced crop; a small one is cut from the full decode, so no crop is upsampled f
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
+import cv2
+import numpy as np
+
 from faceproc.config import PreprocessConfig
+from faceproc.core.schema import RejectError
 from faceproc.preprocess.decode import Decoded, decode_image
 from faceproc.preprocess.geometry import face_crop, map_to_original
+
+log = logging.getLogger(__name__)
 
 
 def needs_full_resolution(box: Sequence[float], margin: float, face_size: int) -> bool:
@@ -26,18 +33,21 @@ def needs_full_resolution(box: Sequence[float], margin: float, face_size: int) -
 def to_full_resolution(faces: list[dict[str, Any]], decoded: Decoded, data: bytes,
                        prep: PreprocessConfig) -> list[dict[str, Any]]:
     """`faces` ({"box", "keypoints", "face", "aligned", ...} in `decoded.image` pixels) in full-resolution
-    pixels, re-cut from one full decode of `data` where `needs_full_resolution`."""
+    pixels, re-cut from one full decode of `data` where `needs_full_resolution`. A full decode that
+    fails (too little memory for it, say) keeps the reduced crops: the photo decoded once already."""
     if not decoded.reduced:
         return faces
     width, height = decoded.full_size
-    full = None
+    full: np.ndarray | None = None
     out = []
     for face in faces:
         mapped = {**face, **map_to_original(face, decoded.fx, decoded.fy, width, height)}
         if needs_full_resolution(face["box"], prep.face_margin, prep.face_size):
-            if full is None:
-                full = decode_image(data, prep.max_pixels, prep.min_side)
-            mapped["face"], mapped["aligned"] = face_crop(full, mapped["box"], mapped["keypoints"], prep.face_margin,
-                                                          prep.face_size, prep.align)
+            try:
+                full = decode_image(data, prep.max_pixels, prep.min_side) if full is None else full
+                mapped["face"], mapped["aligned"] = face_crop(full, mapped["box"], mapped["keypoints"],
+                                                              prep.face_margin, prep.face_size, prep.align)
+            except (RejectError, cv2.error) as exc:
+                log.warning("keeping the reduced crop of a face: the full-resolution cut failed (%s)", exc)
         out.append(mapped)
     return out

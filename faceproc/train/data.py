@@ -21,6 +21,7 @@ from faceproc.core.images import decode_png
 from faceproc.core.manifest import load_manifest
 from faceproc.core.schema import MODEL_INPUT_COLUMNS
 from faceproc.core.shards import originals, read_live_faces
+from faceproc.train.warm_start import PHOTO_COLUMNS
 
 
 class NoTrainingData(RuntimeError):
@@ -37,6 +38,9 @@ def decode_faces(batch: dict[str, np.ndarray], classes: list[str]) -> dict[str, 
         "image": np.stack([decode_png(data) for data in batch["image"]]),
         "label": np.array([index[name] for name in batch["label"]], np.int32),
     }
+
+
+HOLDOUT_METHOD = "hash-rank"  # how `select_holdout` picks: a model's inputs, so a change retrains from scratch
 
 
 def select_holdout(photos: Iterable[tuple[str, str]], fraction: float, seed: int) -> set[str]:
@@ -106,4 +110,4 @@ def load_training_data(out: str, holdout_fraction: float, seed: int) -> Training
     fit_rows = sum(n for path, n in zip(ok_train.column("path").to_pylist(), ok_train.column("face_rows").to_pylist())
                    if path not in held)
     return TrainingData(classes, fit, holdout, len(photos) - len(held), len(held), frozenset(held),
-                        digest.hexdigest(), fit_rows, ok_train.select(["path", "sha256", "settings"]))
+                        digest.hexdigest(), fit_rows, ok_train.select(PHOTO_COLUMNS))

@@ -25,7 +25,7 @@ from faceproc.core.shards import originals
 from faceproc.inference.artifact import ModelArtifact, TrainedFiles
 from faceproc.models.errors import UnknownModelError, WeightsError, WeightsUnavailable
 from faceproc.models.registry import BuildContext, ModelSpec, parse_model_names, resolve_spec
-from faceproc.train.data import TrainingData, decode_faces, load_training_data
+from faceproc.train.data import HOLDOUT_METHOD, TrainingData, decode_faces, load_training_data
 from faceproc.train.embeddings import embedding_datasets, train_centroids, weights_digest
 from faceproc.train.loop import SCORE, read_state, read_weights
 from faceproc.train.placement import Placement, placement
@@ -74,6 +74,7 @@ def model_inputs(config: Config, spec: ModelSpec, data: TrainingData) -> dict[st
         "data": data.fingerprint, "recipe": recipe, "seed": train.seed,
         "online_augment": spec.online_augment and train.online_augment,
         "holdout_fraction": train.holdout_fraction, "patience": train.patience,
+        "holdout": HOLDOUT_METHOD,
     }
     if spec.name == "facenet":
         weights = BuildContext(train=train, models_dir=config.models_dir).facenet_weights_path
@@ -127,7 +128,8 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
             log.info("%s: up to date (same photos and settings), not retrained", name)
             return {**saved, "up_to_date": True}
         previous = artifact.saved_result()
-        start = choose_start(name, previous, artifact.trained_photos() if previous else None, inputs,
+        frozen_head = name == "facenet" and config.train.facenet_mode == "frozen"
+        start = choose_start(frozen_head, previous, artifact.trained_photos() if previous else None, inputs,
                              data.photos, data.classes, force, config.train.warm_start_max_change)
         result.update(fingerprint=fingerprint, inputs=inputs, trained_because=retrain_reason(previous, inputs, force),
                       start="warm" if start.warm else "scratch", start_reason=start.reason)
@@ -210,6 +212,7 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement,
         "classes": data.classes,
         "fit_photos": data.fit_photos,
         "holdout_photos": data.holdout_photos,
+        "row_settings": sorted(set(data.photos["settings"].to_pylist()) - {None}),  # the crop inference must cut
     }
     photos = data.photos if warm_from is None else warm_from.trained_photos()  # the base a warm start kept
     return TrainedFiles(model, data.classes, state.history, centroids, photos), facts

@@ -21,7 +21,6 @@ import pyarrow.compute as pc
 
 from faceproc.core.schema import Status
 
-FROZEN_HEADS = frozenset({"facenet"})  # a head over cached embeddings: refitted on all of them, in seconds
 PHOTO_COLUMNS = ["path", "sha256", "settings"]  # what identifies a train photo's rows
 
 
@@ -40,14 +39,15 @@ def changed_photos(base: pa.Table, current: pa.Table) -> int:
     return len({path for path, _, _ in keyed(base) ^ keyed(current)})
 
 
-def choose_start(name: str, saved: dict[str, Any] | None, base_photos: pa.Table | None,
+def choose_start(frozen_head: bool, saved: dict[str, Any] | None, base_photos: pa.Table | None,
                  inputs: dict[str, Any], photos: pa.Table, classes: list[str], force: bool,
                  max_change: float) -> Start:
     """Warm when the model exists, was trained on the same people with the same settings, and the
-    photos changed by at most `max_change` of the live ones since its last from-scratch training."""
+    photos changed by at most `max_change` of the live ones since its last from-scratch training.
+    A `frozen_head` (FaceNet's head over cached embeddings) is refitted on all of them, in seconds."""
     if force:
         return Start(False, "forced (--force): from scratch")
-    if name in FROZEN_HEADS:
+    if frozen_head:
         return Start(False, "the head is refitted on all live embeddings (only new faces are embedded)")
     if max_change <= 0:
         return Start(False, "warm start is off (train.warm_start_max_change = 0)")

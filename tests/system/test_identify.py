@@ -118,7 +118,7 @@ def model_copy(pipeline, tmp_path) -> Path:
 def _new_version(out: Path, version: str) -> None:
     result = out / "models" / "facenet" / "result.json"
     saved = json.loads(result.read_text())
-    result.write_text(json.dumps({**saved, "fingerprint": version}))
+    result.write_text(json.dumps({**saved, "model_version": version}))
 
 
 def _summary(capsys) -> dict[str, str]:

@@ -73,6 +73,7 @@ def test_a_small_change_fine_tunes_the_current_model_and_a_new_person_starts_ove
     (warm,) = run_train(_config(out, **settings))
     assert (warm["status"], warm["start"], warm["epochs_run"]) == ("ok", "warm", 2), warm
     assert "1 of 9 train photos" in warm["start_reason"]
+    assert warm["model_version"] != first["model_version"]  # new weights: identify re-identifies
     assert json.loads(history.read_text())["loss"][0] < scratch_losses[0]  # it started from the trained weights
     import pyarrow.parquet as pq
 

@@ -20,9 +20,9 @@ def saved(**changes) -> dict:
     return {"status": "ok", "classes": CLASSES, "inputs": INPUTS, **changes}
 
 
-def decide(name="cnn", previous=None, base=None, inputs=None, current=None, classes=CLASSES, force=False,
+def decide(frozen_head=False, previous=None, base=None, inputs=None, current=None, classes=CLASSES, force=False,
            max_change=0.2):
-    return choose_start(name, saved() if previous is None else previous, photos(100) if base is None else base,
+    return choose_start(frozen_head, saved() if previous is None else previous, photos(100) if base is None else base,
                         {**INPUTS, "data": "d2"} if inputs is None else inputs,
                         photos(105) if current is None else current, classes, force, max_change)
 
@@ -42,7 +42,7 @@ def test_a_few_new_photos_of_the_same_people_warm_start():
 
 @pytest.mark.parametrize(("case", "why"), [
     (dict(force=True), "forced"),
-    (dict(name="facenet"), "head is refitted"),
+    (dict(frozen_head=True), "head is refitted"),
     (dict(max_change=0), "off"),
     (dict(previous={"status": "failed"}), "no usable model"),
     (dict(classes=["a", "b", "c"]), "people changed (+c)"),
@@ -56,5 +56,5 @@ def test_scratch_when_it_must(case, why):
 
 
 def test_scratch_without_a_record_of_the_last_full_trainings_photos():
-    start = choose_start("cnn", saved(), None, {**INPUTS, "data": "d2"}, photos(105), CLASSES, False, 0.2)
+    start = choose_start(False, saved(), None, {**INPUTS, "data": "d2"}, photos(105), CLASSES, False, 0.2)
     assert not start.warm and "does not say which photos" in start.reason

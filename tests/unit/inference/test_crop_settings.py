@@ -1,0 +1,31 @@
+"""Inference crops with the settings of the rows a model was trained on, not the command line's."""
+
+from __future__ import annotations
+
+from faceproc.config import PreprocessConfig
+from faceproc.core import layout, storage
+from faceproc.inference.crop_settings import training_preprocess
+from faceproc.preprocess.settings import fingerprint, row_settings
+
+
+def test_the_models_row_settings_win_over_the_command_line_and_runtime_knobs_stay(tmp_path):
+    out = str(tmp_path)
+    trained_with = PreprocessConfig(face_margin=0.3, align=False)
+    record = row_settings(trained_with)
+    storage.write_json_atomic(layout.preprocess_settings(out, fingerprint(record)), record)
+    runtime = PreprocessConfig(detector_actors=7)
+    prep = training_preprocess(out, runtime, {"model": "cnn", "row_settings": [fingerprint(record)]})
+    assert (prep.face_margin, prep.align, prep.detector_actors) == (0.3, False, 7)
+
+
+def test_a_record_older_than_a_field_means_that_fields_old_behaviour(tmp_path):
+    out = str(tmp_path)
+    record = {k: v for k, v in row_settings(PreprocessConfig()).items() if k != "draft_decode"}
+    storage.write_json_atomic(layout.preprocess_settings(out, "old"), record)
+    assert training_preprocess(out, PreprocessConfig(), {"row_settings": ["old"]}).draft_decode is False
+
+
+def test_without_a_record_the_current_settings_are_used(tmp_path):
+    runtime = PreprocessConfig(face_margin=0.2)
+    assert training_preprocess(str(tmp_path), runtime, {"model": "cnn"}) is runtime
+    assert training_preprocess(str(tmp_path), runtime, {"row_settings": ["gone"]}) is runtime
