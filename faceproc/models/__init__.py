@@ -1,12 +1,13 @@
 """The four classifiers, their registry and the weight loading they need.
 
-Importing this package registers the custom layers, so ``keras.models.load_model(path)`` loads any
-saved faceproc model without ``custom_objects``. Keras here is tf-keras (see ``keras_env``).
+Importing this package (and the registry) does not import TensorFlow, so a rerun can decide that
+every model is up to date in a fraction of a second. ``faceproc.models.saving.load_model`` (or
+``import faceproc.models.layers``, which registers the custom layers, before
+``keras.models.load_model(path)``) loads any saved faceproc model. Keras here is tf-keras (see
+``keras_env``).
 """
 
-from faceproc.models import layers as _layers  # noqa: F401  (registers the custom layers)
 from faceproc.models.errors import ModelError, UnknownModelError, WeightsError, WeightsUnavailable
-from faceproc.models.keras_env import keras, tf
 from faceproc.models.registry import (
     REGISTRY,
     BuildContext,
@@ -26,9 +27,7 @@ __all__ = [
     "WeightsError",
     "WeightsUnavailable",
     "get_spec",
-    "keras",
     "model_names",
     "parse_model_names",
     "resolve_spec",
-    "tf",
 ]

@@ -33,19 +33,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from faceproc.config import TrainConfig, facenet_weights_path
+from faceproc.core import storage
 from faceproc.models.errors import UnknownModelError
-from faceproc.models.keras_env import keras
+
+if TYPE_CHECKING:  # the registry is read without TensorFlow: a rerun decides what to train before importing it
+    from faceproc.models.keras_env import keras
 
 FACENET_MODES = ("frozen", "finetune")
-OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
-    "adamw": keras.optimizers.AdamW,
-    "sgd": keras.optimizers.SGD,
-    "rmsprop": keras.optimizers.RMSprop,
-}
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}  # name -> keras.optimizers class
 RESNET_FROM_SCRATCH_BN_MOMENTUM = 0.9  # moving statistics that settle within its few hundred steps
 
 
@@ -87,6 +85,8 @@ class ModelSpec:
     min_epochs: int = 0  # early stopping waits at least this long (a from-scratch start is erratic)
     image_size: int = 160  # the side the network works at: every model takes the 160x160 crop and
     # resizes it inside (so the saved model's input never changes); smaller is quadratically cheaper
+    local_weights: Callable[[BuildContext], str | None] | None = None  # the pretrained weights already on
+    # this machine (no download), None when absent; unset for a model that starts from random weights
 
     def make(self, num_classes: int, context: BuildContext) -> keras.Model:
         """This spec's uncompiled Keras model for `num_classes` classes."""
@@ -95,8 +95,10 @@ class ModelSpec:
     def make_optimizer(self, steps_per_epoch: int) -> keras.optimizers.Optimizer:
         """A fresh Keras optimizer of this spec's kind (adam, adamw, sgd, rmsprop), its learning rate on
         this spec's schedule over `epochs` of `steps_per_epoch` steps."""
+        from faceproc.models.keras_env import keras
+
         try:
-            optimizer_class = OPTIMIZERS[self.optimizer.lower()]
+            optimizer_class = getattr(keras.optimizers, OPTIMIZERS[self.optimizer.lower()])
         except KeyError:
             raise ValueError(
                 f"model {self.name!r}: unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}"
@@ -106,6 +108,8 @@ class ModelSpec:
 
     def learning_rate_schedule(self, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
         """The learning rate, or for `cosine` a warm-up from a tenth of it, then a cosine decay to 0."""
+        from faceproc.models.keras_env import keras
+
         if self.schedule == "constant":
             return self.learning_rate
         if self.schedule != "cosine":
@@ -130,10 +134,21 @@ def _build_resnet50(num_classes: int, context: BuildContext, image_size: int) ->
 
 
 def _build_resnet50_imagenet(num_classes: int, context: BuildContext, image_size: int) -> keras.Model:
-    from faceproc.models.resnet import build_resnet50, resolve_imagenet_weights
+    from faceproc.models.imagenet_weights import resolve_imagenet_weights
+    from faceproc.models.resnet import build_resnet50
 
     weights = resolve_imagenet_weights(context.train.imagenet_weights, context.models_dir)
     return build_resnet50(num_classes, weights, name="resnet50_imagenet", image_size=image_size)
+
+
+def _local_imagenet_weights(context: BuildContext) -> str | None:
+    from faceproc.models.imagenet_weights import local_imagenet_weights
+
+    return local_imagenet_weights(context.train.imagenet_weights, context.models_dir)
+
+
+def _local_facenet_weights(context: BuildContext) -> str | None:
+    return context.facenet_weights_path if storage.exists(context.facenet_weights_path) else None
 
 
 def _build_facenet(num_classes: int, context: BuildContext, image_size: int) -> keras.Model:
@@ -183,6 +198,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             name="resnet50_imagenet",
             build=_build_resnet50_imagenet,
+            local_weights=_local_imagenet_weights,
             epochs=8,
             batch_size=16,
             learning_rate=1e-4,
@@ -195,6 +211,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             name="facenet",
             build=_build_facenet,
+            local_weights=_local_facenet_weights,
             epochs=20,
             batch_size=32,
             learning_rate=1e-2,

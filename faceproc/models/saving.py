@@ -1,7 +1,7 @@
 """Loading trained ``.keras`` models quickly.
 
 Any faceproc model (saved with ``model.save(path)``) loads with plain ``keras.models.load_model(path)`` after
-``import faceproc.models`` (the custom layers are registered). :func:`load_model` gives the same
+``import faceproc.models.layers`` (the custom layers are registered). :func:`load_model` gives the same
 model faster: tf-keras reads the weights HDF5 straight out of the zip archive, and on Python < 3.12
 every backward seek in a zip member re-reads it from the start, so the 92 MB FaceNet classifier
 takes about 25 s to load that way on the 2-core machine. Here the archive's two members are

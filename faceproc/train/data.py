@@ -9,6 +9,7 @@ touched here: it is the evaluation job's test set.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -76,10 +77,13 @@ def split_holdout(rows, held: set[str]):
 
 @dataclass
 class TrainingData:
-    """The train split divided by source photo into a fitting part and an early-stopping holdout."""
+    """The train split divided by source photo into a fitting part and an early-stopping holdout.
+
+    Everything but `fit` and `holdout` comes from the manifest, so deciding that a model is up to
+    date needs neither Ray nor the shards; `with_datasets` adds the two Ray Datasets when a model trains."""
 
     classes: list[str]
-    fit: object  # ray.data.Dataset of shard rows
+    fit: object  # ray.data.Dataset of shard rows (None until `with_datasets`)
     holdout: object | None  # ray.data.Dataset of original (non-augmented) rows, or None
     fit_photos: int
     holdout_photos: int
@@ -90,11 +94,11 @@ class TrainingData:
 
 
 def load_training_data(out: str, holdout_fraction: float, seed: int) -> TrainingData:
+    """The train photos, holdout and fingerprint from OUT's manifest (no Ray, no shard read)."""
     manifest = load_manifest(out)
     ok_train = manifest.filter(pc.and_(pc.equal(manifest.column("status"), "ok"),
                                        pc.equal(manifest.column("split"), "train")))
-    faces = read_live_faces(out, "train", MODEL_INPUT_COLUMNS)
-    if faces is None or ok_train.num_rows == 0:
+    if ok_train.num_rows == 0:
         raise NoTrainingData(f"no train face shards under {out}: run `faceproc preprocess --input DIR "
                              f"--output {out}` first")
     photos = list(zip(ok_train.column("path").to_pylist(), ok_train.column("label").to_pylist()))
@@ -102,12 +106,21 @@ def load_training_data(out: str, holdout_fraction: float, seed: int) -> Training
     if len(classes) < 2:
         raise NoTrainingData(f"the train split under {out} has {len(classes)} person(s); need at least 2")
     held = select_holdout(photos, holdout_fraction, seed)
-    fit, holdout = split_holdout(faces, held)
     digest = hashlib.sha256()
     rows = zip(*(ok_train.column(name).to_pylist() for name in ("path", "sha256", "settings")))
     for path, sha, settings in sorted(rows, key=lambda row: row[0]):  # the photos and how their rows were made
         digest.update(f"{path}\0{sha}\0{settings}\n".encode())
     fit_rows = sum(n for path, n in zip(ok_train.column("path").to_pylist(), ok_train.column("face_rows").to_pylist())
                    if path not in held)
-    return TrainingData(classes, fit, holdout, len(photos) - len(held), len(held), frozenset(held),
+    return TrainingData(classes, None, None, len(photos) - len(held), len(held), frozenset(held),
                         digest.hexdigest(), fit_rows, ok_train.select(PHOTO_COLUMNS))
+
+
+def with_datasets(out: str, data: TrainingData) -> TrainingData:
+    """`data` with its fitting and holdout rows as Ray Datasets over OUT's live train shards."""
+    faces = read_live_faces(out, "train", MODEL_INPUT_COLUMNS)
+    if faces is None:
+        raise NoTrainingData(f"no train face shards under {out}: run `faceproc preprocess --input DIR "
+                             f"--output {out}` first")
+    fit, holdout = split_holdout(faces, data.held_paths)
+    return dataclasses.replace(data, fit=fit, holdout=holdout)

@@ -25,7 +25,7 @@ from faceproc.core.shards import originals
 from faceproc.inference.artifact import ModelArtifact, TrainedFiles
 from faceproc.models.errors import UnknownModelError, WeightsError, WeightsUnavailable
 from faceproc.models.registry import BuildContext, ModelSpec, parse_model_names, resolve_spec
-from faceproc.train.data import HOLDOUT_METHOD, TrainingData, decode_faces, load_training_data
+from faceproc.train.data import HOLDOUT_METHOD, TrainingData, decode_faces, load_training_data, with_datasets
 from faceproc.train.embeddings import embedding_datasets, train_centroids, weights_digest
 from faceproc.train.loop import SCORE, read_state, read_weights
 from faceproc.train.placement import Placement, placement
@@ -35,28 +35,69 @@ from faceproc.train.warm_start import choose_start
 log = logging.getLogger(__name__)
 
 
+SKIP_RETRY_SECONDS = 3600  # a model skipped for want of weights tries to get them again after this
+
+
 def run_train(config: Config, force: bool = False) -> list[dict[str, Any]]:
     """Train every model in config.train.models; returns one result dict per model.
 
     A model whose saved result was trained on the same live photos with the same settings is kept
-    as it is (`up_to_date`), unless `force`.
+    as it is (`up_to_date`), unless `force`; so is one skipped for want of weights that are still
+    not on this machine, for `SKIP_RETRY_SECONDS`. Ray starts only when some model trains.
     """
-    from faceproc.core.ray_env import init_ray, require_on_every_node
-
     names = parse_model_names(config.train.models)
-    init_ray(config.ray_address)
-    context = BuildContext(train=config.train, models_dir=config.models_dir)
-    require_on_every_node({"output": config.output,
-                           **({"train.facenet_weights": context.facenet_weights_path} if "facenet" in names else {})})
     data = load_training_data(config.output, config.train.holdout_fraction, config.train.seed)
     log.info("training %s on %d photos (+%d held out for early stopping), %d people",
              ", ".join(names), data.fit_photos, data.holdout_photos, len(data.classes))
-    concurrent = config.train.concurrent and len(names) > 1
-    where = placement(config, trainers=len(names) if concurrent else 1)
-    if concurrent:
-        with ThreadPoolExecutor(max_workers=len(names)) as pool:
-            return list(pool.map(lambda name: train_model(config, name, data, where, force), names))
-    return [train_model(config, name, data, where, force) for name in names]
+    results = {name: standing_result(config, name, data, force) for name in names}
+    to_train = [name for name in names if results[name] is None]
+    if to_train:
+        from faceproc.core.ray_env import init_ray, require_on_every_node
+
+        init_ray(config.ray_address)
+        context = BuildContext(train=config.train, models_dir=config.models_dir)
+        require_on_every_node({"output": config.output, **({"train.facenet_weights": context.facenet_weights_path}
+                                                          if "facenet" in to_train else {})})
+        data = with_datasets(config.output, data)
+        concurrent = config.train.concurrent and len(to_train) > 1
+        where = placement(config, trainers=len(to_train) if concurrent else 1)
+        if concurrent:
+            with ThreadPoolExecutor(max_workers=len(to_train)) as pool:
+                results.update(zip(to_train, pool.map(lambda name: train_model(config, name, data, where, force),
+                                                      to_train)))
+        else:
+            results.update((name, train_model(config, name, data, where, force)) for name in to_train)
+    return [results[name] for name in names]
+
+
+def standing_result(config: Config, name: str, data: TrainingData, force: bool) -> dict[str, Any] | None:
+    """The saved result this run keeps instead of training `name`, or None to train it.
+
+    Kept: a model trained with the same inputs (`up_to_date`), and a model `skipped` with the same
+    inputs less than `SKIP_RETRY_SECONDS` ago whose weights are still not on this machine (the
+    download is not retried on every scheduled rerun; a weights file put in place is used at once)."""
+    if force:
+        return None
+    artifact = ModelArtifact(config.output, name)
+    artifact.recover()  # before anything reads or replaces the folder
+    try:
+        spec = resolve_spec(name, config.train)
+        fingerprint = settings_fingerprint(config, spec, data)
+    except Exception:  # noqa: BLE001 - train_model records the failure with its reason
+        return None
+    saved = artifact.up_to_date_result(fingerprint)
+    if saved is not None:
+        log.info("%s: up to date (same photos and settings), not retrained", name)
+        return {**saved, "up_to_date": True}
+    last = artifact.result()
+    context = BuildContext(train=config.train, models_dir=config.models_dir)
+    if (last.get("status") == Status.SKIPPED and last.get("fingerprint") == fingerprint
+            and time.time() - float(last.get("finished_at_unix") or 0) < SKIP_RETRY_SECONDS
+            and spec.local_weights is not None and spec.local_weights(context) is None):
+        log.info("%s: still skipped, its weights are not here (tried again hourly or with --force): %s",
+                 name, last.get("reason"))
+        return {**last, "up_to_date": True}
+    return None
 
 
 def settings_fingerprint(config: Config, spec: ModelSpec, data: TrainingData) -> str:
@@ -69,7 +110,8 @@ def model_inputs(config: Config, spec: ModelSpec, data: TrainingData) -> dict[st
     it starts from (FaceNet's by content, so a moved file is the same model and a new one is not).
     Kept in result.json, so a retraining can say what changed."""
     train = config.train
-    recipe = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name not in ("build", "description")}
+    recipe = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+              if f.name not in ("build", "description", "local_weights")}
     settings = {
         "data": data.fingerprint, "recipe": recipe, "seed": train.seed,
         "online_augment": spec.online_augment and train.online_augment,
@@ -115,7 +157,7 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
     """Fit one model and write its folder; never raises for a model-specific problem."""
     started = time.monotonic()
     artifact = ModelArtifact(config.output, name)
-    artifact.recover()  # before anything reads or replaces the folder, forced or not
+    artifact.recover()  # before anything reads or replaces the folder, forced or not (a no-op when done)
     result: dict[str, Any] = {"model": name, "status": Status.OK, "reason": None, "workers": where.workers,
                               "device": where.device}
     trained = None
@@ -123,10 +165,6 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
         spec = resolve_spec(name, config.train)
         inputs = model_inputs(config, spec, data)
         fingerprint = settings_fingerprint(config, spec, data)
-        saved = None if force else artifact.up_to_date_result(fingerprint)
-        if saved is not None:
-            log.info("%s: up to date (same photos and settings), not retrained", name)
-            return {**saved, "up_to_date": True}
         previous = artifact.saved_result()
         frozen_head = name == "facenet" and config.train.facenet_mode == "frozen"
         start = choose_start(frozen_head, previous, artifact.trained_photos() if previous else None, inputs,
@@ -144,6 +182,7 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
         log.exception("training %s failed", name)
         result.update(status=Status.FAILED, reason=describe(exc))
     result["train_seconds"] = round(time.monotonic() - started, 1)
+    result["finished_at_unix"] = round(time.time(), 1)  # when a skipped model may try its weights again
     try:
         artifact.save(result, config.to_dict(), trained)
     except Exception as exc:  # a model that cannot be saved is failed; the previous one stays usable

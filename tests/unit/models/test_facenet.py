@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from faceproc.models import WeightsError, WeightsUnavailable, keras
+from faceproc.models import WeightsError, WeightsUnavailable
 from faceproc.models.facenet import (
     EMBEDDING_DIM,
     FACENET_PARAMS,
@@ -23,6 +23,7 @@ from faceproc.models.facenet import (
     build_facenet_classifier,
 )
 from faceproc.models.facenet_weights import load_facenet_backbone, read_model_config
+from faceproc.models.keras_env import keras
 from faceproc.models.layers import ScaledResidual
 from faceproc.models.saving import load_model
 from tests.conftest import DATASET, FACENET_WEIGHTS

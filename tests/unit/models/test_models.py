@@ -20,23 +20,22 @@ from faceproc.models import (
     WeightsError,
     WeightsUnavailable,
     get_spec,
-    keras,
     model_names,
     parse_model_names,
     resolve_spec,
 )
 from faceproc.models.cnn import build_cnn
-from faceproc.models.layers import PerImageStandardization, ResNetPreprocess, ScaledResidual
-from faceproc.models.resnet import (
-    IMAGENET_WEIGHTS_MD5,
-    IMAGENET_WEIGHTS_URL,
+from faceproc.models.imagenet_weights import (
     KERAS_WEIGHTS_NAME,
     LOCAL_WEIGHTS_NAME,
-    build_resnet50,
     keras_cache_path,
-    load_backbone_weights,
+    keras_download,
+    local_imagenet_weights,
     resolve_imagenet_weights,
 )
+from faceproc.models.keras_env import keras
+from faceproc.models.layers import PerImageStandardization, ResNetPreprocess, ScaledResidual
+from faceproc.models.resnet import build_resnet50, load_backbone_weights
 from faceproc.models.saving import load_model
 from tests.conftest import FACENET_WEIGHTS
 
@@ -171,8 +170,22 @@ def test_resnet50_imagenet_without_weights_is_unavailable(tmp_path, monkeypatch)
 def test_imagenet_url_and_hash_are_keras_own():
     from tf_keras.src.applications import resnet as keras_resnet
 
-    assert IMAGENET_WEIGHTS_URL == keras_resnet.BASE_WEIGHTS_PATH + KERAS_WEIGHTS_NAME
-    assert IMAGENET_WEIGHTS_MD5 == keras_resnet.WEIGHTS_HASHES["resnet50"][1]
+    assert keras_download() == (keras_resnet.BASE_WEIGHTS_PATH + KERAS_WEIGHTS_NAME,
+                                keras_resnet.WEIGHTS_HASHES["resnet50"][1])
+
+
+def test_local_weights_are_found_without_a_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    models = tmp_path / "models"
+    assert local_imagenet_weights(None, str(models)) is None
+    cached = tmp_path / "keras-home" / "models" / KERAS_WEIGHTS_NAME
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"placeholder")
+    assert local_imagenet_weights(None, str(models)) == str(cached)
+    models.mkdir()
+    (models / LOCAL_WEIGHTS_NAME).write_bytes(b"placeholder")
+    assert local_imagenet_weights(None, str(models)) == str(models / LOCAL_WEIGHTS_NAME)  # models_dir first
+    assert local_imagenet_weights(str(tmp_path / "nope.h5"), str(models)) is None  # the user's file or nothing
 
 
 def test_user_weights_file_is_used_first(resnet_weights_file, tmp_path):

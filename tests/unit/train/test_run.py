@@ -45,7 +45,7 @@ def test_two_worker_cnn_gives_a_loadable_model_and_history(tmp_path):
     assert json.loads((model_dir / "classes.json").read_text()) == ["blue", "red"]
     assert json.loads((model_dir / "config.json").read_text())["train"]["epochs"] == 2
 
-    import faceproc.models  # noqa: F401  (registers faceproc's layers)
+    import faceproc.models.layers  # noqa: F401  (registers faceproc's layers)
     from faceproc.models.keras_env import keras
 
     model = keras.models.load_model(model_dir / "model.keras")
@@ -111,6 +111,14 @@ def test_imagenet_weights_unavailable_is_skipped_with_the_path(tmp_path, monkeyp
     assert result["status"] == "skipped"
     assert str(tmp_path / "models" / "resnet50_imagenet_notop.h5") in result["reason"]
     assert json.loads((out / "models" / "resnet50_imagenet" / "result.json").read_text())["status"] == "skipped"
+
+    monkeypatch.setenv("FACEPROC_IMAGENET_WEIGHTS_URL", "http://127.0.0.1:9/moved.h5")  # a retry would name it
+    (again,) = run_train(config)
+    assert again["up_to_date"] and "moved.h5" not in again["reason"]  # the skip stands, nothing downloaded
+    (tmp_path / "models").mkdir(exist_ok=True)
+    (tmp_path / "models" / "resnet50_imagenet_notop.h5").write_bytes(b"not weights")
+    (retried,) = run_train(config)  # a weights file put in place is tried at once
+    assert not retried.get("up_to_date") and retried["status"] == "failed"
 
 
 def test_corrupt_facenet_weights_fail_that_model_with_one_line(tmp_path):
@@ -209,7 +217,7 @@ def test_facenet_default_reaches_092_on_the_val_photos(real_out):
 
     (result,) = run_train(_config(real_out, models=["facenet"]))
     assert result["status"] == "ok", result["reason"]
-    import faceproc.models  # noqa: F401
+    import faceproc.models.layers  # noqa: F401
     from faceproc.models.saving import load_model
 
     model = load_model(str(real_out / "models" / "facenet" / "model.keras"))
