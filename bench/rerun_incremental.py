@@ -25,7 +25,7 @@ another job's cluster. The machine may be shared: the load average and the cores
 took during each run (machine busy cores from /proc/stat minus the CPU time of the run's process
 tree) are printed with the numbers.
 
-    .venv/bin/python bench/rerun_incremental.py [--models cnn,facenet] [--new 5] [--out /tmp/DIR]
+    .venv/bin/python bench/rerun_incremental.py [--models cnn,facenet] [--new 5] [--out /tmp/DIR] [--set K=V]
 
 Results: a table on stdout (and as Markdown), DIR/results.json, logs in DIR/logs/ (DIR = --out).
 Write-up: docs/benchmarks.md, "Incremental reruns".
@@ -86,9 +86,10 @@ def run_records(out: Path) -> set[str]:
         if runs.is_dir() else set()
 
 
-def faceproc_run(name: str, copy: Path, out: Path, models: str, logs: Path) -> dict:
+def faceproc_run(name: str, copy: Path, out: Path, models: str, logs: Path, settings: list[str]) -> dict:
     before = run_records(out)
-    cmd = [str(FACEPROC), "run", "--input", str(copy), "--output", str(out), "--models", models]
+    cmd = [str(FACEPROC), "run", "--input", str(copy), "--output", str(out), "--models", models,
+           *(arg for setting in settings for arg in ("--set", setting))]
     timing = run_timed(name, cmd, logs / f"{name}.log")
     new = sorted(run_records(out) - before)
     if timing["code"] != 0 or len(new) != 1:
@@ -201,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="cnn,facenet", help="models to train (default cnn,facenet)")
     parser.add_argument("--new", type=int, default=5, help="new photos before the last rerun (default 5)")
     parser.add_argument("--out", help="work folder (default: a new /tmp/fp-rerun-*)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a faceproc setting for every run, e.g. train.concurrent=true (repeatable)")
     args = parser.parse_args(argv)
     if not (DATASET / "train").is_dir():
         raise SystemExit(f"{DATASET} missing: run `faceproc fetch-data` first")
@@ -217,15 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "work": str(work),
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "uptime_start": machine.uptime(),
-        "models": args.models, "input_photos": photos, "runs": [],
+        "models": args.models, "settings": args.settings, "input_photos": photos, "runs": [],
     }
     print(f"work folder {work}, {photos} photos, models {args.models}\n{results['uptime_start']}", flush=True)
 
-    results["runs"].append(faceproc_run("first_run", copy, out, args.models, logs))
-    results["runs"].append(faceproc_run("rerun_nothing_new", copy, out, args.models, logs))
+    results["runs"].append(faceproc_run("first_run", copy, out, args.models, logs, args.settings))
+    results["runs"].append(faceproc_run("rerun_nothing_new", copy, out, args.models, logs, args.settings))
     results["added"] = add_new_photos(copy, out, args.new)
     print(f"added {len(results['added'])} photos: {', '.join(Path(a['path']).name for a in results['added'])}")
-    results["runs"].append(faceproc_run("rerun_new_photos", copy, out, args.models, logs))
+    results["runs"].append(faceproc_run("rerun_new_photos", copy, out, args.models, logs, args.settings))
     results["uptime_end"] = machine.uptime()
 
     expected = {**EXPECTED_PROCESSED, "rerun_new_photos": args.new}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib
 import json
 import logging
 import time
@@ -36,6 +37,11 @@ log = logging.getLogger(__name__)
 
 
 SKIP_RETRY_SECONDS = 3600  # a model skipped for want of weights tries to get them again after this
+# What training imports lazily in the driver. Models trained at once run in threads, and Python's
+# imports must not race there (a thread can see another's half-imported module, e.g. h5py's), so
+# `run_train` imports these first, in the main thread.
+TRAINING_IMPORTS = ("faceproc.models.cnn", "faceproc.models.resnet", "faceproc.models.facenet",
+                    "faceproc.models.facenet_weights", "faceproc.models.saving", "ray.train.tensorflow", "cv2")
 
 
 def run_train(config: Config, force: bool = False) -> list[dict[str, Any]]:
@@ -62,6 +68,8 @@ def run_train(config: Config, force: bool = False) -> list[dict[str, Any]]:
         concurrent = config.train.concurrent and len(to_train) > 1
         where = placement(config, trainers=len(to_train) if concurrent else 1)
         if concurrent:
+            for module in TRAINING_IMPORTS:
+                importlib.import_module(module)
             with ThreadPoolExecutor(max_workers=len(to_train)) as pool:
                 results.update(zip(to_train, pool.map(lambda name: train_model(config, name, data, where, force),
                                                       to_train)))
