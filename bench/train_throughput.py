@@ -355,13 +355,14 @@ def worker_faceproc(out: str, name: str, epochs: int | None, workers: int, facen
     def mean(key: str, items: list[dict]) -> float | None:
         return round(sum(e[key] for e in items) / len(items), 3) if items else None
 
+    before_train_model = ("load_training_data", "with_datasets")  # run_train's, outside train_seconds
     seconds_by_phase: dict[str, float] = {}
     for p in phases:
-        if p["phase"] in ("load_training_data", "with_datasets") and p["start"] > ended:
+        if p["phase"] in before_train_model and p["start"] > ended:
             continue  # the count above, not part of the run
         seconds_by_phase[p["phase"]] = round(seconds_by_phase.get(p["phase"], 0.0) + p["end"] - p["start"], 2)
-    known = sum(v for k, v in seconds_by_phase.items() if k != "load_training_data")
-    train_start = next(p["end"] for p in phases if p["phase"] == "load_training_data")  # train_model starts
+    known = sum(v for k, v in seconds_by_phase.items() if k not in before_train_model)
+    train_start = next(p["end"] for p in phases if p["phase"] == "with_datasets")  # train_model starts
     return {
         "model": name, "workers": workers, "facenet_mode": facenet_mode if name == "facenet" else None,
         "placement": {"cpus_per_worker": where.cpus_per_worker, "use_gpu": where.use_gpu},

@@ -50,13 +50,18 @@ def keras_cache_path(cache_dir: str | None = None) -> str:
     return os.path.join(base, KERAS_CACHE_SUBDIR, KERAS_WEIGHTS_NAME)
 
 
+def models_dir_weights(models_dir: str) -> str:
+    """Where faceproc looks for the file in `models_dir`, before Keras' cache."""
+    return os.path.abspath(os.path.join(models_dir, LOCAL_WEIGHTS_NAME))
+
+
 def local_imagenet_weights(user_path: str | None, models_dir: str, cache_dir: str | None = None) -> str | None:
     """The weights file that is already on this machine, without downloading: the user's file, the
     one in `models_dir`, or Keras' cached download; None when there is none."""
     if user_path:
         path = os.path.abspath(os.path.expanduser(user_path))
         return path if os.path.isfile(path) else None
-    for path in (os.path.abspath(os.path.join(models_dir, LOCAL_WEIGHTS_NAME)), keras_cache_path(cache_dir)):
+    for path in (models_dir_weights(models_dir), keras_cache_path(cache_dir)):
         if os.path.isfile(path):
             return path
     return None
@@ -87,7 +92,7 @@ def resolve_imagenet_weights(
                 f"ResNet50 ImageNet weights file {user_path!r} (train.imagenet_weights) does not exist"
             )
         return os.path.abspath(path)
-    local = os.path.abspath(os.path.join(models_dir, LOCAL_WEIGHTS_NAME))
+    local = models_dir_weights(models_dir)
     if os.path.isfile(local):
         return local
     if cache_dir:  # get_file silently falls back to /tmp/.keras when the directory does not exist

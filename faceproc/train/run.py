@@ -55,6 +55,8 @@ def run_train(config: Config, force: bool = False) -> list[dict[str, Any]]:
     data = load_training_data(config.output, config.train.holdout_fraction, config.train.seed)
     log.info("training %s on %d photos (+%d held out for early stopping), %d people",
              ", ".join(names), data.fit_photos, data.holdout_photos, len(data.classes))
+    for name in names:
+        ModelArtifact(config.output, name).recover()  # before anything reads or replaces a model's folder
     results = {name: standing_result(config, name, data, force) for name in names}
     to_train = [name for name in names if results[name] is None]
     if to_train:
@@ -87,7 +89,6 @@ def standing_result(config: Config, name: str, data: TrainingData, force: bool) 
     if force:
         return None
     artifact = ModelArtifact(config.output, name)
-    artifact.recover()  # before anything reads or replaces the folder
     try:
         spec = resolve_spec(name, config.train)
         fingerprint = settings_fingerprint(config, spec, data)
@@ -165,7 +166,6 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
     """Fit one model and write its folder; never raises for a model-specific problem."""
     started = time.monotonic()
     artifact = ModelArtifact(config.output, name)
-    artifact.recover()  # before anything reads or replaces the folder, forced or not (a no-op when done)
     result: dict[str, Any] = {"model": name, "status": Status.OK, "reason": None, "workers": where.workers,
                               "device": where.device}
     trained = None
