@@ -8,11 +8,17 @@ number beside; `--json` keeps every row.
 
     python bench/accuracy.py                       # seeds 0,1,2; align off and on; all models
     python bench/accuracy.py --seeds 0 --align on --models cnn,facenet
+    python bench/accuracy.py --align on --models resnet50 --recipe resnet50.image_size=32   # a candidate
+
+`--recipe MODEL.FIELD=VALUE` (repeatable) replaces a field of a model's registry spec in this
+process, for trying a recipe on the holdout before making it a default; values are Python literals.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 import json
 import statistics
 import sys
@@ -95,6 +101,22 @@ def _order(model: str) -> int:
     return MODEL_NAMES.index(model) if model in MODEL_NAMES else len(MODEL_NAMES)
 
 
+def replace_spec_field(change: str) -> None:
+    """Apply one `MODEL.FIELD=VALUE` to the registry. Ray Train workers get the spec from the driver
+    (its bound `make_optimizer` and recipe values), so the change reaches them too."""
+    from faceproc.models import registry
+
+    target, _, value = change.partition("=")
+    model, _, field = target.partition(".")
+    if model not in registry.REGISTRY or not value:
+        raise SystemExit(f"--recipe {change!r}: use MODEL.FIELD=VALUE with MODEL one of {', '.join(registry.REGISTRY)}")
+    try:
+        registry.REGISTRY[model] = dataclasses.replace(registry.REGISTRY[model], **{field: ast.literal_eval(value)})
+    except (TypeError, ValueError, SyntaxError) as exc:
+        raise SystemExit(f"--recipe {change!r}: {exc}") from None
+    print(f"recipe: {model}.{field} = {value}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
@@ -102,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="cnn,resnet50,resnet50_imagenet,facenet")
     parser.add_argument("--out-root", default="/tmp/faceproc-accuracy")
     parser.add_argument("--json", help="write every row here")
+    parser.add_argument("--recipe", action="append", default=[], metavar="MODEL.FIELD=VALUE",
+                        help="replace a registry spec field for this run, e.g. resnet50.image_size=32")
     args = parser.parse_args(argv)
+    for change in args.recipe:
+        replace_spec_field(change)
     seeds = [int(s) for s in args.seeds.split(",")]
     aligns = {"both": [False, True], "on": [True], "off": [False]}[args.align]
     rows = run(Path(args.out_root), seeds, aligns, args.models.split(","))
