@@ -13,9 +13,10 @@ last time) and, with `preprocess.verify_hashes`, every known file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -23,24 +24,12 @@ from faceproc.core import layout, storage
 from faceproc.core.schema import MANIFEST_SCHEMA
 
 
-@dataclass(frozen=True)
-class FileState:
-    """One input file as listed; `sha256` only when the driver hashed it (else the worker does)."""
-
-    path: str
-    split: str | None
-    label: str | None
-    size: int | None = None
-    mtime_ns: int | None = None
-    sha256: str | None = None
-
-
 @dataclass
 class Plan:
-    """What a run must do, by comparing the input tree with the published manifest."""
+    """What a run must do, by comparing the input listing with the published manifest."""
 
     settings: str  # the fingerprint of the preprocessing settings the processed rows will carry
-    to_process: list[FileState] = field(default_factory=list)
+    to_process: pa.Table  # the listing's rows (discover.LISTING_SCHEMA and `sha256`) of the files to read
     new: int = 0
     changed: int = 0
     unchanged: int = 0
@@ -52,7 +41,11 @@ class Plan:
 
     @property
     def has_work(self) -> bool:
-        return bool(self.to_process) or self.deleted > 0
+        return self.to_process.num_rows > 0 or self.deleted > 0
+
+    @property
+    def paths(self) -> list[str]:
+        return self.to_process["path"].to_pylist()
 
 
 class AccountingError(RuntimeError):
@@ -61,7 +54,7 @@ class AccountingError(RuntimeError):
 
 def check_accounting(plan: Plan, face_paths: set[str], rejected_paths: list[str]) -> None:
     """Every processed file is a face or a reject, never both, never neither."""
-    expected = {s.path for s in plan.to_process}
+    expected = set(plan.paths)
     both = face_paths & set(rejected_paths)
     missing = expected - face_paths - set(rejected_paths)
     if both or missing:
@@ -83,106 +76,119 @@ def load_manifest(out: str) -> pa.Table:
     return table.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
 
 
-def hash_where_needed(current: list[FileState], manifest: pa.Table, verify: bool,
-                      sha256: Callable[[str], str | None]) -> list[FileState]:
-    """`current` with the content hash filled in where the listing cannot decide: files the
-    manifest knows without a listing entry, and with `verify` every file it knows.
+def hash_where_needed(listing: pa.Table, manifest: pa.Table, verify: bool,
+                      sha256: Callable[[str], str | None]) -> pa.Table:
+    """`listing` with a `sha256` column, filled in where the listing cannot decide: files the
+    manifest knows without a listing entry, and with `verify` every file it knows; null elsewhere.
     `sha256(path)` returns None for a file it cannot read (processed again, rejected as read_error)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    known = dict(zip(manifest.column("path").to_pylist(), manifest.column("size").to_pylist()))
-    needed = [i for i, state in enumerate(current)
-              if state.path in known and (verify or known[state.path] is None)]
-    out = list(current)
+    known = manifest if verify else manifest.filter(pc.is_null(manifest["size"]))
+    needed = pc.is_in(_values(listing["path"]), value_set=_values(known["path"]))
+    paths = listing["path"].filter(needed).to_pylist()
     with ThreadPoolExecutor(max_workers=8) as pool:  # hashlib and pyarrow's reads release the GIL
-        for i, sha in zip(needed, pool.map(lambda i: sha256(current[i].path), needed)):
-            out[i] = replace(current[i], sha256=sha)
-    return out
+        hashes = pa.array(list(pool.map(sha256, paths)), pa.string())
+    column = pa.nulls(listing.num_rows, pa.string())
+    if paths:
+        column = pc.replace_with_mask(column, needed, hashes)
+    return listing.append_column("sha256", column)
 
 
-def plan_run(current: list[FileState], manifest: pa.Table, settings: str) -> Plan:
+def plan_run(listing: pa.Table, manifest: pa.Table, settings: str) -> Plan:
     """Files the manifest holds with the same listing entry (or, when hashed, the same content) and
     the same preprocessing settings fingerprint are not processed again; with other settings they
-    are (`resettled`)."""
-    known = {path: (sha, size, mtime, made_with) for path, sha, size, mtime, made_with in zip(
-        *(manifest.column(name).to_pylist() for name in ("path", "sha256", "size", "mtime_ns", "settings")))}
-    plan = Plan(settings)
-    for state in current:
-        if state.path not in known:
-            plan.new += 1
-            plan.to_process.append(state)
-            continue
-        sha, size, mtime, made_with = known[state.path]
-        if state.sha256 is not None:
-            same = bool(sha) and state.sha256 == sha
-            plan.hashed += 1
-            plan.relisted += same and (size, mtime) != (state.size, state.mtime_ns)
-        else:
-            same = size is not None and (size, mtime) == (state.size, state.mtime_ns)
-        if same and made_with == settings:
-            plan.unchanged += 1
-            continue
-        plan.to_process.append(state)
-        if same:
-            plan.resettled += 1
-            plan.old_settings.add(made_with)
-        else:
-            plan.changed += 1
-    current_paths = {s.path for s in current}
-    plan.deleted = sum(1 for path in known if path not in current_paths)
-    return plan
+    are (`resettled`). `listing` is `hash_where_needed`'s; one vectorised join, no object per file."""
+    known = manifest.select(["path", "sha256", "size", "mtime_ns", "settings"]).rename_columns(
+        ["path", "known_sha256", "known_size", "known_mtime_ns", "known_settings"])
+    known = known.append_column("known", pa.array(np.ones(known.num_rows, bool)))
+    order = listing.append_column("listing_order", pa.array(np.arange(listing.num_rows)))
+    rows = order.join(known, keys="path", join_type="left outer").sort_by("listing_order")
+    is_known = pc.fill_null(rows["known"], False)
+    hashed = pc.and_(is_known, pc.is_valid(rows["sha256"]))
+    same_entry = pc.fill_null(pc.and_(pc.equal(rows["size"], rows["known_size"]),
+                                      _equal_or_both_null(rows["mtime_ns"], rows["known_mtime_ns"])), False)
+    same_content = pc.fill_null(pc.and_(pc.not_equal(rows["known_sha256"], ""),
+                                        pc.equal(rows["sha256"], rows["known_sha256"])), False)
+    same = pc.and_(is_known, pc.if_else(hashed, same_content, same_entry))
+    same_settings = pc.fill_null(pc.equal(rows["known_settings"], settings), False)
+    unchanged = pc.and_(same, same_settings)
+    resettled = pc.and_(same, pc.invert(same_settings))
+    return Plan(
+        settings,
+        to_process=rows.filter(pc.invert(unchanged)).select(listing.column_names),
+        new=_count(pc.invert(is_known)),
+        changed=_count(pc.and_(is_known, pc.invert(same))),
+        unchanged=_count(unchanged),
+        deleted=_count(pc.invert(pc.is_in(manifest["path"], value_set=_values(listing["path"])))),
+        resettled=_count(resettled),
+        old_settings=set(pc.unique(rows["known_settings"].filter(resettled)).to_pylist()),
+        hashed=_count(hashed),
+        relisted=_count(pc.and_(pc.and_(hashed, same), pc.invert(same_entry))),
+    )
+
+
+def _equal_or_both_null(left: pa.ChunkedArray, right: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.coalesce(pc.equal(left, right), pc.and_(pc.is_null(left), pc.is_null(right)))
+
+
+def _values(column: pa.ChunkedArray) -> pa.Array:
+    """A column as one array, the form `is_in`'s value set takes."""
+    return column.combine_chunks()
+
+
+def _count(mask: pa.ChunkedArray | pa.Array) -> int:
+    return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
 
 
 def processed_rows(plan: Plan, run_id: str, content: dict[str, str], reasons: dict[str, str],
                    face_rows: dict[str, int]) -> pa.Table:
     """The manifest rows of the files this run processed: SHA-256 as the worker that read the file
     computed it (`content`), rejected where `reasons` names the file; `merge_manifest` adds the listing."""
-    todo = plan.to_process
+    todo, paths = plan.to_process, plan.paths
+    count = len(paths)
     return pa.table(
         {
-            "path": [s.path for s in todo],
-            "sha256": [content.get(s.path) or "" for s in todo],
-            "split": [s.split for s in todo],
-            "label": [s.label for s in todo],
-            "status": ["rejected" if s.path in reasons else "ok" for s in todo],
-            "reason": [reasons.get(s.path) for s in todo],
-            "face_rows": [face_rows.get(s.path, 0) for s in todo],
-            "leakage": [False] * len(todo),
-            "run_id": [run_id] * len(todo),
-            "settings": [plan.settings] * len(todo),
-            "size": pa.nulls(len(todo), pa.int64()),
-            "mtime_ns": pa.nulls(len(todo), pa.int64()),
+            "path": todo["path"],
+            "sha256": [content.get(path) or "" for path in paths],
+            "split": todo["split"],
+            "label": todo["label"],
+            "status": ["rejected" if path in reasons else "ok" for path in paths],
+            "reason": [reasons.get(path) for path in paths],
+            "face_rows": [face_rows.get(path, 0) for path in paths],
+            "leakage": pa.array(np.zeros(count, bool)),
+            "run_id": [run_id] * count,
+            "settings": [plan.settings] * count,
+            "size": pa.nulls(count, pa.int64()),
+            "mtime_ns": pa.nulls(count, pa.int64()),
         },
         schema=MANIFEST_SCHEMA,
     )
 
 
-def merge_manifest(previous: pa.Table, current: list[FileState], fresh: pa.Table) -> pa.Table:
-    """Keep previous rows still present and not reprocessed, add this run's rows, flag leakage;
-    every row gets the listing entry it was seen with this run (so the next run need not read it)."""
-    replaced = set(fresh.column("path").to_pylist())
-    listing = {s.path: (s.size, s.mtime_ns) for s in current}
-    keep = [p in listing and p not in replaced for p in previous.column("path").to_pylist()]
-    merged = pa.concat_tables([previous.filter(pa.array(keep, pa.bool_())), fresh.cast(MANIFEST_SCHEMA)])
-    merged = merged.sort_by("path")
-    paths = merged.column("path").to_pylist()
-    unreadable = [not sha for sha in merged.column("sha256").to_pylist()]  # no entry: read again next run
-    for column, index in (("size", 0), ("mtime_ns", 1)):
-        values = [None if bad else listing[p][index] for p, bad in zip(paths, unreadable)]
-        merged = merged.set_column(merged.schema.get_field_index(column), column, pa.array(values, pa.int64()))
-    return merged.set_column(
-        merged.schema.get_field_index("leakage"), "leakage", leakage_flags(merged)
-    )
+def merge_manifest(previous: pa.Table, listing: pa.Table, fresh: pa.Table) -> pa.Table:
+    """Keep previous rows still listed and not reprocessed, add this run's rows, flag leakage;
+    every readable row gets the listing entry it was seen with this run (so the next run need not
+    read it)."""
+    keep = pc.and_(pc.is_in(previous["path"], value_set=_values(listing["path"])),
+                   pc.invert(pc.is_in(previous["path"], value_set=_values(fresh["path"]))))
+    merged = pa.concat_tables([previous.filter(keep), fresh.cast(MANIFEST_SCHEMA)]).drop_columns(["size", "mtime_ns"])
+    entries = listing.select(["path", "size", "mtime_ns"])
+    merged = merged.join(entries, keys="path", join_type="left outer")
+    readable = pc.fill_null(pc.not_equal(merged["sha256"], ""), False)  # no entry: read again next run
+    for name in ("size", "mtime_ns"):
+        merged = merged.set_column(merged.schema.get_field_index(name), name,
+                                   pc.if_else(readable, merged[name], pa.scalar(None, pa.int64())))
+    merged = merged.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA).sort_by("path")
+    return merged.set_column(merged.schema.get_field_index("leakage"), "leakage", leakage_flags(merged))
 
 
-def leakage_flags(manifest: pa.Table) -> pa.Array:
+def leakage_flags(manifest: pa.Table) -> pa.ChunkedArray:
     """True for files whose content (SHA-256) also appears in another split."""
-    splits_by_sha: dict[str, set[str]] = {}
-    pairs = list(zip(manifest.column("sha256").to_pylist(), manifest.column("split").to_pylist()))
-    for sha, split in pairs:
-        if split and sha:  # files outside the layout, or unreadable, belong to no split
-            splits_by_sha.setdefault(sha, set()).add(split)
-    return pa.array([bool(split) and len(splits_by_sha.get(sha, ())) > 1 for sha, split in pairs], pa.bool_())
+    placed = pc.fill_null(pc.and_(pc.not_equal(manifest["split"], ""), pc.not_equal(manifest["sha256"], "")), False)
+    # files outside the layout, or unreadable, belong to no split
+    splits = manifest.filter(placed).group_by("sha256").aggregate([("split", "count_distinct")])
+    shared = splits.filter(pc.greater(splits["split_count_distinct"], 1))["sha256"]
+    return pc.and_(placed, pc.is_in(manifest["sha256"], value_set=_values(shared)))
 
 
 def live_keys(manifest: pa.Table) -> set[tuple[str, str]]:

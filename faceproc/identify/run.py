@@ -24,7 +24,6 @@ import pyarrow.compute as pc
 from faceproc.config import Config
 from faceproc.core import layout, storage
 from faceproc.core.manifest import (
-    FileState,
     Plan,
     check_accounting,
     hash_where_needed,
@@ -111,15 +110,14 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
     config = dataclasses.replace(config, preprocess=training_preprocess(out, config.preprocess, artifact.result()))
     summary = IdentifySummary(run_id or new_run_id(), name, version, root)
     found = list_photos(config.input)
-    summary.discovered, summary.skipped_hidden = len(found.files), found.skipped
+    summary.discovered, summary.skipped_hidden = found.files.num_rows, found.skipped
 
     previous = load_manifest(root)
     _remove_leftovers(root, previous)
-    listing = [FileState(f.path, None, None, f.size, f.mtime_ns) for f in found.files]
-    listing = hash_where_needed(listing, previous, config.preprocess.verify_hashes, storage.sha256_or_none)
+    listing = hash_where_needed(found.files, previous, config.preprocess.verify_hashes, storage.sha256_or_none)
     plan = plan_run(listing, _as_judged(previous, version, config.identify.keep_old_results), version)
     summary.new, summary.changed, summary.unchanged, summary.deleted = plan.new, plan.changed, plan.unchanged, plan.deleted
-    summary.reidentified, summary.processed = plan.resettled, len(plan.to_process)
+    summary.reidentified, summary.processed = plan.resettled, plan.to_process.num_rows
     if plan.resettled:
         log.info("%d photos were identified by another model or model version: identifying them again with %s "
                  "version %s (--keep-old-results keeps the older results)", plan.resettled, name, version[:12])
@@ -164,7 +162,7 @@ def _process(config: Config, plan: Plan, version: str, run_id: str, staging: str
     from faceproc.identify.operators import IdentifyPipeline
 
     prep = config.preprocess
-    files = pa.table({"path": [s.path for s in plan.to_process], "layout_error": [""] * len(plan.to_process)})
+    files = pa.table({"path": plan.to_process["path"], "layout_error": pc.fill_null(plan.to_process["layout_error"], "")})
     step = prep.actor_batch_size
     blocks = [files.slice(start, step) for start in range(0, files.num_rows, step)]
     if not blocks:  # only deletions: nothing to read
@@ -180,7 +178,7 @@ def _process(config: Config, plan: Plan, version: str, run_id: str, staging: str
     )
 
 
-def _publish(root: str, listing: list[FileState], plan: Plan, previous: pa.Table,
+def _publish(root: str, listing: pa.Table, plan: Plan, previous: pa.Table,
              summary: IdentifySummary, staging: str) -> None:
     """Move staged shards into place, then write rejects and finally the manifest (the commit)."""
     faces_by_path: collections.Counter[str] = collections.Counter()

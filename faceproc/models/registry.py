@@ -181,7 +181,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             name="resnet50",
             build=_build_resnet50,
-            epochs=45,  # holdout accuracy over seeds 0-2: 0.59 after 30 epochs, 0.78 after 45
+            epochs=45,  # the holdout curve over seeds 0-2 is flat after 45 (0.67; 0.65 at 60, 0.67 at 90)
             batch_size=16,
             learning_rate=1e-3,
             optimizer="adam",

@@ -1,41 +1,55 @@
 """Find input photos under `<root>/<split>/<person>/<file>` (or, for `identify`, anywhere under
-`<root>`) on a local disk or object storage."""
+`<root>`) on a local disk or object storage, as one Arrow table.
+
+The tree is listed one folder at a time, several folders at once (an object store answers one
+prefix per request), and each folder's entries become Arrow columns as soon as they arrive: the
+driver never holds a Python object per file of the whole tree, only per file of one folder.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from faceproc.core import storage
 
 SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "icon\r"})
+LISTING_THREADS = 16  # folders listed at once; pyarrow's listing releases the GIL
+LISTING_SCHEMA = pa.schema([
+    ("path", pa.string()),
+    ("split", pa.string()),  # null when the file is not at <split>/<person>/<file>, or unlabelled
+    ("label", pa.string()),
+    ("size", pa.int64()),  # with mtime_ns, tells an unchanged file without reading it
+    ("mtime_ns", pa.int64()),
+    ("layout_error", pa.string()),  # why the file is not at <split>/<person>/<file>; null when it is
+])
 
 
 @dataclass(frozen=True)
-class InputFile:
-    """One discovered file; `layout_error` is set when it is not at <split>/<person>/<file>."""
-
-    path: str
-    split: str | None
-    label: str | None
-    size: int
-    mtime_ns: int | None = None  # from the listing; with `size` it tells an unchanged file without reading it
-    layout_error: str | None = None
-
-
-@dataclass
 class Discovery:
-    files: list[InputFile] = field(default_factory=list)
+    files: pa.Table  # LISTING_SCHEMA, one row per non-hidden file, sorted by path
     skipped: int = 0  # hidden and system files, counted but never processed
 
     @property
     def labels(self) -> list[str]:
-        return sorted({f.label for f in self.files if f.label and not f.layout_error})
+        placed = self.files.filter(pc.is_null(self.files["layout_error"]))
+        return sorted(label for label in pc.unique(placed["label"]).to_pylist() if label)
 
 
-def is_hidden(relative_parts: list[str]) -> bool:
+@dataclass(frozen=True)
+class _Folder:
+    """One listed folder: its subfolders (as parts relative to the root) and its files."""
+
+    subfolders: list[tuple[str, ...]]
+    files: pa.RecordBatch
+    skipped: int
+
+
+def is_hidden(relative_parts: list[str] | tuple[str, ...]) -> bool:
     """Dot-files, dot-folders, macOS resource forks (`__MACOSX/`) and OS thumbnail databases."""
     return any(p.startswith(".") or p == "__MACOSX" for p in relative_parts) or (
         relative_parts[-1].lower() in SYSTEM_FILES
@@ -43,42 +57,61 @@ def is_hidden(relative_parts: list[str]) -> bool:
 
 
 def discover(root: str) -> Discovery:
-    """Walk `root` recursively; every non-hidden file becomes an InputFile, sorted by path.
+    """Every non-hidden file under `root`; files not at <split>/<person>/<file> carry a layout error.
 
     The listing's size and modification time are all a rerun needs to find new and changed files."""
-    found = Discovery()
-    for parts, path, entry in _walk(root, found):
-        if len(parts) == 3:
-            found.files.append(InputFile(path, parts[0], parts[1], entry.size, entry.mtime_ns))
-        else:
-            detail = (f"expected <split>/<person>/<file> under the input folder, found "
-                      f"{'/'.join(parts)!r}")
-            found.files.append(InputFile(path, None, None, entry.size, entry.mtime_ns, layout_error=detail))
-    found.files.sort(key=lambda f: f.path)
-    return found
+    return _list_tree(root, labelled=True)
 
 
 def list_photos(root: str) -> Discovery:
-    """Every non-hidden file under `root` at any depth, sorted by path (`identify`: unlabelled photos
-    in any layout, so no file has a split, a person or a layout error)."""
-    found = Discovery()
-    found.files = sorted((InputFile(path, None, None, entry.size, entry.mtime_ns)
-                          for _, path, entry in _walk(root, found)), key=lambda f: f.path)
-    return found
+    """Every non-hidden file under `root` at any depth (`identify`: unlabelled photos in any layout,
+    so no file has a split, a person or a layout error)."""
+    return _list_tree(root, labelled=False)
 
 
-def _walk(root: str, found: Discovery) -> Iterator[tuple[list[str], str, pafs.FileInfo]]:
-    """(parts relative to `root`, path, listing entry) of every file; hidden ones counted in `found`."""
+def _list_tree(root: str, labelled: bool) -> Discovery:
     fs, base = storage.resolve(root)
-    info = fs.get_file_info(base)
-    if info.type != pafs.FileType.Directory:
+    if fs.get_file_info(base).type != pafs.FileType.Directory:
         raise FileNotFoundError(f"input folder {root} does not exist or is not a folder")
-    prefix = root.rstrip("/")
-    for entry in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
-        if entry.type != pafs.FileType.File:
-            continue
-        parts = entry.path[len(base.rstrip("/")) + 1:].split("/")
-        if is_hidden(parts):
-            found.skipped += 1
-            continue
-        yield parts, "/".join([prefix, *parts]), entry
+    prefix, base = root.rstrip("/"), base.rstrip("/")
+    batches, skipped = [], 0
+    with ThreadPoolExecutor(max_workers=LISTING_THREADS) as pool:
+        def submit(parts: tuple[str, ...]) -> Future:
+            return pool.submit(_list_folder, fs, base, prefix, parts, labelled)
+
+        pending = {submit(())}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                folder = future.result()
+                batches.append(folder.files)
+                skipped += folder.skipped
+                pending |= {submit(parts) for parts in folder.subfolders}
+    table = pa.Table.from_batches(batches, schema=LISTING_SCHEMA)
+    return Discovery(table.sort_by("path"), skipped)
+
+
+def _list_folder(fs: pafs.FileSystem, base: str, prefix: str, parts: tuple[str, ...], labelled: bool) -> _Folder:
+    """List one folder (not recursively): its files as a record batch, its subfolders to list next."""
+    entries = fs.get_file_info(pafs.FileSelector("/".join([base, *parts]), recursive=False))
+    subfolders = [(*parts, entry.base_name) for entry in entries if entry.type == pafs.FileType.Directory]
+    files = [entry for entry in entries if entry.type == pafs.FileType.File]
+    kept = [entry for entry in files if not is_hidden((*parts, entry.base_name))]
+    names = [entry.base_name for entry in kept]
+    placed = labelled and len(parts) == 2
+    split, label = (parts[0], parts[1]) if placed else (None, None)
+    errors = [None if placed or not labelled else layout_error((*parts, name)) for name in names]
+    folder = "/".join([prefix, *parts])
+    columns = {
+        "path": [f"{folder}/{name}" for name in names],
+        "split": [split] * len(names),
+        "label": [label] * len(names),
+        "size": [entry.size for entry in kept],
+        "mtime_ns": [entry.mtime_ns for entry in kept],
+        "layout_error": errors,
+    }
+    return _Folder(subfolders, pa.RecordBatch.from_pydict(columns, schema=LISTING_SCHEMA), len(files) - len(kept))
+
+
+def layout_error(parts: tuple[str, ...]) -> str:
+    return f"expected <split>/<person>/<file> under the input folder, found {'/'.join(parts)!r}"

@@ -24,7 +24,6 @@ import pyarrow.fs as pafs
 from faceproc.config import Config
 from faceproc.core import layout, storage
 from faceproc.core.manifest import (
-    FileState,
     Plan,
     check_accounting,
     hash_where_needed,
@@ -111,18 +110,17 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     summary = PreprocessSummary(run_id=run_id or new_run_id())
     out = config.output
     found = discover(config.input)
-    summary.discovered, summary.skipped_hidden = len(found.files), found.skipped
+    summary.discovered, summary.skipped_hidden = found.files.num_rows, found.skipped
 
     previous = load_manifest(out)
     _remove_leftovers(out, previous)
     settings = row_settings(config.preprocess)
-    listing = [FileState(f.path, f.split, f.label, f.size, f.mtime_ns) for f in found.files]
-    listing = hash_where_needed(listing, previous, config.preprocess.verify_hashes, storage.sha256_or_none)
+    listing = hash_where_needed(found.files, previous, config.preprocess.verify_hashes, storage.sha256_or_none)
     plan = plan_run(listing, previous, fingerprint(settings))
     summary.new, summary.changed = plan.new, plan.changed
     summary.unchanged, summary.deleted = plan.unchanged, plan.deleted
     summary.hashed_in_driver = plan.hashed
-    summary.processed = len(plan.to_process)
+    summary.processed = plan.to_process.num_rows
     if plan.resettled:
         summary.resettled = plan.resettled
         summary.settings_change = "; ".join(describe_change(_saved_settings(out, old), settings)
@@ -158,15 +156,14 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
 def _process(config: Config, found: Discovery, plan: Plan, run_id: str, staging: str, data) -> None:
     """Run the dataset for the files in `plan`, staging faces and rejects under `staging`."""
     prep = config.preprocess
-    layout_errors = {f.path: f.layout_error for f in found.files if f.layout_error}
-    label_ids = {label: i for i, label in enumerate(found.labels)}
     todo = plan.to_process
+    label_ids = pc.index_in(todo["label"], value_set=pa.array(found.labels, pa.string()))
     files = pa.table({
-        "path": [s.path for s in todo],
-        "split": [s.split or "" for s in todo],
-        "label": [s.label or "" for s in todo],
-        "label_id": pa.array([label_ids.get(s.label or "", -1) for s in todo], pa.int32()),
-        "layout_error": [layout_errors.get(s.path, "") for s in todo],
+        "path": todo["path"],
+        "split": pc.fill_null(todo["split"], ""),
+        "label": pc.fill_null(todo["label"], ""),
+        "label_id": pc.fill_null(label_ids, -1).cast(pa.int32()),
+        "layout_error": pc.fill_null(todo["layout_error"], ""),
     })
     step = prep.actor_batch_size  # one block per actor call, so the pool shares the work from the start
     blocks = [files.slice(start, step) for start in range(0, files.num_rows, step)]
@@ -184,7 +181,7 @@ def _process(config: Config, found: Discovery, plan: Plan, run_id: str, staging:
     )
 
 
-def _publish(config: Config, listing: list[FileState], plan: Plan, previous: pa.Table,
+def _publish(config: Config, listing: pa.Table, plan: Plan, previous: pa.Table,
              summary: PreprocessSummary, staging: str, settings: dict[str, Any]) -> None:
     """Move staged shards into place, then write rejects and finally the manifest (the commit)."""
     out = config.output

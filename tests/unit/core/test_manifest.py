@@ -1,7 +1,8 @@
 import pyarrow as pa
 
-from faceproc.core.manifest import FileState, hash_where_needed, leakage_flags, live_keys, merge_manifest, plan_run
+from faceproc.core.manifest import hash_where_needed, leakage_flags, live_keys, merge_manifest, plan_run
 from faceproc.core.schema import MANIFEST_SCHEMA
+from faceproc.preprocess.discover import LISTING_SCHEMA
 
 
 def _manifest(rows):
@@ -14,33 +15,43 @@ def _row(path, sha, split="train", status="ok", run="r1", settings="s1", size=10
             "face_rows": 1, "leakage": False, "run_id": run, "settings": settings, "size": size, "mtime_ns": mtime}
 
 
-def _file(path, split="train", size=10, mtime=100, sha=None):
-    return FileState(path, split, "p", size, mtime, sha)
+def _file(path, split="train", size=10, mtime=100):
+    return {"path": path, "split": split, "label": "p", "size": size, "mtime_ns": mtime, "layout_error": None}
+
+
+def _listing(files, sha256=None):
+    """A listing as `discover` makes it, with the `sha256` column `hash_where_needed` adds."""
+    table = pa.Table.from_pylist(files, schema=LISTING_SCHEMA)
+    return table.append_column("sha256", pa.array(sha256 or [None] * len(files), pa.string()))
+
+
+def _paths(plan):
+    return plan.to_process["path"].to_pylist()
 
 
 def test_plan_goes_by_the_listing_entry_new_changed_unchanged_deleted():
     previous = _manifest([_row("a", "1"), _row("b", "2"), _row("t", "5"), _row("gone", "3")])
-    current = [_file("a"), _file("b", size=11), _file("t", mtime=101), _file("c", "val")]
+    current = _listing([_file("a"), _file("b", size=11), _file("t", mtime=101), _file("c", "val")])
     plan = plan_run(current, previous, "s1")
     assert (plan.new, plan.changed, plan.unchanged, plan.deleted, plan.resettled) == (1, 2, 1, 1, 0)
-    assert [s.path for s in plan.to_process] == ["b", "t", "c"]  # a new size or a new mtime: read again
+    assert _paths(plan) == ["b", "t", "c"]  # a new size or a new mtime: read again
     assert plan.hashed == 0
 
 
 def test_plan_redoes_exactly_the_files_made_with_other_settings():
     previous = _manifest([_row("a", "1"), _row("b", "2", settings="old"), _row("r", "3", status="rejected",
                                                                                 settings=None)])
-    current = [_file("a"), _file("b"), _file("r", "val")]
+    current = _listing([_file("a"), _file("b"), _file("r", "val")])
     plan = plan_run(current, previous, "s1")
-    assert [s.path for s in plan.to_process] == ["b", "r"]  # a rejected file is retried with the new settings too
+    assert _paths(plan) == ["b", "r"]  # a rejected file is retried with the new settings too
     assert (plan.resettled, plan.unchanged, plan.new, plan.changed) == (2, 1, 0, 0)
     assert plan.old_settings == {"old", None}
-    assert plan_run(current, previous, "old").to_process == [current[0], current[2]]
+    assert plan_run(current, previous, "old").to_process.to_pylist() == [current.to_pylist()[0], current.to_pylist()[2]]
 
 
 def test_the_driver_hashes_only_rows_without_a_listing_entry_unless_asked_to_verify():
     previous = _manifest([_row("a", "1"), _row("old", "2", size=None, mtime=None), _row("moved", "3")])
-    current = [_file("a"), _file("old"), _file("moved", mtime=999), _file("new")]
+    current = _listing([_file("a"), _file("old"), _file("moved", mtime=999), _file("new")]).drop_columns(["sha256"])
     read = []
 
     def sha256(path):
@@ -49,6 +60,7 @@ def test_the_driver_hashes_only_rows_without_a_listing_entry_unless_asked_to_ver
 
     hashed = hash_where_needed(current, previous, verify=False, sha256=sha256)
     assert read == ["old"]
+    assert hashed["sha256"].to_pylist() == [None, "2", None, None]
     plan = plan_run(hashed, previous, "s1")
     assert (plan.unchanged, plan.changed, plan.new, plan.hashed, plan.relisted) == (2, 1, 1, 1, 1)
 
@@ -60,8 +72,9 @@ def test_the_driver_hashes_only_rows_without_a_listing_entry_unless_asked_to_ver
 
 def test_an_unreadable_file_is_tried_again_on_every_run():
     previous = _manifest([_row("a", "", status="rejected", size=None, mtime=None)])
-    current = hash_where_needed([_file("a")], previous, verify=False, sha256=lambda path: None)
-    assert [s.path for s in plan_run(current, previous, "s1").to_process] == ["a"]
+    listing = _listing([_file("a")]).drop_columns(["sha256"])
+    current = hash_where_needed(listing, previous, verify=False, sha256=lambda path: None)
+    assert _paths(plan_run(current, previous, "s1")) == ["a"]
 
 
 def test_merge_replaces_changed_drops_deleted_records_the_listing_and_flags_leakage():
@@ -69,7 +82,7 @@ def test_merge_replaces_changed_drops_deleted_records_the_listing_and_flags_leak
     fresh = _manifest([_row("b", "22", run="r2", size=None, mtime=None),
                        _row("v", "1", split="val", run="r2", size=None, mtime=None),
                        _row("x", "", split="val", run="r2", status="rejected", size=None, mtime=None)])
-    current = [_file("a", mtime=7), _file("b", size=12), _file("v", "val", size=5), _file("x", "val")]
+    current = _listing([_file("a", mtime=7), _file("b", size=12), _file("v", "val", size=5), _file("x", "val")])
     merged = merge_manifest(previous, current, fresh)
     assert merged.column("path").to_pylist() == ["a", "b", "v", "x"]
     assert merged.column("sha256").to_pylist() == ["1", "22", "1", ""]
@@ -94,6 +107,7 @@ def test_a_manifest_from_an_earlier_faceproc_loads_with_unknown_settings_and_lis
     loaded = load_manifest(str(tmp_path))
     assert loaded.column("settings").to_pylist() == [None]
     assert loaded.column("size").to_pylist() == [None]
-    current = hash_where_needed([_file("a")], loaded, verify=False, sha256=lambda path: "1")
+    listing = _listing([_file("a")]).drop_columns(["sha256"])
+    current = hash_where_needed(listing, loaded, verify=False, sha256=lambda path: "1")
     plan = plan_run(current, loaded, "s1")
     assert (plan.resettled, plan.hashed) == (1, 1)  # the content says unchanged, the settings are unknown

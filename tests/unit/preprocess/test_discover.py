@@ -12,10 +12,14 @@ def test_layout_hidden_files_and_misplaced_files(tmp_path):
         path.write_bytes(b"x")
     found = discover(str(tmp_path))
     assert found.skipped == 4
-    good = [(f.split, f.label) for f in found.files if not f.layout_error]
+    files = found.files.to_pylist()
+    good = [(f["split"], f["label"]) for f in files if not f["layout_error"]]
     assert good == [("train", "ann"), ("train", "ann"), ("val", "bob")]
-    bad = sorted(f.path.rsplit("/", 1)[1] for f in found.files if f.layout_error)
-    assert bad == ["3.jpg", "stray.jpg"]
+    bad = {f["path"].rsplit("/", 1)[1]: f["layout_error"] for f in files if f["layout_error"]}
+    assert sorted(bad) == ["3.jpg", "stray.jpg"]
+    assert "'train/ann/deep/3.jpg'" in bad["3.jpg"]
+    assert [f["path"] for f in files] == sorted(f["path"] for f in files)
+    assert all(f["size"] == 1 and f["mtime_ns"] for f in files)
     assert found.labels == ["ann", "bob"]
 
 
