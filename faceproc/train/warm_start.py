@@ -27,7 +27,7 @@ PHOTO_COLUMNS = ["path", "sha256", "settings"]  # what identifies a train photo'
 @dataclass(frozen=True)
 class Start:
     warm: bool
-    reason: str  # for result.json (`start_reason`), the run record and the console
+    reason: str  # why, for result.json (`start_reason`), the run record and the console; `warm` says which
 
 
 def changed_photos(base: pa.Table, current: pa.Table) -> int:
@@ -46,27 +46,27 @@ def choose_start(frozen_head: bool, saved: dict[str, Any] | None, base_photos: p
     photos changed by at most `max_change` of the live ones since its last from-scratch training.
     A `frozen_head` (FaceNet's head over cached embeddings) is refitted on all of them, in seconds."""
     if force:
-        return Start(False, "forced (--force): from scratch")
+        return Start(False, "forced (--force)")
     if frozen_head:
-        return Start(False, "the head is refitted on all live embeddings (only new faces are embedded)")
+        return Start(False, "on all live embeddings; only new faces are embedded")
     if max_change <= 0:
         return Start(False, "warm start is off (train.warm_start_max_change = 0)")
     if saved is None or saved.get("status") != Status.OK:
-        return Start(False, "no usable model to start from")
+        return Start(False, "no usable model yet")
     if base_photos is None:
         return Start(False, "the model folder does not say which photos it was trained on")
     if saved.get("classes") != classes:
         before, now = set(saved.get("classes") or []), set(classes)
         change = ", ".join([*(f"+{c}" for c in sorted(now - before)), *(f"-{c}" for c in sorted(before - now))])
-        return Start(False, f"the people changed ({change or 'order'}): from scratch")
+        return Start(False, f"the people changed ({change or 'order'})")
     before = {key: value for key, value in (saved.get("inputs") or {}).items() if key != "data"}
     now = {key: value for key, value in inputs.items() if key != "data"}
     if before != now:
         keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-        return Start(False, f"training settings changed ({', '.join(keys)}): from scratch")
+        return Start(False, f"training settings changed ({', '.join(keys)})")
     changed = changed_photos(base_photos, photos)
     share = changed / max(1, photos.num_rows)
     words = f"{changed} of {photos.num_rows} train photos differ from the last full training ({share:.0%}"
     if share > max_change:
-        return Start(False, f"{words} > {max_change:.0%}): from scratch")
-    return Start(True, f"{words} <= {max_change:.0%}): fine-tuning the current model")
+        return Start(False, f"{words} > {max_change:.0%})")
+    return Start(True, f"{words} <= {max_change:.0%})")

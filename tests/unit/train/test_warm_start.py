@@ -42,7 +42,7 @@ def test_a_few_new_photos_of_the_same_people_warm_start():
 
 @pytest.mark.parametrize(("case", "why"), [
     (dict(force=True), "forced"),
-    (dict(frozen_head=True), "head is refitted"),
+    (dict(frozen_head=True), "only new faces are embedded"),
     (dict(max_change=0), "off"),
     (dict(previous={"status": "failed"}), "no usable model"),
     (dict(classes=["a", "b", "c"]), "people changed (+c)"),
