@@ -106,8 +106,8 @@ def read_fit_rows(out: str, holdout_fraction: float, seed: int):
 
     from faceproc.core import storage
     from faceproc.core.images import decode_png
-    from faceproc.core.manifest import live_keys, load_manifest
-    from faceproc.core.shards import live_shard_files
+    from faceproc.core.manifest import load_manifest
+    from faceproc.core.shards import live_key_array, live_shard_files
     from faceproc.train.data import select_holdout
 
     manifest = load_manifest(out)
@@ -116,7 +116,7 @@ def read_fit_rows(out: str, holdout_fraction: float, seed: int):
     photos = list(zip(ok.column("path").to_pylist(), ok.column("label").to_pylist()))
     classes = sorted({label for _, label in photos})
     held = select_holdout(photos, holdout_fraction, seed)
-    keys = {f"{p}\0{s}" for p, s in live_keys(manifest)}
+    keys = set(live_key_array(manifest).to_pylist())
     images, labels = [], []
     index = {name: i for i, name in enumerate(classes)}
     for uri in live_shard_files(out, "train", manifest):

@@ -16,10 +16,13 @@ from faceproc.core.schema import Status
 log = logging.getLogger("faceproc")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, on_ray: bool = True) -> None:
+    """--config and --set; for the commands that run on Ray and lock OUT, also --ray-address and --wait."""
     parser.add_argument("--config", help="TOML or YAML file with config values (see README)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, e.g. --set preprocess.face_margin=0.2")
+    if not on_ray:
+        return
     parser.add_argument("--ray-address", help="Ray cluster to join: an address, or 'auto' for a `ray start` head "
                         "(default: $RAY_ADDRESS, else a new local Ray)")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
@@ -31,7 +34,7 @@ def _config(args: argparse.Namespace, **values: object) -> Config:
     for key, value in values.items():
         if value is not None:
             overrides[key] = value
-    if args.ray_address:
+    if getattr(args, "ray_address", None):
         overrides["ray_address"] = args.ray_address
     return absolute_paths(load_config(args.config, overrides))
 
@@ -180,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default="facenet", help="model to use (default facenet)")
     predict.add_argument("--json", action="store_true", help="one JSON object per face per line")
     predict.add_argument("images", nargs="+", help="image files")
-    _common(predict)
+    _common(predict, on_ray=False)
     predict.set_defaults(func=cmd_predict)
     return parser
 

@@ -6,7 +6,6 @@ The resolved config is saved as JSON next to every output so each result says ho
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import types
 import typing
@@ -42,7 +41,7 @@ class PreprocessConfig:
     # draws new variants every epoch instead (train.online_augment), so stored copies only cost time
     seed: int = 0  # augmentation seed; with the file hash and copy index it fixes every copy
     detector_actors: int = 2  # MTCNN actors in the Ray Data pool
-    detector_num_cpus: float = 0.5  # below 1 so that read tasks can still be scheduled on 2 cores
+    detector_num_cpus: float = 0.5  # below 1 so that Parquet write tasks can still be scheduled on 2 cores
     detector_num_gpus: float = 0.0
     detect_batch_size: int = 8  # photos per MTCNN call; small photos amortise per-call overhead
     actor_batch_size: int = 32  # photos per actor call, sorted by size into MTCNN calls
@@ -68,7 +67,7 @@ class TrainConfig:
     seed: int = 0
     facenet_weights: str = "models/facenet_keras.h5"
     facenet_mode: str = "frozen"  # "frozen" (cached embeddings + head) or "finetune"
-    imagenet_weights: str | None = None  # a local ResNet50 notop .h5; None: Keras' own download
+    imagenet_weights: str | None = None  # a local ResNet50 notop .h5; None: <models_dir>/resnet50_imagenet_notop.h5, else Keras' download
     concurrent: bool = False  # fit models at once when the cluster has room for all
     max_failures: int = 2  # worker failures Ray Train retries from the last checkpoint
     online_augment: bool = True  # new variants of every face each epoch, for the models whose recipe asks
@@ -109,7 +108,7 @@ class Config:
     output: str = "data/out"
     data_dir: str = "data"
     models_dir: str = "models"
-    ray_address: str | None = None  # None: join a running cluster if there is one, else start locally
+    ray_address: str | None = None  # None: $RAY_ADDRESS if set, else a new local Ray; 'auto': a `ray start` head
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
@@ -117,9 +116,6 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Config":

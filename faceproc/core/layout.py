@@ -16,6 +16,7 @@ RESULT_FILE = "result.json"
 CONFIG_FILE = "config.json"
 CENTROIDS_FILE = "centroids.json"
 TRAINED_PHOTOS_FILE = "trained_photos.parquet"  # the train photos of the last from-scratch training
+LAST_ATTEMPT_FILE = "last_attempt.json"  # a training that failed or was skipped beside a model that stays
 MODEL_POINTER_FILE = "current.json"  # object storage: {"version": ...}, the model folder's commit
 MODEL_VERSIONS_DIR = "versions"
 
@@ -112,10 +113,6 @@ def ray_train_storage(out: str) -> str:
 def embeddings_dir(out: str, weights_key: str, split: str) -> str:
     """Cached FaceNet embeddings of one split, per weights file (`weights_key` from its hash)."""
     return storage.join(out, "embeddings", weights_key, split)
-
-
-def reports_dir(out: str) -> str:
-    return storage.join(out, REPORTS_DIR)
 
 
 def report_file(out: str, name: str) -> str:

@@ -191,12 +191,6 @@ def leakage_flags(manifest: pa.Table) -> pa.ChunkedArray:
     return pc.and_(placed, pc.is_in(manifest["sha256"], value_set=_values(shared)))
 
 
-def live_keys(manifest: pa.Table) -> set[tuple[str, str]]:
-    """(path, sha256) of the files whose face rows are in use."""
-    ok = manifest.filter(pc.equal(manifest.column("status"), "ok"))
-    return set(zip(ok.column("path").to_pylist(), ok.column("sha256").to_pylist()))
-
-
 def rejected_count(manifest: pa.Table, split: str) -> int:
     """Files of `split` the manifest lists as rejected (counted as errors end to end)."""
     mask = pc.and_(pc.equal(manifest.column("status"), "rejected"), pc.equal(manifest.column("split"), split))

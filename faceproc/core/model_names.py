@@ -1,7 +1,6 @@
 """The model names, without importing Keras: what config, the CLI and the report order rows by.
 
-It lives outside `faceproc.models`, whose import loads Keras to register the custom layers. The
-registry (`faceproc.models.registry`) builds exactly these; a test keeps the two equal.
+It lives outside `faceproc.models`, whose builders and layers need Keras. The registry (`faceproc.models.registry`) builds exactly these; a test keeps the two equal.
 """
 
 from __future__ import annotations

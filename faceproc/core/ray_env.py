@@ -120,4 +120,4 @@ def require_on_every_node(paths: Mapping[str, str]) -> None:
 
 @ray.remote(num_cpus=0)
 def _missing_paths(paths: dict[str, str]) -> list[str]:
-    return [name for name, path in paths.items() if not os.path.exists(path)]
+    return [name for name, path in paths.items() if not os.path.exists(storage.resolve(path)[1])]

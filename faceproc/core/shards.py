@@ -6,37 +6,75 @@ manifest still names its run, and a row only while the manifest lists its source
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from faceproc.core import layout, storage
-from faceproc.core.manifest import live_keys, live_runs, load_manifest
+from faceproc.core.manifest import live_runs, load_manifest
 from faceproc.core.schema import FACE_SCHEMA
 
 LIVE_KEY_COLUMNS = ("source_path", "source_sha256")  # what the live-row filter matches against the manifest
 
 
+def live_files(folder: str, manifest: pa.Table) -> list[str]:
+    """The run-named Parquet files of `folder` whose run the manifest names: the published ones."""
+    runs = live_runs(manifest)
+    return [uri for uri in storage.list_files(folder, ".parquet") if layout.run_of_shard(uri) in runs]
+
+
+def orphan_files(folder: str, manifest: pa.Table) -> list[str]:
+    """The run-named Parquet files of `folder` whose run the manifest does not name: left by a run that
+    died before its commit, or whose every photo was redone since."""
+    runs = live_runs(manifest)
+    return [uri for uri in storage.list_files(folder, ".parquet") if layout.run_of_shard(uri) not in runs]
+
+
+def live_key_array(manifest: pa.Table, with_run: bool = False) -> pa.Array:
+    """`path\0sha256` (with `with_run`, `\0run_id` too) of every file the manifest lists as ok."""
+    ok = manifest.filter(pc.equal(manifest["status"], "ok"))
+    parts = [ok["path"], ok["sha256"], *([ok["run_id"]] if with_run else [])]
+    return pc.binary_join_element_wise(*parts, "\0").combine_chunks()
+
+
+def live_rows(table: pa.Table, keys: pa.Array, key_columns: Sequence[str] = LIVE_KEY_COLUMNS) -> pa.Table:
+    """The rows of `table` whose key columns, joined like `live_key_array`'s, are in `keys`."""
+    joined = pc.binary_join_element_wise(*(table[name] for name in key_columns), "\0")
+    return table.filter(pc.is_in(joined, value_set=keys))
+
+
+def iter_live_rows(files: list[str], keys: pa.Array, key_columns: Sequence[str], columns: list[str],
+                   schema: pa.Schema, batch_size: int) -> Iterator[pa.Table]:
+    """The live rows of `files` in tables of at most `batch_size` rows, without Ray: for readers in
+    the driver, with memory bounded by `batch_size`. A column that files of an earlier version lack
+    comes back as nulls of its `schema` type."""
+    wanted = list(dict.fromkeys([*columns, *key_columns]))
+    for uri in files:
+        fs, path = storage.resolve(uri)
+        with fs.open_input_file(path) as stream:
+            shard = pq.ParquetFile(stream)
+            present = [name for name in wanted if name in shard.schema_arrow.names]
+            for batch in shard.iter_batches(batch_size=batch_size, columns=present):
+                live = live_rows(pa.Table.from_batches([batch]), keys, key_columns)
+                for name in set(columns) - set(present):
+                    live = live.append_column(name, pa.nulls(live.num_rows, schema.field(name).type))
+                if live.num_rows:
+                    yield live.select(columns)
+
+
 def live_shard_files(out: str, split: str, manifest: pa.Table | None = None) -> list[str]:
-    """Shard files of published runs; files left behind by a run that died are not included."""
-    runs = live_runs(load_manifest(out) if manifest is None else manifest)
-    return [uri for uri in storage.list_files(layout.shard_dir(out, split), ".parquet")
-            if layout.run_of_shard(uri) in runs]
+    """Face shard files of published runs; files left behind by a run that died are not included."""
+    return live_files(layout.shard_dir(out, split), load_manifest(out) if manifest is None else manifest)
 
 
 def orphan_shard_files(out: str, splits: list[str], manifest: pa.Table) -> list[str]:
-    runs = live_runs(manifest)
-    return [
-        uri
-        for split in splits
-        for uri in storage.list_files(layout.shard_dir(out, split), ".parquet")
-        if layout.run_of_shard(uri) not in runs
-    ]
+    return [uri for split in splits for uri in orphan_files(layout.shard_dir(out, split), manifest)]
 
 
-def read_live_faces(out: str, split: str, columns: list[str] | None = None):
+def read_live_faces(out: str, split: str, columns: list[str] | None = None) -> Any:
     """A Ray Dataset of the live face rows of `split` (None when the split has no shards)."""
     import ray.data
 
@@ -56,37 +94,17 @@ def iter_live_faces(out: str, split: str, columns: list[str], manifest: pa.Table
     """The live face rows of `split` in small Arrow tables, without Ray: for readers in the driver
     (the report) that must see exactly what evaluation sees, with memory bounded by `batch_size`."""
     manifest = load_manifest(out) if manifest is None else manifest
-    keys = _live_key_array(manifest)
-    wanted = list(dict.fromkeys([*columns, *LIVE_KEY_COLUMNS]))
-    for uri in live_shard_files(out, split, manifest):
-        fs, path = storage.resolve(uri)
-        with fs.open_input_file(path) as stream:
-            shard = pq.ParquetFile(stream)
-            present = [name for name in wanted if name in shard.schema_arrow.names]
-            for batch in shard.iter_batches(batch_size=batch_size, columns=present):
-                live = _live_rows(pa.Table.from_batches([batch]), keys)
-                for name in set(columns) - set(present):  # a column shards of an earlier version lack
-                    live = live.append_column(name, pa.nulls(live.num_rows, FACE_SCHEMA.field(name).type))
-                if live.num_rows:
-                    yield live.select(columns)
+    yield from iter_live_rows(live_shard_files(out, split, manifest), live_key_array(manifest), LIVE_KEY_COLUMNS,
+                              columns, FACE_SCHEMA, batch_size)
 
 
-def originals(dataset):
+def originals(dataset: Any) -> Any:
     """Only the original crops (augment_index 0) of a Ray Dataset of face rows."""
     from ray.data.expressions import col
 
     return dataset.filter(expr=col("augment_index") == 0)
 
 
-def keep_live_rows(dataset, manifest: pa.Table):
-    """Rows whose (source_path, source_sha256) the manifest lists as ok; a vectorised filter."""
-    return dataset.map_batches(_live_rows, batch_format="pyarrow", fn_kwargs={"keys": _live_key_array(manifest)})
-
-
-def _live_key_array(manifest: pa.Table) -> pa.Array:
-    return pa.array(sorted(f"{path}\0{sha}" for path, sha in live_keys(manifest)), pa.string())
-
-
-def _live_rows(table: pa.Table, keys: pa.Array) -> pa.Table:
-    joined = pc.binary_join_element_wise(table["source_path"], table["source_sha256"], "\0")
-    return table.filter(pc.is_in(joined, value_set=keys))
+def keep_live_rows(dataset: Any, manifest: pa.Table) -> Any:
+    """Rows of a Ray Dataset whose (source_path, source_sha256) the manifest lists as ok; a vectorised filter."""
+    return dataset.map_batches(live_rows, batch_format="pyarrow", fn_kwargs={"keys": live_key_array(manifest)})

@@ -1,8 +1,9 @@
-"""Plain-text tables for the console (the accuracy table, `faceproc predict`'s faces)."""
+"""Plain-text tables for the console (the accuracy table, `faceproc predict`'s faces, run summaries)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import Any
 
 
 def aligned_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Collection[str]) -> list[str]:
@@ -15,3 +16,9 @@ def aligned_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: 
         return "  ".join(parts).rstrip()
 
     return [line(headers), line(["-" * w for w in widths]), *(line(row) for row in rows)]
+
+
+def key_values(lines: Sequence[tuple[str, Any]]) -> str:
+    """One `name  value` line per pair, the values in one column: a stage's summary."""
+    width = max(len(name) for name, _ in lines)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in lines)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from faceproc.config import Config
+from faceproc.config import Config, ConfigError
 from faceproc.core import layout, storage
 from faceproc.core.manifest import (
     Plan,
@@ -34,7 +34,9 @@ from faceproc.core.manifest import (
 )
 from faceproc.core.rejects import prune_rejects, read_staged_rejects, write_rejects
 from faceproc.core.schema import MANIFEST_SCHEMA
-from faceproc.identify.rows import iter_live_identities, orphan_identity_files
+from faceproc.core.shards import orphan_files
+from faceproc.core.text import key_values
+from faceproc.identify.rows import iter_live_identities
 from faceproc.inference.artifact import ModelArtifact
 from faceproc.preprocess.discover import list_photos
 from faceproc.preprocess.run import new_run_id
@@ -87,11 +89,14 @@ class IdentifySummary:
             ("rejected photos (all)", self.live_rejects),
             ("seconds", f"{self.seconds:.1f}"),
         ]
-        width = max(len(name) for name, _ in lines)
-        return "\n".join(f"{name:<{width}}  {value}" for name, value in lines)
+        return key_values(lines)
 
 
 def identities_folder(config: Config) -> str:
+    """`identify.into`, else OUT/identities. Not OUT itself: its manifest and rejects are preprocessing's."""
+    if config.identify.into and config.identify.into.rstrip("/") == config.output.rstrip("/"):
+        raise ConfigError(f"identify.into {config.identify.into} is the output folder itself: name another "
+                          f"folder, or leave it out for {layout.identities_root(config.output)}")
     return config.identify.into or layout.identities_root(config.output)
 
 
@@ -210,7 +215,7 @@ def _remove_leftovers(root: str, manifest: pa.Table) -> None:
     the output lock, so no other run can be writing them)."""
     storage.delete_dir(layout.staging_root(root))
     prune_rejects(root, manifest)
-    for orphan in orphan_identity_files(root, manifest):
+    for orphan in orphan_files(layout.identity_shards(root), manifest):
         storage.delete_file(orphan)
 
 

@@ -30,7 +30,7 @@ from faceproc.inference import openset
 log = logging.getLogger(__name__)
 
 MODEL_FILES = (layout.MODEL_FILE, layout.CLASSES_FILE, layout.HISTORY_FILE, layout.CENTROIDS_FILE,
-               layout.TRAINED_PHOTOS_FILE, layout.CONFIG_FILE, layout.RESULT_FILE)
+               layout.TRAINED_PHOTOS_FILE, layout.CONFIG_FILE, layout.RESULT_FILE, layout.LAST_ATTEMPT_FILE)
 BACKBONE_LAYER = "facenet"  # faceproc.models.facenet.wrap_backbone's default name
 
 
@@ -100,10 +100,15 @@ class ModelArtifact:
     def save(self, result: dict[str, Any], config: dict[str, Any], trained: TrainedFiles | None) -> None:
         """With `trained`: stage every file, then swap the folder in whole; result.json gains a new
         `model_version` (what identify's results are keyed by: every training gives new weights, even
-        one with the same inputs). Without: rewrite only result.json and config.json, so a failure
-        leaves the previous model usable."""
+        one with the same inputs). Without (training failed or was skipped): beside a usable model the
+        attempt goes to last_attempt.json, so the model stays in use and its result.json and config.json
+        still describe it; with no usable model, result.json says why there is none."""
         if trained is None:
-            self._write_result(self.dir, result, config)
+            saved = self.saved_result()
+            if saved is not None and saved.get("status") == Status.OK:
+                storage.write_json_atomic(self.file(layout.LAST_ATTEMPT_FILE), result)
+            else:
+                self._write_result(self.dir, result, config)
             return
         version = uuid.uuid4().hex[:12]
         result["model_version"] = version
@@ -294,7 +299,7 @@ def _split_facenet(model: Any, where: str) -> tuple[Any, Any]:
 
 def _load_keras(model_uri: str) -> Any:
     """A `.keras` file from a local path or a URI (a remote file is copied to a temp dir first)."""
-    from faceproc.models.saving import load_model  # importing faceproc.models registers the layers
+    from faceproc.models.saving import load_model  # its import registers faceproc's layers
 
     if storage.is_local(model_uri):
         return load_model(storage.resolve(model_uri)[1], compile=False)

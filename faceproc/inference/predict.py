@@ -1,6 +1,6 @@
 """`faceproc predict`: name and probability for every face in a few images, in-process (no Ray).
 
-Each image is read (local path or URI), decoded like preprocessing does (`decode_image`), every
+Each image is read (local path or URI), decoded like preprocessing does (`decode_reduced`, then `to_full_resolution` for the crop), every
 confident face is found with MTCNN (`FaceDetector.detect_all`, the same crop and margin the shards
 hold) and each crop is classified by the trained model's artifact (`inference.artifact`), with the
 open-set check (`inference.openset`) when the model has centroids: a face far from every known
@@ -106,8 +106,8 @@ def format_predictions(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def json_lines(rows: Sequence[dict[str, Any]]) -> str:
-    """One JSON object per line: image, box, person, probability, plus reason (and detail) when
-    the image gave no face."""
+    """One JSON object per line: image, box, person, probability, distance (models with an open-set
+    check), plus reason (and detail) when the image gave no face."""
     lines = []
     for row in rows:
         obj: dict[str, Any] = {
@@ -116,6 +116,8 @@ def json_lines(rows: Sequence[dict[str, Any]]) -> str:
             "person": row.get("person"),
             "probability": None if row.get("probability") is None else float(row["probability"]),
         }
+        if row.get("distance") is not None:
+            obj["distance"] = float(row["distance"])
         if row.get("reason"):
             obj["reason"] = row["reason"]
             if row.get("detail"):

@@ -19,7 +19,7 @@ Two ways to train the ``facenet`` model (``train.facenet_mode``):
 - ``frozen`` (default): compute each face's embedding once with the backbone, train
   :func:`build_embedding_head` (L2-normalise -> Dense(softmax)) on the cached embeddings, then
   :func:`attach_head` puts that same head on the backbone for saving and prediction. Registry
-  defaults for the head: 60 epochs, batch 32, Adam 1e-2 (milliseconds per epoch).
+  defaults for the head: 20 epochs, batch 32, Adam 1e-2 (milliseconds per epoch).
 - ``finetune``: :func:`build_facenet_classifier` with ``trainable_backbone=True``, trained on images.
   The backbone runs in inference mode (``training=False``), so its BatchNorm statistics and dropout
   stay as pretrained while its weights train; use a small learning rate (1e-5).

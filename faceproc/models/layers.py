@@ -1,6 +1,6 @@
 """Custom layers, registered so that ``keras.models.load_model(path)`` needs no ``custom_objects``.
 
-Importing ``faceproc.models`` imports this module, which registers every layer under the
+Importing this module (``faceproc.models.saving`` does) registers every layer under the
 ``faceproc`` package name (``faceproc>ScaledResidual`` and so on in saved configs).
 
 - :class:`ScaledResidual` replaces the ``Lambda`` layers of the Keras 2.1.2 FaceNet file

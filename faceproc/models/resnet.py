@@ -1,7 +1,7 @@
 """ResNet50 classifiers: random init (``resnet50``) and ImageNet-initialised (``resnet50_imagenet``).
 
-Graph: raw RGB 0..255 (160, 160, 3) -> :class:`~faceproc.models.layers.ResNetPreprocess` (ResNet's
-own caffe preprocessing) -> ``keras.applications.ResNet50(include_top=False)`` as a nested model
+Graph: raw RGB 0..255 (160, 160, 3) -> Resizing to the recipe's `image_size` when below 160 ->
+:class:`~faceproc.models.layers.ResNetPreprocess` (ResNet's own caffe preprocessing) -> ``keras.applications.ResNet50(include_top=False)`` as a nested model
 named ``resnet50`` -> GlobalAveragePooling -> Dense(1024, relu) -> Dropout(0.5) -> Dense(softmax).
 The head is the notebook's (it used Flatten over the 5x5x2048 map; global average pooling keeps the
 head at 2.1 M instead of 52 M parameters). 25,691,013 parameters for five classes.
@@ -9,8 +9,8 @@ head at 2.1 M instead of 52 M parameters). 25,691,013 parameters for five classe
 ImageNet weights are found by :mod:`faceproc.models.imagenet_weights` (weight loading apart from the
 architecture); when none can be had, training reports the model as skipped.
 
-Registry defaults: 8 epochs, batch 16, Adam 1e-4 for both variants (a full ResNet50 step on 16
-faces takes a few seconds on two CPU cores).
+Recipes live in :mod:`faceproc.models.registry` (``resnet50``: 48x48, 45 epochs, Adam 1e-3 with
+warm-up and cosine; ``resnet50_imagenet``: 160x160, 8 epochs, Adam 1e-4).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import os
 import h5py
 
 from faceproc.models.errors import WeightsError, WeightsUnavailable
-from faceproc.models.imagenet_weights import resolve_imagenet_weights
 from faceproc.models.keras_env import keras
 from faceproc.models.layers import ResNetPreprocess
 
@@ -44,22 +43,19 @@ def build_resnet50(
     num_classes: int,
     weights: str | None = None,
     *,
-    models_dir: str = "models",
     name: str | None = None,
     bn_momentum: float | None = None,
     image_size: int = INPUT_SHAPE[0],
 ) -> keras.Model:
     """ResNet50 + the notebook head for `num_classes` classes.
 
-    `weights`: None (random init), a local ``.h5`` of ResNet50 notop weights, or ``"imagenet"``
-    (resolved with :func:`resolve_imagenet_weights` against `models_dir`). `bn_momentum` replaces
+    `weights`: None (random init) or a local ``.h5`` of ResNet50 notop weights (the registry finds
+    it with :func:`~faceproc.models.imagenet_weights.resolve_imagenet_weights`). `bn_momentum` replaces
     the BatchNormalization momentum of the backbone. `image_size` below 160 resizes the crop inside
     the model, before the backbone (the saved model still takes 160x160).
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    if weights == "imagenet":
-        weights = resolve_imagenet_weights(None, models_dir)
     layers = keras.layers
     backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
     if weights is not None:

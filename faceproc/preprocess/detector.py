@@ -1,7 +1,7 @@
 """Face detection with MTCNN: find, choose, crop.
 
-`FaceDetector` is a Ray Data callable class (`map_batches(FaceDetector, fn_constructor_args=(config,))`):
-it loads MTCNN once per actor and runs it on a whole batch of photos in one call, which is where the
+`FaceDetector` is built once per actor by the Ray Data callable classes that use it (preprocessing's
+`FacePipeline`, identify's `IdentifyPipeline`) and by `predict`; it runs MTCNN on a whole batch of photos in one call, which is where the
 speed is (per-call overhead dominates on small photos). Photos are downscaled to
 `detect_max_side` first, because mtcnn 1.0 zero-pads every image of a batch to the largest one;
 boxes are mapped back to the original pixels.

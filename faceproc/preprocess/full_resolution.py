@@ -47,7 +47,7 @@ def to_full_resolution(faces: list[dict[str, Any]], decoded: Decoded, data: byte
                 full = decode_image(data, prep.max_pixels, prep.min_side) if full is None else full
                 mapped["face"], mapped["aligned"] = face_crop(full, mapped["box"], mapped["keypoints"],
                                                               prep.face_margin, prep.face_size, prep.align)
-            except (RejectError, cv2.error) as exc:
+            except (RejectError, cv2.error, ValueError) as exc:
                 log.warning("keeping the reduced crop of a face: the full-resolution cut failed (%s)", exc)
         out.append(mapped)
     return out

@@ -35,6 +35,7 @@ from faceproc.core.manifest import (
 from faceproc.core.rejects import prune_rejects, read_staged_rejects, write_rejects
 from faceproc.core.schema import MANIFEST_SCHEMA
 from faceproc.core.shards import orphan_shard_files
+from faceproc.core.text import key_values
 from faceproc.preprocess.discover import Discovery, discover
 from faceproc.preprocess.operators import PARTITION_COLUMN, FacePipeline
 from faceproc.preprocess.settings import describe_change, fingerprint, row_settings
@@ -94,8 +95,7 @@ class PreprocessSummary:
             ("train/val leakage (same content)", len(self.leakage)),
             ("seconds", f"{self.seconds:.1f}"),
         ]
-        width = max(len(name) for name, _ in lines)
-        return "\n".join(f"{name:<{width}}  {value}" for name, value in lines)
+        return key_values(lines)
 
 
 def new_run_id() -> str:
@@ -127,16 +127,10 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
                                             for old in sorted(plan.old_settings, key=str))
         log.info("preprocessing settings changed: %s; %d photos to redo", summary.settings_change, plan.resettled)
     if plan.has_work:
-        import ray.data
-
-        from faceproc.core.ray_env import init_ray, require_on_every_node
-
-        init_ray(config.ray_address)
-        require_on_every_node({"input": config.input, "output": out})
         staging_root = layout.staging_root(out)
         try:
             staging = storage.join(staging_root, summary.run_id)
-            _process(config, found, plan, summary.run_id, staging, ray.data)
+            _process(config, found, plan, summary.run_id, staging)
             _publish(config, listing, plan, previous, summary, staging, settings)
         finally:
             storage.delete_dir(staging_root)
@@ -153,8 +147,9 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     return summary
 
 
-def _process(config: Config, found: Discovery, plan: Plan, run_id: str, staging: str, data) -> None:
-    """Run the dataset for the files in `plan`, staging faces and rejects under `staging`."""
+def _process(config: Config, found: Discovery, plan: Plan, run_id: str, staging: str) -> None:
+    """Run the dataset for the files in `plan`, staging faces and rejects under `staging`. Ray starts
+    here, when some file is to be read (a run that only deletes needs none)."""
     prep = config.preprocess
     todo = plan.to_process
     label_ids = pc.index_in(todo["label"], value_set=pa.array(found.labels, pa.string()))
@@ -169,6 +164,12 @@ def _process(config: Config, found: Discovery, plan: Plan, run_id: str, staging:
     blocks = [files.slice(start, step) for start in range(0, files.num_rows, step)]
     if not blocks:  # only deletions: nothing to read
         return
+    import ray.data as data
+
+    from faceproc.core.ray_env import init_ray, require_on_every_node
+
+    init_ray(config.ray_address)
+    require_on_every_node({"input": config.input, "output": config.output})
     fs, staging_path = storage.resolve(staging)
     (
         data.from_arrow(blocks)

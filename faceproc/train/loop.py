@@ -88,15 +88,6 @@ def read_weights(model, directory: str) -> None:
         model.set_weights([arrays[f"arr_{index}"] for index in range(len(arrays.files))])
 
 
-def quiet_worker_logs() -> None:
-    """Workers otherwise print TensorFlow's collective-op chatter, a progress bar per epoch and two
-    lines of Ray Train internals per report (one of its loggers is named by file path, hence the
-    root logger); `epoch_line` is the progress instead."""
-    from faceproc.core.console import quiet_train_worker
-
-    quiet_train_worker()
-
-
 def epoch_line(model: str, epoch: int, epochs: int, scores: dict[str, float], stop: bool) -> str:
     """One line per epoch for the console, printed by the chief worker."""
     return (f"{model} epoch {epoch + 1}/{epochs}: loss {scores['loss']:.3f} acc {scores['accuracy']:.3f}, "
@@ -125,11 +116,12 @@ def train_func(config: dict[str, LoopConfig]) -> None:
     import ray.train
     from ray.train import CheckpointUploadMode
 
+    from faceproc.core.console import quiet_train_worker
     from faceproc.models.keras_env import keras, tf
     from faceproc.train.feed import ShardFeed
 
     loop = config["loop"]
-    quiet_worker_logs()
+    quiet_train_worker()  # `epoch_line` is the progress, not Keras' bars or Ray Train's report lines
     if not loop.use_gpu:
         configure_cpu_threads(tf, loop.cpus_per_worker)
     keras.utils.set_random_seed(loop.seed)

@@ -198,7 +198,10 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
     except Exception as exc:  # a model that cannot be saved is failed; the previous one stays usable
         log.exception("saving %s failed", name)
         result.update(status=Status.FAILED, reason=f"saving the model failed: {describe(exc)}")
-        artifact.save(result, config.to_dict(), None)
+        try:
+            artifact.save(result, config.to_dict(), None)
+        except Exception:  # the storage itself fails: the run record and the console still say so
+            log.exception("recording %s's failure failed", name)
     log.info("%s: %s%s (%.0f s)", name, result["status"].value,
              f" - {result['reason']}" if result["reason"] else "", result["train_seconds"])
     return result

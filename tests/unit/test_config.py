@@ -8,7 +8,7 @@ from faceproc.config import Config, ConfigError, absolute_paths, load_config, pa
 
 def test_defaults_round_trip_through_json():
     config = Config()
-    again = Config.from_dict(json.loads(config.to_json()))
+    again = Config.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
     assert config.preprocess.augment_copies == 0
     assert config.train.models == ["cnn", "resnet50", "resnet50_imagenet", "facenet"]

@@ -127,7 +127,7 @@ def augment_section(data: RunData, examples: int) -> str:
         key=lambda p: (str(by_source[p]["label"]), p),
     )
     if not candidates:
-        return note("No augmented training rows (augmentation off, or no training faces).")
+        return note("No stored augmented copies (preprocess.augment_copies = 0: training draws new variants online, train.online_augment), or no training faces.")
     # one example per person first, so the examples show different people
     chosen: list[str] = []
     seen_people: set[str] = set()

@@ -1,7 +1,7 @@
 """Thumbnails for the report as JPEG `data:` URIs: source photos with their face box, and face crops.
 
 Boxes are drawn on the photo as it displays, i.e. after its EXIF orientation is applied, which is
-how OpenCV's `imdecode` and Pillow's `exif_transpose` decode it for detection. Reading is bounded
+how Pillow's `exif_transpose` decodes it for detection. Reading is bounded
 (file size, pixel count, only the crops the page shows) so the page stays cheap as data grows.
 """
 

@@ -253,3 +253,8 @@ def test_facenet_style_model_uses_backbone_and_centroids(tmp_path):
     strict = ModelArtifact(str(tmp_path / "out"), "facenet").load().classify([dark[0]])
     assert strict[0]["person"] == UNKNOWN
     assert strict[0]["probability"] == pytest.approx(verdicts[0]["probability"], rel=1e-4)
+
+
+def test_json_lines_keep_the_open_set_distance():
+    row = {"image": "a.jpg", "box": [1, 2, 30, 40], "person": "unknown", "probability": 0.9, "distance": 1.25}
+    assert json.loads(json_lines([row]))["distance"] == 1.25

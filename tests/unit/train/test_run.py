@@ -133,6 +133,29 @@ def test_corrupt_facenet_weights_fail_that_model_with_one_line(tmp_path):
     assert "corrupt" in result["reason"] and "\n" not in result["reason"]
 
 
+@pytest.mark.slow
+def test_a_failed_retrain_leaves_the_model_in_use_and_described_by_its_own_files(tmp_path):
+    from faceproc.inference.artifact import ModelArtifact
+    from tests.conftest import FACENET_WEIGHTS
+
+    out = tmp_path / "out"
+    write_face_shards(out, COLOURS)
+    (first,) = run_train(_config(out, models=["facenet"], epochs=2, facenet_weights=str(FACENET_WEIGHTS)))
+    assert first["status"] == "ok", first["reason"]
+    folder = out / "models" / "facenet"
+    saved_config = (folder / "config.json").read_text()
+    weights = tmp_path / "facenet_keras.h5"
+    weights.write_bytes(os.urandom(4096))
+    (failed,) = run_train(_config(out, models=["facenet"], epochs=2, facenet_weights=str(weights)))
+    assert failed["status"] == "failed" and "corrupt" in failed["reason"]
+    assert json.loads((folder / "result.json").read_text())["model_version"] == first["model_version"]
+    assert (folder / "config.json").read_text() == saved_config  # still what produced model.keras
+    assert json.loads((folder / "last_attempt.json").read_text())["status"] == "failed"
+    ModelArtifact(str(out), "facenet").check_usable()
+    (again,) = run_train(_config(out, models=["facenet"], epochs=2, facenet_weights=str(FACENET_WEIGHTS)))
+    assert again.get("up_to_date") is True and again["model_version"] == first["model_version"]
+
+
 @pytest.mark.parametrize("train, cpus, node_cpus, gpus, nodes, trainers, expected", [
     (TrainConfig(), 2, 2, 0, 1, 1, (1, False, 2.0, 0.0)),  # a laptop: one worker, the whole machine
     (TrainConfig(materialize=False), 2, 2, 0, 1, 1, (1, False, 1.0, 0.0)),  # a core left for decoding
