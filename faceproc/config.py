@@ -50,6 +50,11 @@ class PreprocessConfig:
     max_reject_share: float = 0.25  # fail the job when more inputs than this are rejected
     verify_hashes: bool = False  # re-hash every known file in the driver, not trusting size and mtime
 
+    @property
+    def draft_side(self) -> int | None:
+        """The longest side big JPEGs are decoded at for detection; None decodes them at full size."""
+        return self.detect_max_side if self.draft_decode else None
+
 
 @dataclass
 class TrainConfig:

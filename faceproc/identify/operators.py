@@ -28,14 +28,10 @@ class IdentifyPipeline:
 
     def __init__(self, config: PreprocessConfig, out: str, model: str, model_version: str, run_id: str,
                  rejects_dir: str) -> None:
-        import tensorflow as tf
-
         from faceproc.inference.artifact import ModelArtifact
-        from faceproc.preprocess.detector import FaceDetector
+        from faceproc.preprocess.detector import FaceDetector, limit_tf_threads
 
-        if config.detector_threads > 0:
-            tf.config.threading.set_intra_op_parallelism_threads(config.detector_threads)
-            tf.config.threading.set_inter_op_parallelism_threads(config.detector_threads)
+        limit_tf_threads(config.detector_threads)
         self.config = config
         self.detector = FaceDetector(config)
         self.classifier = ModelArtifact(out, model).load()
@@ -44,7 +40,7 @@ class IdentifyPipeline:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         prep = self.config
-        decoded = decode_batch(batch, prep.max_pixels, prep.min_side, prep.detect_max_side if prep.draft_decode else None)
+        decoded = decode_batch(batch, prep.max_pixels, prep.min_side, prep.draft_side)
         readable = [i for i, reason in enumerate(decoded["reason"]) if not reason]
         found = dict(zip(readable, self.detector.faces_of([decoded["image"][i] for i in readable])))
         for i, faces in found.items():

@@ -21,7 +21,7 @@ from faceproc.core import storage
 from faceproc.core.rejects import read_live_rejects
 from faceproc.evaluate.report.images import crop_thumbnail
 from faceproc.evaluate.report.markup import basename, breakable, e, img_tag, note, shown_note
-from faceproc.evaluate.report.page import stylesheet
+from faceproc.evaluate.report.page import html_page
 from faceproc.identify.rows import iter_live_identities
 from faceproc.inference.openset import UNKNOWN
 
@@ -52,18 +52,10 @@ def render(root: str, manifest: pa.Table, summary: Any, generated: _dt.datetime 
         body += note("No face identified yet.")
     body += _rejects(root, manifest)
     when = (generated or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>faceproc identities · {e(basename(root))}</title>"
-        f"<style>{stylesheet()}{EXTRA_CSS}</style></head><body>"
-        '<header class="top"><div class="wrap"><h1>faceproc identities</h1>'
-        f'<div class="sub">Identities <code>{e(root)}</code> · model {e(summary.model)} version '
-        f'{e(summary.model_version[:12])} · generated {e(when)} · faceproc {e(__version__)}</div></div></header>'
-        f'<nav class="toc"><div class="wrap">{nav}<a href="#rejects">rejects</a></div></nav>'
-        f'<main class="wrap">{body}</main></body></html>\n'
-    )
+    sub = (f"Identities <code>{e(root)}</code> · model {e(summary.model)} version "
+           f"{e(summary.model_version[:12])} · generated {e(when)} · faceproc {e(__version__)}")
+    return html_page(f"faceproc identities · {basename(root)}", "faceproc identities", sub,
+                     nav + '<a href="#rejects">rejects</a>', body, EXTRA_CSS)
 
 
 def _shown_faces(root: str, manifest: pa.Table) -> dict[str, list[dict[str, Any]]]:

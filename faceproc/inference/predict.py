@@ -55,7 +55,7 @@ def predict_images(config: Config, image_paths: list[str], model: str = "facenet
             rows.append(_failure(path, RejectReason.READ_ERROR.value, f"{type(exc).__name__}: {exc}"))
             continue
         try:
-            decoded = decode_reduced(data, prep.max_pixels, prep.min_side, prep.detect_max_side if prep.draft_decode else None)
+            decoded = decode_reduced(data, prep.max_pixels, prep.min_side, prep.draft_side)
         except RejectError as exc:
             rows.append(_failure(path, exc.reason.value, exc.detail))
             continue

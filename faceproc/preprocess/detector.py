@@ -68,6 +68,16 @@ def _check_image(image: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- the detector
 
 
+def limit_tf_threads(threads: int) -> None:
+    """Both TensorFlow thread pools of a detection actor set to `threads` (0: TensorFlow's default):
+    one actor per core beats actors fighting over threads. Before TensorFlow runs anything."""
+    if threads > 0:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
 class FaceDetector:
     """MTCNN over Ray Data batches; also `detect_all` for one image (the `predict` command).
 

@@ -130,18 +130,14 @@ class FacePipeline:
     """Ray Data callable class: MTCNN loaded once per actor; file rows in, face rows out."""
 
     def __init__(self, config: PreprocessConfig, run_id: str, rejects_dir: str) -> None:
-        import tensorflow as tf
+        from faceproc.preprocess.detector import FaceDetector, limit_tf_threads
 
-        from faceproc.preprocess.detector import FaceDetector
-
-        if config.detector_threads > 0:  # one actor per core beats actors fighting over threads
-            tf.config.threading.set_intra_op_parallelism_threads(config.detector_threads)
-            tf.config.threading.set_inter_op_parallelism_threads(config.detector_threads)
+        limit_tf_threads(config.detector_threads)
         self.config = config
         self.detect = FaceDetector(config)
         self.finalize = Finalizer(run_id, config.seed, config.augment_copies, rejects_dir)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         prep = self.config
-        decoded = decode_batch(batch, prep.max_pixels, prep.min_side, prep.detect_max_side if prep.draft_decode else None)
+        decoded = decode_batch(batch, prep.max_pixels, prep.min_side, prep.draft_side)
         return self.finalize(full_resolution_rows(self.detect(decoded), prep))

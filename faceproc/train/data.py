@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -65,7 +66,7 @@ def select_holdout(photos: Iterable[tuple[str, str]], fraction: float, seed: int
     return held
 
 
-def split_holdout(rows, held: set[str]):
+def split_holdout(rows: Any, held: set[str]) -> tuple[Any, Any]:
     """(fitting rows, holdout rows): whole source photos apart; the holdout keeps originals only."""
     from ray.data.expressions import col
 

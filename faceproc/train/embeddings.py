@@ -93,7 +93,7 @@ def ensure_embeddings(out: str, weights_path: str, split: str, num_gpus: float =
     return files
 
 
-def read_live_embeddings(out: str, files: list[str]):
+def read_live_embeddings(out: str, files: list[str]) -> Any:
     """A Ray Dataset of cached embedding rows whose source files are still live."""
     import ray.data
 

@@ -7,6 +7,8 @@ on a CPU worker (docs/benchmarks.md, "Training"). A larger shard streams through
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from faceproc.models.keras_env import tf
@@ -28,7 +30,7 @@ def static_pipeline(dataset: tf.data.Dataset) -> tf.data.Dataset:
 class ShardFeed:
     """One epoch's batches of (feature, label) from a Ray Data shard, cached in memory when allowed."""
 
-    def __init__(self, shard, feature: str, batch_size: int, cache: bool, shuffle: bool,
+    def __init__(self, shard: Any, feature: str, batch_size: int, cache: bool, shuffle: bool,
                  augment: bool = False) -> None:
         self.shard, self.feature, self.batch_size = shard, feature, batch_size
         self.cache, self.shuffle, self.augment = cache, shuffle, augment

@@ -63,7 +63,7 @@ class LoopState:
         "epoch": [], "loss": [], "accuracy": [], "holdout_loss": [], "holdout_accuracy": []})
 
 
-def write_checkpoint(weights: list[np.ndarray], state: LoopState):
+def write_checkpoint(weights: list[np.ndarray], state: LoopState) -> Any:
     """A new directory holding the weights and the loop state, as a Ray Train checkpoint. Ray Train
     uploads it on its own thread while the next epoch runs, then deletes it. The weights are Keras'
     weight list in one .npz: a third of the time of `save_weights`' HDF5 for ResNet50's 322 arrays."""
@@ -82,7 +82,7 @@ def read_state(directory: str) -> LoopState:
         return LoopState(**json.load(stream))
 
 
-def read_weights(model, directory: str) -> None:
+def read_weights(model: Any, directory: str) -> None:
     """Load the weights `write_checkpoint` saved into a model built the same way."""
     with np.load(os.path.join(directory, WEIGHTS_FILE)) as arrays:
         model.set_weights([arrays[f"arr_{index}"] for index in range(len(arrays.files))])
@@ -95,7 +95,7 @@ def epoch_line(model: str, epoch: int, epochs: int, scores: dict[str, float], st
             + (" (early stop)" if stop else ""))
 
 
-def configure_cpu_threads(tf, cpus: float) -> None:
+def configure_cpu_threads(tf: Any, cpus: float) -> None:
     """Both TensorFlow thread pools sized to the cores Ray reserved rather than to the whole node,
     so workers sharing a node do not oversubscribe it. One inter-op thread (Intel's oneDNN advice)
     cost resnet50 7% per epoch on 2 cores; the epoch stalls it seemed to cure came from tf.data's
@@ -105,7 +105,7 @@ def configure_cpu_threads(tf, cpus: float) -> None:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
 
 
-def distribution_strategy(tf, workers: int):
+def distribution_strategy(tf: Any, workers: int) -> Any:
     """MultiWorkerMirroredStrategy across workers; a lone worker uses TensorFlow's default strategy,
     since its collective ops only add waits there (1.5-2x the epoch time on 2 cores)."""
     return tf.distribute.MultiWorkerMirroredStrategy() if workers > 1 else tf.distribute.get_strategy()

@@ -81,18 +81,23 @@ def render_report(
             f'<div class="problems"><strong>Some outputs could not be read</strong><ul>{items}</ul></div>'
         )
     when = generated.strftime("%Y-%m-%d %H:%M UTC")
+    sub = f"Output <code>{e(data.out_uri)}</code> · generated {e(when)} · faceproc {e(__version__)}"
+    return html_page(f"faceproc report · {basename(data.out_uri)}", "faceproc report", sub, nav, problems + body)
+
+
+def html_page(title: str, heading: str, sub_html: str, nav_html: str, main_html: str, extra_css: str = "") -> str:
+    """The one page skeleton of faceproc's reports (report.html, identities.html): head with the
+    stylesheet inlined, header, table of contents, main, footer. `title` and `heading` are escaped here."""
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="color-scheme" content="light">'
-        f"<title>faceproc report · {e(basename(data.out_uri))}</title>"
-        f"<style>{stylesheet()}</style></head><body>"
-        '<header class="top"><div class="wrap"><h1>faceproc report</h1>'
-        f'<div class="sub">Output <code>{e(data.out_uri)}</code> · generated {e(when)} · faceproc {e(__version__)}</div>'
-        "</div></header>"
-        f'<nav class="toc"><div class="wrap">{nav}</div></nav>'
-        f'<main class="wrap">{problems}{body}</main>'
+        f"<title>{e(title)}</title>"
+        f"<style>{stylesheet()}{extra_css}</style></head><body>"
+        f'<header class="top"><div class="wrap"><h1>{e(heading)}</h1><div class="sub">{sub_html}</div></div></header>'
+        f'<nav class="toc"><div class="wrap">{nav_html}</div></nav>'
+        f'<main class="wrap">{main_html}</main>'
         f'<footer class="wrap">Self-contained: every image is embedded. faceproc {e(__version__)}.</footer>'
         "</body></html>\n"
     )
