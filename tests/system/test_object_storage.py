@@ -235,5 +235,7 @@ def test_a_model_on_s3_is_published_by_its_pointer(s3_env):
     assert len(ModelArtifact(out, "cnn").load(open_set=False).classes) == 3
 
     ModelArtifact(out, "cnn").save({"status": "failed", "reason": "boom"}, {}, None)  # a failed retrain
-    assert storage.read_json(ModelArtifact(out, "cnn").file(layout.RESULT_FILE))["status"] == "failed"
+    assert storage.read_json(ModelArtifact(out, "cnn").file(layout.RESULT_FILE))["status"] == "ok"  # the model stays
+    assert storage.read_json(ModelArtifact(out, "cnn").file(layout.LAST_ATTEMPT_FILE))["reason"] == "boom"
     assert storage.read_json(layout.model_pointer(out, "cnn"))["version"] == second
+    ModelArtifact(out, "cnn").check_usable()
