@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from faceproc.config import FACENET_FILE_NAME, Config
+from faceproc.config import Config
 from faceproc.core import layout, storage
 from faceproc.core.lock import output_lock
 from faceproc.core.schema import Status
@@ -100,8 +100,6 @@ def _fetch_if_needed(config: Config) -> str:
     dataset = Path(config.data_dir, DATASET_NAME)
     if not storage.is_local(config.input) or Path(config.input).resolve() != dataset.resolve():
         return f"using {config.input}"
-    if all(Path(dataset, split).is_dir() for split in ("train", "val")) and \
-            Path(config.models_dir, FACENET_FILE_NAME).is_file():
-        return "dataset and FaceNet weights present"
-    fetch_data(config.data_dir, config.models_dir)
-    return "downloaded the dataset and FaceNet weights"
+    if fetch_data(config.data_dir, config.models_dir).downloaded:
+        return "downloaded the dataset and FaceNet weights"
+    return "dataset and FaceNet weights present"

@@ -180,7 +180,7 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
         result.update(fingerprint=fingerprint, inputs=inputs, trained_because=retrain_reason(previous, inputs, force),
                       start="warm" if start.warm else "scratch", start_reason=start.reason)
         how = ("fine-tuning the current model" if start.warm else
-               "refitting the head" if frozen_head and not force else "training from scratch")
+               "refitting the head" if frozen_head else "training from scratch")
         log.info("%s: %s (%s)", name, how, "; ".join(dict.fromkeys([result["trained_because"], start.reason])))
         trained, facts = _fit(config, spec, data, where, artifact if start.warm else None)
         result.update(facts)

@@ -4,6 +4,7 @@ import pytest
 
 from faceproc.config import Config, absolute_paths
 from faceproc.pipeline import _fetch_if_needed
+from tests.conftest import FACENET_WEIGHTS
 
 
 def _default_config_in(folder, monkeypatch) -> Config:
@@ -16,7 +17,7 @@ def test_the_default_input_made_absolute_is_recognised_as_the_fetched_dataset(tm
     for split in ("train", "val"):
         (tmp_path / "data" / "5-celebrity-faces-dataset" / split).mkdir(parents=True)
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "facenet_keras.h5").write_bytes(b"weights")
+    (tmp_path / "models" / "facenet_keras.h5").symlink_to(FACENET_WEIGHTS)  # the pinned file: checked, not fetched
     assert _fetch_if_needed(_default_config_in(tmp_path, monkeypatch)) == "dataset and FaceNet weights present"
 
 
