@@ -16,9 +16,10 @@ from typing import Any
 
 from faceproc.config import Config
 from faceproc.core import layout, storage
+from faceproc.core.commit import new_run_id
 from faceproc.core.lock import output_lock
 from faceproc.core.schema import Status
-from faceproc.preprocess.run import PreprocessSummary, new_run_id, run_preprocess
+from faceproc.preprocess.run import PreprocessSummary, run_preprocess
 
 log = logging.getLogger(__name__)
 

@@ -70,10 +70,6 @@ def live_shard_files(out: str, split: str, manifest: pa.Table | None = None) -> 
     return live_files(layout.shard_dir(out, split), load_manifest(out) if manifest is None else manifest)
 
 
-def orphan_shard_files(out: str, splits: list[str], manifest: pa.Table) -> list[str]:
-    return [uri for split in splits for uri in orphan_files(layout.shard_dir(out, split), manifest)]
-
-
 def read_live_faces(out: str, split: str, columns: list[str] | None = None) -> Any:
     """A Ray Dataset of the live face rows of `split` (None when the split has no shards)."""
     import ray.data

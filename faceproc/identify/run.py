@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,23 +24,13 @@ import pyarrow.compute as pc
 
 from faceproc.config import Config, ConfigError
 from faceproc.core import layout, storage
-from faceproc.core.manifest import (
-    Plan,
-    check_accounting,
-    hash_where_needed,
-    load_manifest,
-    merge_manifest,
-    plan_run,
-    processed_rows,
-)
-from faceproc.core.rejects import prune_rejects, read_staged_rejects, write_rejects
-from faceproc.core.schema import MANIFEST_SCHEMA
-from faceproc.core.shards import orphan_files
+from faceproc.core.commit import Staged, new_run_id, read_staged, remove_leftovers, run_staged, stage_with_actor_pool
+from faceproc.core.manifest import Plan, hash_where_needed, load_manifest, plan_run
+from faceproc.core.schema import IDENTITY_SCHEMA
 from faceproc.core.text import key_values
 from faceproc.identify.rows import iter_live_identities
 from faceproc.inference.artifact import ModelArtifact
 from faceproc.preprocess.discover import list_photos
-from faceproc.preprocess.run import new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +109,7 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
     summary.discovered, summary.skipped_hidden = found.files.num_rows, found.skipped
 
     previous = load_manifest(root)
-    _remove_leftovers(root, previous)
+    remove_leftovers(root, previous, [layout.identity_shards(root)])
     listing = hash_where_needed(found.files, previous, config.preprocess.verify_hashes, storage.sha256_or_none)
     plan = plan_run(listing, _as_judged(previous, version, config.identify.keep_old_results), version)
     summary.new, summary.changed, summary.unchanged, summary.deleted = plan.new, plan.changed, plan.unchanged, plan.deleted
@@ -126,24 +117,10 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
     if plan.resettled:
         log.info("%d photos were identified by another model or model version: identifying them again with %s "
                  "version %s (--keep-old-results keeps the older results)", plan.resettled, name, version[:12])
-    if plan.has_work:
-        import ray.data
 
-        from faceproc.core.ray_env import init_ray, require_on_every_node
-
-        init_ray(config.ray_address)
-        storage.makedirs(root)  # so that the first run's check can find it on every node
-        require_on_every_node({"input": config.input, "output": out, "identities": root})
-        staging_root = layout.staging_root(root)
-        try:
-            staging = storage.join(staging_root, summary.run_id)
-            _process(config, plan, version, summary.run_id, staging, ray.data)
-            _publish(root, listing, plan, previous, summary, staging)
-        finally:
-            storage.delete_dir(staging_root)
-    elif plan.relisted:  # content decided these are unchanged: record their listing entries
-        storage.write_table_atomic(layout.manifest(root), merge_manifest(previous, listing, MANIFEST_SCHEMA.empty_table()))
-    manifest = load_manifest(root) if plan.has_work or plan.relisted else previous
+    manifest = run_staged(root, summary.run_id, listing, plan, previous,
+                          stage=functools.partial(_stage, config, plan, version, summary.run_id, root=root),
+                          on_staged=functools.partial(_count_staged, summary))
     _fill_live_counts(summary, root, manifest)
     summary.seconds = time.monotonic() - started
     write_identities_report(layout.identities_report(out, root), root, manifest, summary)
@@ -162,61 +139,29 @@ def _as_judged(previous: pa.Table, version: str, keep_old_results: bool) -> pa.T
     return previous.set_column(index, "settings", pa.array([version] * previous.num_rows, pa.string()))
 
 
-def _process(config: Config, plan: Plan, version: str, run_id: str, staging: str, data) -> None:
-    """Run the dataset over the photos in `plan`, staging identity rows and rejects under `staging`."""
-    from faceproc.identify.operators import IdentifyPipeline
+def _stage(config: Config, plan: Plan, version: str, run_id: str, staging: str, *, root: str) -> Staged:
+    """Run the dataset over the photos in `plan`, staging identity rows and rejects under `staging`.
+    Ray starts here, when some photo is to be read (a run that only deletes needs none)."""
+    if plan.to_process.num_rows:
+        from faceproc.core.ray_env import init_ray, require_on_every_node
+        from faceproc.identify.operators import IdentifyPipeline
 
-    prep = config.preprocess
-    files = pa.table({"path": plan.to_process["path"], "layout_error": pc.fill_null(plan.to_process["layout_error"], "")})
-    step = prep.actor_batch_size
-    blocks = [files.slice(start, step) for start in range(0, files.num_rows, step)]
-    if not blocks:  # only deletions: nothing to read
-        return
-    fs, staging_path = storage.resolve(staging)
-    args = (prep, config.output, config.identify.model, version, run_id, storage.join(staging, "rejects"))
-    (
-        data.from_arrow(blocks)
-        .map_batches(IdentifyPipeline, fn_constructor_args=args, batch_size=step,
-                     compute=data.ActorPoolStrategy(size=prep.detector_actors),
-                     num_cpus=prep.detector_num_cpus, num_gpus=prep.detector_num_gpus)
-        .write_parquet(f"{staging_path}/faces", filesystem=fs, max_rows_per_file=prep.rows_per_shard)
-    )
+        init_ray(config.ray_address)
+        storage.makedirs(root)  # so that the first run's check can find it on every node
+        require_on_every_node({"input": config.input, "output": config.output, "identities": root})
+        files = pa.table({"path": plan.to_process["path"],
+                          "layout_error": pc.fill_null(plan.to_process["layout_error"], "")})
+        rejects = storage.join(staging, "rejects")
+        args = (config.preprocess, config.output, config.identify.model, version, run_id, rejects)
+        stage_with_actor_pool(files, IdentifyPipeline, args, config.preprocess, storage.join(staging, "faces"))
+    folders = [(storage.join(staging, "faces"), layout.identity_shards(root))]
+    return read_staged(staging, folders, IDENTITY_SCHEMA, "photo_path", "photo_sha256")
 
 
-def _publish(root: str, listing: pa.Table, plan: Plan, previous: pa.Table,
-             summary: IdentifySummary, staging: str) -> None:
-    """Move staged shards into place, then write rejects and finally the manifest (the commit)."""
-    faces_by_path: collections.Counter[str] = collections.Counter()
-    content: dict[str, str] = {}  # path -> SHA-256, as the worker that read the photo computed it
-    staged_files = storage.list_files(storage.join(staging, "faces"), ".parquet")
-    for staged in staged_files:
-        columns = storage.read_table(staged, columns=["photo_path", "photo_sha256"])
-        paths = columns["photo_path"].to_pylist()
-        faces_by_path.update(paths)
-        content.update(zip(paths, columns["photo_sha256"].to_pylist()))
-    new_rejects = read_staged_rejects(storage.join(staging, "rejects"))
-    rejected_paths = new_rejects["path"].to_pylist()
-    check_accounting(plan, set(faces_by_path), rejected_paths)
-    for index, staged in enumerate(staged_files):
-        storage.move(staged, storage.join(layout.identity_shards(root), layout.shard_name(summary.run_id, index)))
-
-    summary.faces = sum(faces_by_path.values())
-    summary.rejects = len(rejected_paths)
-    summary.rejects_by_reason = dict(collections.Counter(new_rejects["reason"].to_pylist()))
-    reasons = dict(zip(rejected_paths, new_rejects["reason"].to_pylist()))
-    content.update((p, sha or "") for p, sha in zip(rejected_paths, new_rejects["sha256"].to_pylist()))
-    manifest = merge_manifest(previous, listing, processed_rows(plan, summary.run_id, content, reasons, faces_by_path))
-    write_rejects(root, manifest, new_rejects)  # rows the manifest does not name yet are not live
-    storage.write_table_atomic(layout.manifest(root), manifest)
-
-
-def _remove_leftovers(root: str, manifest: pa.Table) -> None:
-    """Staging, dead reject rows and shard files of runs the manifest does not name (called under
-    the output lock, so no other run can be writing them)."""
-    storage.delete_dir(layout.staging_root(root))
-    prune_rejects(root, manifest)
-    for orphan in orphan_files(layout.identity_shards(root), manifest):
-        storage.delete_file(orphan)
+def _count_staged(summary: IdentifySummary, staged: Staged) -> None:
+    summary.faces = staged.rows.num_rows
+    summary.rejects = staged.rejects.num_rows
+    summary.rejects_by_reason = dict(collections.Counter(staged.rejects["reason"].to_pylist()))
 
 
 def _fill_live_counts(summary: IdentifySummary, root: str, manifest: pa.Table) -> None:

@@ -10,11 +10,10 @@ manifest names their run).
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -23,25 +22,15 @@ import pyarrow.fs as pafs
 
 from faceproc.config import Config
 from faceproc.core import layout, storage
-from faceproc.core.manifest import (
-    Plan,
-    check_accounting,
-    hash_where_needed,
-    load_manifest,
-    merge_manifest,
-    plan_run,
-    processed_rows,
-)
-from faceproc.core.rejects import prune_rejects, read_staged_rejects, write_rejects
-from faceproc.core.schema import MANIFEST_SCHEMA
-from faceproc.core.shards import orphan_shard_files
+from faceproc.core.commit import Staged, new_run_id, read_staged, remove_leftovers, run_staged, stage_with_actor_pool
+from faceproc.core.manifest import Plan, hash_where_needed, load_manifest, plan_run
+from faceproc.core.schema import FACE_SCHEMA
 from faceproc.core.text import key_values
 from faceproc.preprocess.discover import Discovery, discover
 from faceproc.preprocess.operators import PARTITION_COLUMN, FacePipeline
 from faceproc.preprocess.settings import describe_change, fingerprint, row_settings
 
 log = logging.getLogger(__name__)
-
 
 
 class PreprocessError(RuntimeError):
@@ -98,10 +87,6 @@ class PreprocessSummary:
         return key_values(lines)
 
 
-def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-
-
 def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSummary:
     """Process the files under config.input that the manifest in config.output does not hold yet.
 
@@ -113,7 +98,8 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     summary.discovered, summary.skipped_hidden = found.files.num_rows, found.skipped
 
     previous = load_manifest(out)
-    _remove_leftovers(out, previous)
+    splits = storage.list_dirs(layout.shards_root(out))
+    remove_leftovers(out, previous, [layout.shard_dir(out, split) for split in splits])
     settings = row_settings(config.preprocess)
     listing = hash_where_needed(found.files, previous, config.preprocess.verify_hashes, storage.sha256_or_none)
     plan = plan_run(listing, previous, fingerprint(settings))
@@ -126,17 +112,14 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
         summary.settings_change = "; ".join(describe_change(_saved_settings(out, old), settings)
                                             for old in sorted(plan.old_settings, key=str))
         log.info("preprocessing settings changed: %s; %d photos to redo", summary.settings_change, plan.resettled)
-    if plan.has_work:
-        staging_root = layout.staging_root(out)
-        try:
-            staging = storage.join(staging_root, summary.run_id)
-            _process(config, found, plan, summary.run_id, staging)
-            _publish(config, listing, plan, previous, summary, staging, settings)
-        finally:
-            storage.delete_dir(staging_root)
-    elif plan.relisted:  # content decided these are unchanged: record their listing entries
-        storage.write_table_atomic(layout.manifest(out), merge_manifest(previous, listing, MANIFEST_SCHEMA.empty_table()))
-    manifest = load_manifest(out) if plan.has_work or plan.relisted else previous
+
+
+    def before_commit(staged: Staged) -> None:  # the settings file first: the manifest will name it
+        _count_staged(summary, staged)
+        storage.write_json_atomic(layout.preprocess_settings(out, plan.settings), settings)
+
+    manifest = run_staged(out, summary.run_id, listing, plan, previous,
+                          stage=functools.partial(_stage, config, found, plan, summary.run_id), on_staged=before_commit)
     _fill_live_counts(summary, manifest)
     summary.seconds = time.monotonic() - started
     storage.write_json_atomic(layout.config(out), config.to_dict())
@@ -147,95 +130,46 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     return summary
 
 
-def _process(config: Config, found: Discovery, plan: Plan, run_id: str, staging: str) -> None:
+def _stage(config: Config, found: Discovery, plan: Plan, run_id: str, staging: str) -> Staged:
     """Run the dataset for the files in `plan`, staging faces and rejects under `staging`. Ray starts
     here, when some file is to be read (a run that only deletes needs none)."""
-    prep = config.preprocess
     todo = plan.to_process
-    label_ids = pc.index_in(todo["label"], value_set=pa.array(found.labels, pa.string()))
-    files = pa.table({
-        "path": todo["path"],
-        "split": pc.fill_null(todo["split"], ""),
-        "label": pc.fill_null(todo["label"], ""),
-        "label_id": pc.fill_null(label_ids, -1).cast(pa.int32()),
-        "layout_error": pc.fill_null(todo["layout_error"], ""),
-    })
-    step = prep.actor_batch_size  # one block per actor call, so the pool shares the work from the start
-    blocks = [files.slice(start, step) for start in range(0, files.num_rows, step)]
-    if not blocks:  # only deletions: nothing to read
-        return
-    import ray.data as data
+    if todo.num_rows:
+        from faceproc.core.ray_env import init_ray, require_on_every_node
 
-    from faceproc.core.ray_env import init_ray, require_on_every_node
-
-    init_ray(config.ray_address)
-    require_on_every_node({"input": config.input, "output": config.output})
-    fs, staging_path = storage.resolve(staging)
-    (
-        data.from_arrow(blocks)
-        .map_batches(FacePipeline, fn_constructor_args=(prep, run_id, storage.join(staging, "rejects")),
-                     batch_size=prep.actor_batch_size,
-                     compute=data.ActorPoolStrategy(size=prep.detector_actors),
-                     num_cpus=prep.detector_num_cpus, num_gpus=prep.detector_num_gpus)
-        .write_parquet(f"{staging_path}/faces", filesystem=fs, partition_cols=[PARTITION_COLUMN],
-                       max_rows_per_file=prep.rows_per_shard)
-    )
+        label_ids = pc.index_in(todo["label"], value_set=pa.array(found.labels, pa.string()))
+        files = pa.table({
+            "path": todo["path"],
+            "split": pc.fill_null(todo["split"], ""),
+            "label": pc.fill_null(todo["label"], ""),
+            "label_id": pc.fill_null(label_ids, -1).cast(pa.int32()),
+            "layout_error": pc.fill_null(todo["layout_error"], ""),
+        })
+        init_ray(config.ray_address)
+        require_on_every_node({"input": config.input, "output": config.output})
+        stage_with_actor_pool(files, FacePipeline, (config.preprocess, run_id, storage.join(staging, "rejects")),
+                              config.preprocess, storage.join(staging, "faces"), partition_cols=[PARTITION_COLUMN])
+    folders = [(split_dir, layout.shard_dir(config.output, split_dir.rsplit("=", 1)[1]))
+               for split_dir in _partition_dirs(storage.join(staging, "faces"))]
+    return read_staged(staging, folders, FACE_SCHEMA, "source_path", "source_sha256", ("augment_index", "aligned"))
 
 
-def _publish(config: Config, listing: pa.Table, plan: Plan, previous: pa.Table,
-             summary: PreprocessSummary, staging: str, settings: dict[str, Any]) -> None:
-    """Move staged shards into place, then write rejects and finally the manifest (the commit)."""
-    out = config.output
-    faces_by_path: collections.Counter[str] = collections.Counter()
-    augmented = aligned = 0
-    staged_files: list[tuple[str, str]] = []
-    content: dict[str, str] = {}  # path -> SHA-256, as the worker that read the file computed it
-    for split_dir in _partition_dirs(storage.join(staging, "faces")):
-        split = split_dir.rsplit("=", 1)[1]
-        for staged in storage.list_files(split_dir, ".parquet"):
-            columns = storage.read_table(staged, columns=["source_path", "source_sha256", "augment_index", "aligned"])
-            faces_by_path.update(columns.column("source_path").to_pylist())
-            content.update(zip(columns.column("source_path").to_pylist(), columns.column("source_sha256").to_pylist()))
-            copies = columns.column("augment_index").to_pylist()
-            augmented += sum(1 for i in copies if i > 0)
-            aligned += sum(1 for i, a in zip(copies, columns.column("aligned").to_pylist()) if i == 0 and a)
-            staged_files.append((split, staged))
-    new_rejects = read_staged_rejects(storage.join(staging, "rejects"))
-    rejected_paths = new_rejects.column("path").to_pylist()
-    check_accounting(plan, set(faces_by_path), rejected_paths)
-    for index, (split, staged) in enumerate(staged_files):
-        storage.move(staged, storage.join(layout.shard_dir(out, split), layout.shard_name(summary.run_id, index)))
-
-    summary.face_photos = len(faces_by_path)
-    summary.face_rows = sum(faces_by_path.values())
-    summary.augmented_rows = augmented
-    summary.aligned_faces, summary.unaligned_faces = aligned, len(faces_by_path) - aligned
-    summary.rejects = len(rejected_paths)
-    summary.rejects_by_reason = dict(collections.Counter(new_rejects.column("reason").to_pylist()))
-
-    reasons = dict(zip(rejected_paths, new_rejects.column("reason").to_pylist()))
-    content.update((p, sha or "") for p, sha in zip(rejected_paths, new_rejects.column("sha256").to_pylist()))
-    fresh = processed_rows(plan, summary.run_id, content, reasons, faces_by_path)
-    manifest = merge_manifest(previous, listing, fresh)
-    storage.write_json_atomic(layout.preprocess_settings(out, plan.settings), settings)
-    write_rejects(out, manifest, new_rejects)  # rows the manifest does not name yet are not live
-    storage.write_table_atomic(layout.manifest(out), manifest)
+def _count_staged(summary: PreprocessSummary, staged: Staged) -> None:
+    """The run's face and reject counts, from what its actors staged."""
+    originals = pc.equal(staged.rows["augment_index"], 0)
+    summary.face_photos = len(staged.faces_by_path)
+    summary.face_rows = staged.rows.num_rows
+    summary.augmented_rows = staged.rows.num_rows - (pc.sum(originals).as_py() or 0)
+    summary.aligned_faces = pc.sum(pc.and_(originals, staged.rows["aligned"])).as_py() or 0
+    summary.unaligned_faces = summary.face_photos - summary.aligned_faces
+    summary.rejects = staged.rejects.num_rows
+    summary.rejects_by_reason = dict(collections.Counter(staged.rejects["reason"].to_pylist()))
 
 
 def _saved_settings(out: str, made_with: str | None) -> dict[str, Any] | None:
     """The settings a fingerprint stood for, as the run that published it recorded them."""
     uri = layout.preprocess_settings(out, made_with) if made_with else None
     return storage.read_json(uri) if uri and storage.exists(uri) else None
-
-
-def _remove_leftovers(out: str, manifest: pa.Table) -> None:
-    """Staging and shard files of runs the manifest does not name: what runs that died left behind.
-
-    Called under the output lock, so no other run can be writing them."""
-    storage.delete_dir(layout.staging_root(out))
-    prune_rejects(out, manifest)
-    for orphan in orphan_shard_files(out, storage.list_dirs(layout.shards_root(out)), manifest):
-        storage.delete_file(orphan)
 
 
 def _partition_dirs(faces_dir: str) -> list[str]:

@@ -1,0 +1,123 @@
+"""The commit protocol that preprocessing and identify share: stage, then publish in an order readers survive.
+
+A run's actors write face rows and rejects under `_staging/<run_id>/`. Publishing moves each staged shard
+to a run-named file, writes the rejects, and writes the manifest last: the manifest is the commit. Until
+it is replaced, readers see the previous run, because a shard or reject row counts only while the
+manifest names its run; what a run that died left behind is removed by the next run (`remove_leftovers`).
+On object storage each step is one PUT (a "move" there is a copy to a new name), so the same order holds.
+"""
+
+from __future__ import annotations
+
+import collections
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from faceproc.core import layout, storage
+from faceproc.core.manifest import Plan, check_accounting, load_manifest, merge_manifest, processed_rows
+from faceproc.core.rejects import prune_rejects, read_staged_rejects, write_rejects
+from faceproc.core.schema import MANIFEST_SCHEMA
+from faceproc.core.shards import orphan_files
+
+if TYPE_CHECKING:
+    from faceproc.config import PreprocessConfig
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique across concurrent drivers."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+@dataclass
+class Staged:
+    """What a run's actors staged, read back in the driver for the commit."""
+    shards: list[tuple[str, str]]  # (staged file, folder it is published in)
+    rows: pa.Table  # the columns asked of `read_staged`, one row per staged face row
+    rejects: pa.Table
+    faces_by_path: collections.Counter[str]
+    content: dict[str, str]  # photo path -> SHA-256, as the worker that read the photo computed it
+
+
+def read_staged(staging: str, folders: list[tuple[str, str]], schema: pa.Schema, path_column: str, sha_column: str,
+                columns: tuple[str, ...] = ()) -> Staged:
+    """The staged shards of each (staged folder, published folder) pair, with `columns` of their rows
+    (typed by the stage's row `schema`, also when nothing was staged)."""
+    wanted = list(dict.fromkeys([path_column, sha_column, *columns]))
+    shards, tables = [], []
+    for staged_folder, published_folder in folders:
+        for staged in storage.list_files(staged_folder, ".parquet"):
+            tables.append(storage.read_table(staged, columns=wanted))
+            shards.append((staged, published_folder))
+    rows = pa.concat_tables(tables) if tables else pa.schema([schema.field(name) for name in wanted]).empty_table()
+    paths = rows[path_column].to_pylist()
+    return Staged(shards=shards, rows=rows, rejects=read_staged_rejects(storage.join(staging, "rejects")),
+                  faces_by_path=collections.Counter(paths),
+                  content=dict(zip(paths, rows[sha_column].to_pylist())))
+
+
+def publish(root: str, listing: pa.Table, plan: Plan, previous: pa.Table, run_id: str, staged: Staged) -> pa.Table:
+    """Check that every planned photo gave faces or a reject, move the shards into place, write the
+    rejects and then the manifest (the commit); returns the new manifest."""
+    rejected_paths = staged.rejects["path"].to_pylist()
+    check_accounting(plan, set(staged.faces_by_path), rejected_paths)
+    for index, (staged_file, folder) in enumerate(staged.shards):
+        storage.move(staged_file, storage.join(folder, layout.shard_name(run_id, index)))
+    reasons = dict(zip(rejected_paths, staged.rejects["reason"].to_pylist()))
+    rejected_content = {path: sha or "" for path, sha in zip(rejected_paths, staged.rejects["sha256"].to_pylist())}
+    content = {**staged.content, **rejected_content}
+    manifest = merge_manifest(previous, listing, processed_rows(plan, run_id, content, reasons, staged.faces_by_path))
+    write_rejects(root, manifest, staged.rejects)  # rows the manifest does not name yet are not live
+    storage.write_table_atomic(layout.manifest(root), manifest)
+    return load_manifest(root)
+
+
+def run_staged(root: str, run_id: str, listing: pa.Table, plan: Plan, previous: pa.Table,
+               stage: Callable[[str], Staged], on_staged: Callable[[Staged], Any] = lambda staged: None) -> pa.Table:
+    """Stage the plan's work with `stage(staging_folder)`, let `on_staged` record what it needs before the
+    commit, publish, and return the live manifest. A plan without work only records relisted entries."""
+    if plan.has_work:
+        staging_root = layout.staging_root(root)
+        try:
+            staged = stage(storage.join(staging_root, run_id))
+            on_staged(staged)
+            return publish(root, listing, plan, previous, run_id, staged)
+        finally:
+            storage.delete_dir(staging_root)
+    if plan.relisted:  # content decided these are unchanged: record their listing entries
+        relisted = merge_manifest(previous, listing, MANIFEST_SCHEMA.empty_table())
+        storage.write_table_atomic(layout.manifest(root), relisted)
+        return load_manifest(root)
+    return previous
+
+
+def remove_leftovers(root: str, manifest: pa.Table, shard_folders: list[str]) -> None:
+    """Staging, dead reject rows and the shard files of runs the manifest does not name: what runs
+    that died left behind. Called under the output lock, so no other run can be writing them."""
+    storage.delete_dir(layout.staging_root(root))
+    prune_rejects(root, manifest)
+    for folder in shard_folders:
+        for orphan in orphan_files(folder, manifest):
+            storage.delete_file(orphan)
+
+
+def stage_with_actor_pool(files: pa.Table, udf: type, udf_args: tuple, prep: PreprocessConfig, faces_dir: str,
+                          partition_cols: list[str] | None = None) -> None:
+    """Run `udf` (a Ray Data callable class) over the photos in `files` on an actor pool sized by `prep`,
+    writing its rows as Parquet under `faces_dir`. Ray must be initialised."""
+    import ray.data as data
+
+    step = prep.actor_batch_size  # one block per actor call, so the pool shares the work from the start
+    blocks = [files.slice(start, step) for start in range(0, files.num_rows, step)]
+    fs, path = storage.resolve(faces_dir)
+    (
+        data.from_arrow(blocks)
+        .map_batches(udf, fn_constructor_args=udf_args, batch_size=step,
+                     compute=data.ActorPoolStrategy(size=prep.detector_actors),
+                     num_cpus=prep.detector_num_cpus, num_gpus=prep.detector_num_gpus)
+        .write_parquet(path, filesystem=fs, partition_cols=partition_cols, max_rows_per_file=prep.rows_per_shard)
+    )
