@@ -108,7 +108,8 @@ def remove_leftovers(root: str, manifest: pa.Table, shard_folders: list[str]) ->
 def stage_with_actor_pool(files: pa.Table, udf: type, udf_args: tuple, prep: PreprocessConfig, faces_dir: str,
                           partition_cols: list[str] | None = None) -> None:
     """Run `udf` (a Ray Data callable class) over the photos in `files` on an actor pool sized by `prep`,
-    writing its rows as Parquet under `faces_dir`. Ray must be initialised."""
+    writing its rows as Parquet under `faces_dir`. Ray must be initialised. The pool has no more actors
+    than batches: an actor with nothing to do would still load its models, on the cores the busy one needs."""
     import ray.data as data
 
     step = prep.actor_batch_size  # one block per actor call, so the pool shares the work from the start
@@ -117,7 +118,7 @@ def stage_with_actor_pool(files: pa.Table, udf: type, udf_args: tuple, prep: Pre
     (
         data.from_arrow(blocks)
         .map_batches(udf, fn_constructor_args=udf_args, batch_size=step,
-                     compute=data.ActorPoolStrategy(size=prep.detector_actors),
+                     compute=data.ActorPoolStrategy(size=min(prep.detector_actors, len(blocks))),
                      num_cpus=prep.detector_num_cpus, num_gpus=prep.detector_num_gpus)
         .write_parquet(path, filesystem=fs, partition_cols=partition_cols, max_rows_per_file=prep.rows_per_shard)
     )

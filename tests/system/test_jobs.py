@@ -44,6 +44,7 @@ BIN = Path(sys.executable).parent
 PEOPLE = ("ben_afflek", "elton_john")
 PER_SPLIT = {"train": 4, "val": 2}
 JOB_TIMEOUT = 15 * 60
+SMALL_BATCH = 4  # photos per detection-actor call in the pipeline job: its 12 photos make three batches
 RUNTIME_ENV = {
     "working_dir": str(REPO),
     # Anchored patterns: a bare "models" would also drop the package faceproc/models/.
@@ -314,8 +315,10 @@ def test_job_imports_faceproc_from_the_uploaded_working_dir(head, client):
 @pytest.fixture(scope="module")
 def pipeline_job(head, client, small_input, tmp_path_factory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("jobs") / "out"
+    # batches of 4 photos: three batches, so both detection actors have work (the pool has no more
+    # actors than batches)
     entrypoint = (f"python jobs/pipeline.py --input {small_input} --output {out} --models cnn,facenet "
-                  f"--epochs 2 --set models_dir={MODELS_DIR}")
+                  f"--epochs 2 --set models_dir={MODELS_DIR} --set preprocess.actor_batch_size={SMALL_BATCH}")
     status, logs, message = _run_job(client, entrypoint, timeout=JOB_TIMEOUT)
     assert status == "SUCCEEDED", message
     return out, logs
@@ -351,11 +354,12 @@ def test_pipeline_job_used_both_nodes(head, pipeline_job):
 
 def test_pipeline_job_rows_equal_a_single_node_run(pipeline_job, small_input, tmp_path, ray_session):
     """The rows a two-node cluster published are the rows one local Ray makes from the same photos."""
-    from faceproc.config import Config
+    from faceproc.config import Config, PreprocessConfig
     from faceproc.preprocess.run import run_preprocess
 
     local = tmp_path / "local"
-    run_preprocess(Config(input=str(small_input), output=str(local), models_dir=str(MODELS_DIR)))
+    run_preprocess(Config(input=str(small_input), output=str(local), models_dir=str(MODELS_DIR),
+                          preprocess=PreprocessConfig(actor_batch_size=SMALL_BATCH)))
     columns = ["source_path", "augment_index", "label", "aligned", "box"]
 
     def rows(out: Path) -> list[tuple]:

@@ -65,6 +65,15 @@ def _png(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _detection_actors_started() -> int:
+    """Detection actors this Ray has started so far, finished ones included (Ray's state API)."""
+    import ray
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=ray.get_runtime_context().gcs_address, limit=10_000, raise_on_missing_output=False)
+    return sum("FacePipeline" in actor.class_name for actor in actors)
+
+
 def _snapshot(out: Path) -> dict[str, str]:
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(out.rglob("*")) if p.is_file() and p.name != "config.json"
@@ -74,7 +83,10 @@ def _snapshot(out: Path) -> dict[str, str]:
 def test_every_file_is_a_face_or_a_reject_and_reruns_are_incremental(tmp_path):
     root, out = tmp_path / "photos", tmp_path / "out"
     expected_rejects = _tree(root)
-    summary = run_preprocess(_config(root, out, max_reject_share=1.0, augment_copies=2))
+    actors_before = _detection_actors_started()
+    # 10 files in batches of 4: three batches for the two actors (a batch size changes no row)
+    summary = run_preprocess(_config(root, out, max_reject_share=1.0, augment_copies=2, actor_batch_size=4))
+    assert _detection_actors_started() - actors_before == 2
 
     assert (summary.discovered, summary.skipped_hidden) == (10, 1)
     rejects = pq.read_table(out / "rejects.parquet")
@@ -115,6 +127,7 @@ def test_every_file_is_a_face_or_a_reject_and_reruns_are_incremental(tmp_path):
     shutil.copy(root / "val/madonna/c.jpg", root / "val/madonna/d.jpg")  # new (same content as c)
     third = run_preprocess(_config(root, out, max_reject_share=1.0, augment_copies=2))
     assert (third.new, third.changed, third.deleted, third.processed) == (1, 1, 1, 2)
+    assert _detection_actors_started() - actors_before == 3  # two photos, one batch: one actor, not two
     live = read_live_faces(str(out), "train", ["source_path", "source_sha256"]).to_pandas()
     b_rows = live[live.source_path.str.endswith("ben_afflek/b.jpg")]
     assert len(b_rows) == 3 and set(b_rows.source_sha256) == {
