@@ -12,11 +12,12 @@ from __future__ import annotations
 import collections
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from faceproc.core import layout, storage
 from faceproc.core.manifest import Plan, check_accounting, load_manifest, merge_manifest, processed_rows
@@ -31,6 +32,47 @@ if TYPE_CHECKING:
 def new_run_id() -> str:
     """Sortable by start time, unique across concurrent drivers."""
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+@dataclass(kw_only=True)
+class StageSummary:
+    """The counts every staged run reports: what the listing and the plan found, and the rejects."""
+    run_id: str
+    discovered: int = 0
+    skipped_hidden: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    processed: int = 0  # photos read this run
+    rejects: int = 0  # this run
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    live_rejects: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def count_plan(self, discovered: int, skipped_hidden: int, plan: Plan) -> None:
+        self.discovered, self.skipped_hidden = discovered, skipped_hidden
+        self.new, self.changed, self.unchanged, self.deleted = plan.new, plan.changed, plan.unchanged, plan.deleted
+        self.processed = plan.to_process.num_rows
+
+    def count_rejects(self, staged: Staged) -> None:
+        self.rejects = staged.rejects.num_rows
+        self.rejects_by_reason = dict(collections.Counter(staged.rejects["reason"].to_pylist()))
+
+    def count_live_rejects(self, manifest: pa.Table) -> None:
+        self.live_rejects = pc.sum(pc.equal(manifest["status"], "rejected")).as_py() or 0
+
+    def plan_lines(self) -> list[tuple[str, object]]:
+        """The summary's first lines, the same in every stage's console output."""
+        changes = f"{self.new} / {self.changed} / {self.unchanged} / {self.deleted}"
+        return [("skipped (hidden/system)", self.skipped_hidden), ("new / changed / unchanged / deleted", changes)]
+
+    def reject_lines(self) -> list[tuple[str, object]]:
+        return [("rejects this run", self.rejects),
+                *[(f"  {reason}", n) for reason, n in sorted(self.rejects_by_reason.items())]]
 
 
 @dataclass

@@ -17,14 +17,22 @@ import dataclasses
 import functools
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from faceproc.config import Config, ConfigError
 from faceproc.core import layout, storage
-from faceproc.core.commit import Staged, new_run_id, read_staged, remove_leftovers, run_staged, stage_with_actor_pool
+from faceproc.core.commit import (
+    Staged,
+    StageSummary,
+    new_run_id,
+    read_staged,
+    remove_leftovers,
+    run_staged,
+    stage_with_actor_pool,
+)
 from faceproc.core.manifest import Plan, hash_where_needed, load_manifest, plan_run
 from faceproc.core.schema import IDENTITY_SCHEMA
 from faceproc.core.text import key_values
@@ -35,45 +43,28 @@ from faceproc.preprocess.discover import list_photos
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class IdentifySummary:
-    run_id: str
+@dataclass(kw_only=True)
+class IdentifySummary(StageSummary):
     model: str
     model_version: str
     identities: str  # the identities folder
-    discovered: int = 0
-    skipped_hidden: int = 0
-    new: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    deleted: int = 0
     reidentified: int = 0  # unchanged photos identified again: another model or model version named them
-    processed: int = 0
     faces: int = 0  # found this run
-    rejects: int = 0  # this run
-    rejects_by_reason: dict[str, int] = field(default_factory=dict)
     live_photos: int = 0  # photos with at least one identified face
     live_faces: int = 0
-    live_rejects: int = 0
     faces_by_person: dict[str, int] = field(default_factory=dict)  # live faces; "unknown" included
     older_versions: int = 0  # live faces named by another version of the model (identify.keep_old_results)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def format(self) -> str:
         people = sorted(self.faces_by_person.items(), key=lambda item: (item[0] == "unknown", item[0]))
         lines = [
             ("model", f"{self.model} (version {self.model_version[:12]})"),
             ("photos found", self.discovered),
-            ("skipped (hidden/system)", self.skipped_hidden),
-            ("new / changed / unchanged / deleted", f"{self.new} / {self.changed} / {self.unchanged} / {self.deleted}"),
+            *self.plan_lines(),
             *([("identified again (model changed)", self.reidentified)] if self.reidentified else []),
             ("photos read this run", self.processed),
             ("faces found this run", self.faces),
-            ("rejects this run", self.rejects),
-            *[(f"  {reason}", n) for reason, n in sorted(self.rejects_by_reason.items())],
+            *self.reject_lines(),
             ("photos with faces / faces (all)", f"{self.live_photos} / {self.live_faces}"),
             *[(f"  {person}", n) for person, n in people],
             *([("  named by an older model version", self.older_versions)] if self.older_versions else []),
@@ -104,16 +95,15 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
     artifact.check_usable()
     version = artifact.version()
     config = dataclasses.replace(config, preprocess=training_preprocess(out, config.preprocess, artifact.result()))
-    summary = IdentifySummary(run_id or new_run_id(), name, version, root)
+    summary = IdentifySummary(run_id=run_id or new_run_id(), model=name, model_version=version, identities=root)
     found = list_photos(config.input)
-    summary.discovered, summary.skipped_hidden = found.files.num_rows, found.skipped
 
     previous = load_manifest(root)
     remove_leftovers(root, previous, [layout.identity_shards(root)])
     listing = hash_where_needed(found.files, previous, config.preprocess.verify_hashes, storage.sha256_or_none)
     plan = plan_run(listing, _as_judged(previous, version, config.identify.keep_old_results), version)
-    summary.new, summary.changed, summary.unchanged, summary.deleted = plan.new, plan.changed, plan.unchanged, plan.deleted
-    summary.reidentified, summary.processed = plan.resettled, plan.to_process.num_rows
+    summary.count_plan(found.files.num_rows, found.skipped, plan)
+    summary.reidentified = plan.resettled
     if plan.resettled:
         log.info("%d photos were identified by another model or model version: identifying them again with %s "
                  "version %s (--keep-old-results keeps the older results)", plan.resettled, name, version[:12])
@@ -160,8 +150,7 @@ def _stage(config: Config, plan: Plan, version: str, run_id: str, staging: str, 
 
 def _count_staged(summary: IdentifySummary, staged: Staged) -> None:
     summary.faces = staged.rows.num_rows
-    summary.rejects = staged.rejects.num_rows
-    summary.rejects_by_reason = dict(collections.Counter(staged.rejects["reason"].to_pylist()))
+    summary.count_rejects(staged)
 
 
 def _fill_live_counts(summary: IdentifySummary, root: str, manifest: pa.Table) -> None:
@@ -173,4 +162,4 @@ def _fill_live_counts(summary: IdentifySummary, root: str, manifest: pa.Table) -
         summary.older_versions += table.num_rows - pc.sum(pc.equal(table["model_version"], summary.model_version)).as_py()
     summary.live_photos, summary.live_faces = len(photos), sum(people.values())
     summary.faces_by_person = dict(sorted(people.items()))
-    summary.live_rejects = pc.sum(pc.equal(manifest["status"], "rejected")).as_py() or 0
+    summary.count_live_rejects(manifest)

@@ -9,11 +9,10 @@ manifest names their run).
 
 from __future__ import annotations
 
-import collections
 import functools
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -22,7 +21,15 @@ import pyarrow.fs as pafs
 
 from faceproc.config import Config
 from faceproc.core import layout, storage
-from faceproc.core.commit import Staged, new_run_id, read_staged, remove_leftovers, run_staged, stage_with_actor_pool
+from faceproc.core.commit import (
+    Staged,
+    StageSummary,
+    new_run_id,
+    read_staged,
+    remove_leftovers,
+    run_staged,
+    stage_with_actor_pool,
+)
 from faceproc.core.manifest import Plan, hash_where_needed, load_manifest, plan_run
 from faceproc.core.schema import FACE_SCHEMA
 from faceproc.core.text import key_values
@@ -37,40 +44,23 @@ class PreprocessError(RuntimeError):
     """The run finished but its result is not usable (e.g. too many rejects); message says why."""
 
 
-@dataclass
-class PreprocessSummary:
-    run_id: str
-    discovered: int = 0
-    skipped_hidden: int = 0
-    new: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    deleted: int = 0
+@dataclass(kw_only=True)
+class PreprocessSummary(StageSummary):
     resettled: int = 0  # unchanged photos processed again because the preprocessing settings changed
     settings_change: str | None = None  # what changed, e.g. "face_margin 0.1 -> 0.4"
     hashed_in_driver: int = 0  # files read in the driver to decide (old manifest rows, verify_hashes)
-    processed: int = 0
     face_photos: int = 0
     face_rows: int = 0
     augmented_rows: int = 0
     aligned_faces: int = 0  # original crops warped onto the keypoint template
     unaligned_faces: int = 0  # original crops kept as margin crops (alignment off, or keypoints unusable)
-    rejects: int = 0
-    rejects_by_reason: dict[str, int] = field(default_factory=dict)
     live_files: int = 0
-    live_rejects: int = 0
     leakage: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def format(self) -> str:
         lines = [
             ("discovered files", self.discovered),
-            ("skipped (hidden/system)", self.skipped_hidden),
-            ("new / changed / unchanged / deleted",
-             f"{self.new} / {self.changed} / {self.unchanged} / {self.deleted}"),
+            *self.plan_lines(),
             *([("settings changed, redone", f"{self.resettled} ({self.settings_change})")] if self.resettled else []),
             ("hashed in the driver", self.hashed_in_driver),
             ("processed this run", self.processed),
@@ -78,8 +68,7 @@ class PreprocessSummary:
             ("  aligned / margin crop", f"{self.aligned_faces} / {self.unaligned_faces}"),
             ("face rows written", self.face_rows),
             ("  of which augmented", self.augmented_rows),
-            ("rejects this run", self.rejects),
-            *[(f"  {reason}", n) for reason, n in sorted(self.rejects_by_reason.items())],
+            *self.reject_lines(),
             ("live files / live rejects", f"{self.live_files} / {self.live_rejects}"),
             ("train/val leakage (same content)", len(self.leakage)),
             ("seconds", f"{self.seconds:.1f}"),
@@ -95,7 +84,6 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     summary = PreprocessSummary(run_id=run_id or new_run_id())
     out = config.output
     found = discover(config.input)
-    summary.discovered, summary.skipped_hidden = found.files.num_rows, found.skipped
 
     previous = load_manifest(out)
     splits = storage.list_dirs(layout.shards_root(out))
@@ -103,10 +91,8 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     settings = row_settings(config.preprocess)
     listing = hash_where_needed(found.files, previous, config.preprocess.verify_hashes, storage.sha256_or_none)
     plan = plan_run(listing, previous, fingerprint(settings))
-    summary.new, summary.changed = plan.new, plan.changed
-    summary.unchanged, summary.deleted = plan.unchanged, plan.deleted
+    summary.count_plan(found.files.num_rows, found.skipped, plan)
     summary.hashed_in_driver = plan.hashed
-    summary.processed = plan.to_process.num_rows
     if plan.resettled:
         summary.resettled = plan.resettled
         summary.settings_change = "; ".join(describe_change(_saved_settings(out, old), settings)
@@ -162,8 +148,7 @@ def _count_staged(summary: PreprocessSummary, staged: Staged) -> None:
     summary.augmented_rows = staged.rows.num_rows - (pc.sum(originals).as_py() or 0)
     summary.aligned_faces = pc.sum(pc.and_(originals, staged.rows["aligned"])).as_py() or 0
     summary.unaligned_faces = summary.face_photos - summary.aligned_faces
-    summary.rejects = staged.rejects.num_rows
-    summary.rejects_by_reason = dict(collections.Counter(staged.rejects["reason"].to_pylist()))
+    summary.count_rejects(staged)
 
 
 def _saved_settings(out: str, made_with: str | None) -> dict[str, Any] | None:
@@ -185,7 +170,7 @@ def _partition_dirs(faces_dir: str) -> list[str]:
 
 def _fill_live_counts(summary: PreprocessSummary, manifest: pa.Table) -> None:
     summary.live_files = manifest.num_rows
-    summary.live_rejects = pc.sum(pc.equal(manifest.column("status"), "rejected")).as_py() or 0
+    summary.count_live_rejects(manifest)
     leaked = manifest.filter(manifest.column("leakage"))
     summary.leakage = leaked.column("path").to_pylist()
 

@@ -64,8 +64,8 @@ def test_page_groups_people_unknown_last_nearest_first_and_says_what_it_cut(tmp_
     storage.write_table_atomic(f"{root}/rejects.parquet", pa.Table.from_pylist(
         [{"path": "/p/wall.jpg", "reason": "no_face", "detail": "MTCNN found no face", "split": None,
           "label": None, "sha256": "sha-/p/wall.jpg", "run_id": "r1"}], schema=REJECT_SCHEMA))
-    summary = IdentifySummary("r1", "facenet", "v1", root, discovered=6, live_photos=5, live_faces=6, live_rejects=1,
-                              faces_by_person={"madonna": 3, "unknown": 2, "elton_john": 1})
+    summary = IdentifySummary(run_id="r1", model="facenet", model_version="v1", identities=root, discovered=6,
+                              live_photos=5, live_faces=6, live_rejects=1, faces_by_person={"madonna": 3, "unknown": 2, "elton_john": 1})
     page = report.render(root, manifest, summary)
     order = [page.index(f"{name} <span") for name in ("madonna", "elton_<wbr>john", "unknown")]
     assert order == sorted(order)  # most faces first, unknown last
