@@ -13,14 +13,19 @@ whether a skipped model's weights have appeared without paying for it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
+from collections.abc import Iterator
 
 from faceproc.models.errors import WeightsUnavailable
 
 LOCAL_WEIGHTS_NAME = "resnet50_imagenet_notop.h5"  # the name looked for in models_dir
 KERAS_WEIGHTS_NAME = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 KERAS_CACHE_SUBDIR = "models"
+log = logging.getLogger(__name__)
+
 URL_ENV = "FACEPROC_IMAGENET_WEIGHTS_URL"  # a mirror of the file, for clusters without internet
 FALLBACK_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + KERAS_WEIGHTS_NAME
 FALLBACK_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
@@ -102,9 +107,11 @@ def resolve_imagenet_weights(
             pass
     from faceproc.models.keras_env import keras
 
+    log.info("resnet50_imagenet: fetching ImageNet weights from %s", origin)
     try:
-        return keras.utils.get_file(KERAS_WEIGHTS_NAME, origin, cache_subdir=KERAS_CACHE_SUBDIR, file_hash=md5,
-                                    cache_dir=cache_dir)
+        with _keras_prints_to_logging(keras):
+            return keras.utils.get_file(KERAS_WEIGHTS_NAME, origin, cache_subdir=KERAS_CACHE_SUBDIR,
+                                        file_hash=md5, cache_dir=cache_dir)
     except Exception as exc:  # get_file raises a bare Exception on URL errors, ValueError on a bad hash
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise WeightsUnavailable(
@@ -112,3 +119,17 @@ def resolve_imagenet_weights(
             f"Put Keras' {KERAS_WEIGHTS_NAME} (from {url}) at {local} "
             f"or at {keras_cache_path(cache_dir)}, or name it with --set train.imagenet_weights=PATH"
         ) from exc
+
+
+@contextlib.contextmanager
+def _keras_prints_to_logging(keras: object) -> Iterator[None]:
+    """Keras' own "Downloading data from ..." and progress bar go to absl logging (quiet unless
+    `-v`) instead of stdout, in this thread: Keras keeps the switch per thread, and models trained
+    at once each run in their own."""
+    interactive = keras.utils.is_interactive_logging_enabled()
+    keras.utils.disable_interactive_logging()
+    try:
+        yield
+    finally:
+        if interactive:
+            keras.utils.enable_interactive_logging()

@@ -6,6 +6,7 @@ training step on a batch of two.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -206,10 +207,13 @@ def test_models_dir_file_is_used_when_present(tmp_path):
     assert resolve_imagenet_weights(None, str(tmp_path), origin=UNREACHABLE) == str(local)
 
 
-def test_failed_download_says_where_to_put_the_file(tmp_path):
+def test_failed_download_says_where_to_put_the_file(tmp_path, capfd, caplog):
     cache = tmp_path / "keras-cache"  # created by resolve_imagenet_weights, so Keras uses it
-    with pytest.raises(WeightsUnavailable) as info:
+    with caplog.at_level(logging.INFO, logger="faceproc"), pytest.raises(WeightsUnavailable) as info:
         resolve_imagenet_weights(None, str(tmp_path / "models"), origin=UNREACHABLE, cache_dir=str(cache))
+    assert "Downloading data from" not in capfd.readouterr().out  # Keras' own print, not faceproc's line
+    assert UNREACHABLE in caplog.text
+    assert keras.utils.is_interactive_logging_enabled()  # Keras' setting is put back
     message = str(info.value)
     assert "\n" not in message
     assert "could not be downloaded" in message
