@@ -1,5 +1,9 @@
 """The train split as Ray Datasets ready for Keras: the early-stopping holdout carved out by source
-photo, PNGs decoded in the data pipeline, labels as ids.
+photo, PNGs decoded, labels as ids.
+
+A small split (`train.driver_decode_max_rows`) is read and decoded in the driver and handed to Ray
+as materialized blocks: each Ray Data pass costs 2-4 s of start-up on two cores, more than reading
+and decoding a few hundred faces. A bigger one is read and decoded by Ray Data, never in the driver.
 
 The holdout is whole source photos, seeded, stratified by person: all augmented copies of a photo
 stay on the same side, so it never sees a rotated twin of a training image. The `val` split is not
@@ -22,7 +26,7 @@ import pyarrow.compute as pc
 from faceproc.core.images import decode_png
 from faceproc.core.manifest import load_manifest
 from faceproc.core.schema import MODEL_INPUT_COLUMNS
-from faceproc.core.shards import originals, read_live_faces
+from faceproc.core.shards import iter_live_faces, originals, read_live_faces
 from faceproc.train.warm_start import PHOTO_COLUMNS
 
 
@@ -41,6 +45,8 @@ def decode_faces(batch: dict[str, np.ndarray], classes: list[str]) -> dict[str, 
         "label": np.array([index[name] for name in batch["label"]], np.int32),
     }
 
+
+BLOCK_ROWS = 64  # rows per block of a split decoded in the driver: blocks to share among workers
 
 HOLDOUT_METHOD = "hash-rank"  # how `select_holdout` picks: a model's inputs, so a change retrains from scratch
 
@@ -76,6 +82,31 @@ def split_holdout(rows: Any, held: set[str]) -> tuple[Any, Any]:
     return fit, holdout
 
 
+def split_table(rows: pa.Table, held: frozenset[str], originals_only: bool) -> tuple[pa.Table, pa.Table | None]:
+    """`split_holdout` on an Arrow table in the driver, fitting rows reduced to originals with
+    `originals_only`; both sorted by source photo and copy, so the order never depends on the files'."""
+    rows = rows.sort_by([("source_path", "ascending"), ("augment_index", "ascending")])
+    in_holdout = pc.is_in(rows["source_path"], value_set=pa.array(sorted(held), pa.string()))
+    original = pc.equal(rows["augment_index"], 0)
+    fit = rows.filter(pc.invert(in_holdout))
+    holdout = rows.filter(pc.and_(in_holdout, original)) if held else None
+    return (fit.filter(pc.equal(fit["augment_index"], 0)) if originals_only else fit), holdout
+
+
+def object_store_dataset(columns: dict[str, np.ndarray]) -> Any:
+    """Equal-length numpy columns (images may be n-dimensional) as a MaterializedDataset of
+    BLOCK_ROWS-row blocks, put in Ray's object store from the driver."""
+    import ray.data
+    from ray.data.extensions import ArrowTensorArray
+
+    rows = len(next(iter(columns.values())))
+    blocks = [pa.table({name: (ArrowTensorArray.from_numpy(values[start:start + BLOCK_ROWS]) if values.ndim > 1
+                               else pa.array(values[start:start + BLOCK_ROWS]))
+                        for name, values in columns.items()})
+              for start in range(0, rows, BLOCK_ROWS)]
+    return ray.data.from_arrow(blocks)
+
+
 @dataclass
 class TrainingData:
     """The train split divided by source photo into a fitting part and an early-stopping holdout.
@@ -92,6 +123,7 @@ class TrainingData:
     fingerprint: str  # changes whenever the live train photos or the settings of their rows change
     fit_rows: int  # face rows of the fitting photos (originals and stored copies), from the manifest
     photos: pa.Table  # the live train photos: path, sha256, settings (warm_start.PHOTO_COLUMNS)
+    rows: int  # face rows of all live train photos, from the manifest
 
 
 def load_training_data(out: str, holdout_fraction: float, seed: int) -> TrainingData:
@@ -114,7 +146,8 @@ def load_training_data(out: str, holdout_fraction: float, seed: int) -> Training
     fit_rows = sum(n for path, n in zip(ok_train.column("path").to_pylist(), ok_train.column("face_rows").to_pylist())
                    if path not in held)
     return TrainingData(classes, None, None, len(photos) - len(held), len(held), frozenset(held),
-                        digest.hexdigest(), fit_rows, ok_train.select(PHOTO_COLUMNS))
+                        digest.hexdigest(), fit_rows, ok_train.select(PHOTO_COLUMNS),
+                        sum(ok_train.column("face_rows").to_pylist()))
 
 
 def with_datasets(out: str, data: TrainingData) -> TrainingData:
@@ -125,3 +158,22 @@ def with_datasets(out: str, data: TrainingData) -> TrainingData:
                              f"--output {out}` first")
     fit, holdout = split_holdout(faces, data.held_paths)
     return dataclasses.replace(data, fit=fit, holdout=holdout)
+
+
+def decoded_faces(out: str, data: TrainingData, originals_only: bool, materialize: bool,
+                  driver_max_rows: int) -> tuple[Any, Any | None]:
+    """(fit, holdout) datasets of {"image", "label"} ready for a model: decoded in the driver when
+    the split has at most `driver_max_rows` face rows, else by Ray Data (with `materialize`, once
+    into the object store instead of every epoch)."""
+    if data.rows <= driver_max_rows:
+        rows = pa.concat_tables(iter_live_faces(out, "train", MODEL_INPUT_COLUMNS))
+        return tuple(None if part is None else object_store_dataset(decode_faces(
+            {"image": part["image"].to_pylist(), "label": part["label"].to_pylist()}, data.classes))
+            for part in split_table(rows, data.held_paths, originals_only))
+    fitting = originals(data.fit) if originals_only else data.fit
+
+    def decoded(rows: Any) -> Any:
+        faces = rows.map_batches(decode_faces, fn_kwargs={"classes": data.classes}, batch_size=32)
+        return faces.materialize() if materialize else faces
+
+    return decoded(fitting), None if data.holdout is None else decoded(data.holdout)

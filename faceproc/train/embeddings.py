@@ -16,9 +16,9 @@ import pyarrow.compute as pc
 from faceproc.core import layout, storage
 from faceproc.core.images import decode_png
 from faceproc.core.manifest import load_manifest
-from faceproc.core.shards import keep_live_rows, live_shard_files
+from faceproc.core.shards import LIVE_KEY_COLUMNS, keep_live_rows, live_key_array, live_rows, live_shard_files
 from faceproc.inference.openset import compute_centroids
-from faceproc.train.data import TrainingData, split_holdout
+from faceproc.train.data import NoTrainingData, TrainingData, object_store_dataset, split_holdout, split_table
 
 EMBEDDING_COLUMNS = ["source_path", "source_sha256", "augment_index", "label"]
 SHARD_COLUMN = "path"  # the shard file a row came from (read_parquet's include_paths)
@@ -102,17 +102,33 @@ def read_live_embeddings(out: str, files: list[str]) -> Any:
     return keep_live_rows(dataset, load_manifest(out))
 
 
-def embedding_datasets(out: str, weights_path: str, data: TrainingData, num_gpus: float) -> tuple[Any, Any]:
+def live_embedding_table(out: str, files: list[str]) -> pa.Table:
+    """The cached embedding rows whose source files are still live, read in the driver (128 floats
+    a row: a few MB for thousands of faces)."""
+    keys = live_key_array(load_manifest(out))
+    tables = [live_rows(storage.read_table(uri), keys, LIVE_KEY_COLUMNS) for uri in files]
+    if not tables:
+        raise NoTrainingData(f"no live train embeddings under {out}: run `faceproc preprocess` first")
+    return pa.concat_tables(tables)
+
+
+def embedding_datasets(out: str, weights_path: str, data: TrainingData, num_gpus: float,
+                       driver_max_rows: int) -> tuple[Any, Any]:
     """(fit, holdout) datasets of {"embedding", "label" id} for the train faces, split like the images;
-    128 floats a row, materialized once so the head's many cheap epochs do not re-read Parquet."""
-    rows = read_live_embeddings(out, ensure_embeddings(out, weights_path, "train", num_gpus=num_gpus))
+    materialized once so the head's many cheap epochs do not re-read Parquet. A split of at most
+    `driver_max_rows` rows is read in the driver, like `data.decoded_faces` does."""
+    files = ensure_embeddings(out, weights_path, "train", num_gpus=num_gpus)
     index = {name: i for i, name in enumerate(data.classes)}
 
-    def to_arrays(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def to_arrays(batch: dict[str, Any]) -> dict[str, np.ndarray]:
         return {"embedding": np.stack(batch["embedding"]).astype(np.float32),
                 "label": np.array([index[n] for n in batch["label"]], np.int32)}
 
-    fit, holdout = split_holdout(rows, set(data.held_paths))
+    if data.rows <= driver_max_rows:
+        parts = split_table(live_embedding_table(out, files), data.held_paths, originals_only=False)
+        return tuple(None if part is None else object_store_dataset(to_arrays(
+            {"embedding": part["embedding"].to_pylist(), "label": part["label"].to_pylist()})) for part in parts)
+    fit, holdout = split_holdout(read_live_embeddings(out, files), set(data.held_paths))
     return (fit.map_batches(to_arrays).materialize(),
             holdout.map_batches(to_arrays).materialize() if holdout is not None else None)
 
@@ -120,7 +136,6 @@ def embedding_datasets(out: str, weights_path: str, data: TrainingData, num_gpus
 def train_centroids(out: str, weights_path: str, unknown_far: float, quantile: float) -> dict[str, Any]:
     """Per-person centroids of the live train embeddings and the distance beyond which a face is
     unknown, calibrated on them (:func:`faceproc.inference.openset.compute_centroids`)."""
-    rows = read_live_embeddings(out, ensure_embeddings(out, weights_path, "train"))
-    frame = rows.select_columns(["embedding", "label"]).to_pandas()
-    embeddings = np.stack(frame["embedding"].to_list()).astype(np.float32)
-    return compute_centroids(embeddings, frame["label"].to_list(), unknown_far, quantile)
+    rows = live_embedding_table(out, ensure_embeddings(out, weights_path, "train"))
+    embeddings = np.stack(rows["embedding"].to_pylist()).astype(np.float32)
+    return compute_centroids(embeddings, rows["label"].to_pylist(), unknown_far, quantile)

@@ -22,11 +22,10 @@ from faceproc.config import Config, TrainConfig
 from faceproc.core import storage
 from faceproc.core.errors import describe
 from faceproc.core.schema import Status
-from faceproc.core.shards import originals
 from faceproc.inference.artifact import ModelArtifact, TrainedFiles
 from faceproc.models.errors import UnknownModelError, WeightsError, WeightsUnavailable
 from faceproc.models.registry import BuildContext, ModelSpec, parse_model_names, resolve_spec
-from faceproc.train.data import HOLDOUT_METHOD, TrainingData, decode_faces, load_training_data, with_datasets
+from faceproc.train.data import HOLDOUT_METHOD, TrainingData, decoded_faces, load_training_data, with_datasets
 from faceproc.train.embeddings import embedding_datasets, train_centroids, weights_digest
 from faceproc.train.loop import SCORE, read_state, read_weights
 from faceproc.train.placement import Placement, placement
@@ -222,7 +221,8 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement,
 
         backbone = load_facenet_backbone(context.facenet_weights_path)  # fails fast on a bad file
         fit, holdout = embedding_datasets(config.output, context.facenet_weights_path, data,
-                                          num_gpus=1.0 if where.use_gpu else 0.0)
+                                          num_gpus=1.0 if where.use_gpu else 0.0,
+                                          driver_max_rows=config.train.driver_decode_max_rows)
         build: Callable[[int], Any] = build_embedding_head
         feature = "embedding"
         fit_count = data.fit_rows  # an embedding per face row
@@ -230,10 +230,10 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement,
         spec.make(num_classes, context)  # resolve weights in the driver: skip or fail fast
         build = functools.partial(spec.make, context=context)
         online = spec.online_augment and config.train.online_augment
-        fitting = originals(data.fit) if online else data.fit  # new variants each epoch stand for the stored copies
+        # with online augmentation, new variants each epoch stand for the stored copies
+        fit, holdout = decoded_faces(config.output, data, originals_only=online, materialize=config.train.materialize,
+                                     driver_max_rows=config.train.driver_decode_max_rows)
         fit_count = data.fit_photos if online else data.fit_rows  # one original crop per photo
-        fit, holdout = (_decoded(config, rows, data.classes) if rows is not None else None
-                        for rows in (fitting, data.holdout))
         feature = "image"
 
     latest, best = fit_with_ray_train(config, recipe, where, build, num_classes, feature, fit, holdout,
@@ -275,10 +275,3 @@ def warm_spec(spec: ModelSpec, train: TrainConfig) -> ModelSpec:
     `train.warm_start_learning_rate` share of the recipe's learning rate decaying to 0 (cosine)."""
     return dataclasses.replace(spec, epochs=train.warm_start_epochs, min_epochs=0, warmup_epochs=0, schedule="cosine",
                                learning_rate=spec.learning_rate * train.warm_start_learning_rate)
-
-
-def _decoded(config: Config, rows: Any, classes: list[str]) -> Any:
-    """Shard rows -> decoded faces and class ids; with `train.materialize`, decoded once into Ray's
-    object store (spilling to disk when full) instead of re-read and re-decoded every epoch."""
-    faces = rows.map_batches(decode_faces, fn_kwargs={"classes": classes}, batch_size=32)
-    return faces.materialize() if config.train.materialize else faces
