@@ -48,6 +48,7 @@ def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build:
     trainer = TensorflowTrainer(
         train_func,
         train_loop_config={"loop": loop},
+        tensorflow_config=backend(where.workers),
         scaling_config=ScalingConfig(num_workers=where.workers, use_gpu=where.use_gpu,
                                      resources_per_worker=resources),
         datasets=datasets,
@@ -64,6 +65,18 @@ def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build:
     if result.checkpoint is None:
         raise RuntimeError(f"{spec.name}: training ended without a checkpoint")
     return result.checkpoint, result.get_best_checkpoint(SCORE, "min") or result.checkpoint
+
+
+def backend(workers: int) -> Any:
+    """Ray's TensorflowConfig (TF_CONFIG on every worker, for MultiWorkerMirroredStrategy) when
+    workers train together; a lone worker, which uses TensorFlow's default strategy, gets Ray's plain
+    BackendConfig instead. Deserializing a TensorflowConfig imports `ray.train.tensorflow`, hence
+    TensorFlow, in Ray Train's controller: 5 s of a no-op run's 15 on two cores
+    (docs/benchmarks.md, "Where a retraining's time goes")."""
+    from ray.train.backend import BackendConfig
+    from ray.train.tensorflow import TensorflowConfig
+
+    return TensorflowConfig() if workers > 1 else BackendConfig()
 
 
 def fits_worker_cache(cache_mb: int, workers: int, fit: Any, holdout: Any | None) -> bool:
