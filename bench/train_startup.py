@@ -16,7 +16,7 @@ Prints medians and min-max, and the ratio faceproc / baseline (below 1: faster).
 
     .venv/bin/python bench/train_startup.py --out OUT [--repeats 3]
 
-Write-up: docs/benchmarks.md, "Where a retraining's time goes".
+Write-up: docs/benchmarks.md, "Inside a warm cnn fine-tuning".
 """
 
 from __future__ import annotations

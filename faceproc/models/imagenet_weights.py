@@ -18,14 +18,15 @@ import functools
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from faceproc.models.errors import WeightsUnavailable
+
+log = logging.getLogger(__name__)
 
 LOCAL_WEIGHTS_NAME = "resnet50_imagenet_notop.h5"  # the name looked for in models_dir
 KERAS_WEIGHTS_NAME = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 KERAS_CACHE_SUBDIR = "models"
-log = logging.getLogger(__name__)
-
 URL_ENV = "FACEPROC_IMAGENET_WEIGHTS_URL"  # a mirror of the file, for clusters without internet
 FALLBACK_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + KERAS_WEIGHTS_NAME
 FALLBACK_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
@@ -107,7 +108,8 @@ def resolve_imagenet_weights(
             pass
     from faceproc.models.keras_env import keras
 
-    log.info("resnet50_imagenet: fetching ImageNet weights from %s", origin)
+    if not os.path.isfile(keras_cache_path(cache_dir)):  # Keras' cached file is checked, not fetched
+        log.info("resnet50_imagenet: fetching ImageNet weights from %s", origin)
     try:
         with _keras_prints_to_logging(keras):
             return keras.utils.get_file(KERAS_WEIGHTS_NAME, origin, cache_subdir=KERAS_CACHE_SUBDIR,
@@ -122,7 +124,7 @@ def resolve_imagenet_weights(
 
 
 @contextlib.contextmanager
-def _keras_prints_to_logging(keras: object) -> Iterator[None]:
+def _keras_prints_to_logging(keras: Any) -> Iterator[None]:
     """Keras' own "Downloading data from ..." and progress bar go to absl logging (quiet unless
     `-v`) instead of stdout, in this thread: Keras keeps the switch per thread, and models trained
     at once each run in their own."""

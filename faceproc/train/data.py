@@ -16,6 +16,7 @@ import collections
 import dataclasses
 import hashlib
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +73,7 @@ def select_holdout(photos: Iterable[tuple[str, str]], fraction: float, seed: int
     return held
 
 
-def split_holdout(rows: Any, held: set[str]) -> tuple[Any, Any]:
+def split_holdout(rows: Any, held: AbstractSet[str]) -> tuple[Any, Any]:
     """(fitting rows, holdout rows): whole source photos apart; the holdout keeps originals only."""
     from ray.data.expressions import col
 
@@ -82,10 +83,12 @@ def split_holdout(rows: Any, held: set[str]) -> tuple[Any, Any]:
     return fit, holdout
 
 
-def split_table(rows: pa.Table, held: frozenset[str], originals_only: bool) -> tuple[pa.Table, pa.Table | None]:
+def split_table(rows: pa.Table, held: AbstractSet[str], originals_only: bool) -> tuple[pa.Table, pa.Table | None]:
     """`split_holdout` on an Arrow table in the driver, fitting rows reduced to originals with
-    `originals_only`; both sorted by source photo and copy, so the order never depends on the files'."""
+    `originals_only`. The order never depends on the files': sorted by source photo and copy, then
+    shuffled with a fixed seed, so that no block (nor a worker's share of blocks) holds one person."""
     rows = rows.sort_by([("source_path", "ascending"), ("augment_index", "ascending")])
+    rows = rows.take(np.random.default_rng(0).permutation(rows.num_rows))
     in_holdout = pc.is_in(rows["source_path"], value_set=pa.array(sorted(held), pa.string()))
     original = pc.equal(rows["augment_index"], 0)
     fit = rows.filter(pc.invert(in_holdout))
@@ -115,7 +118,7 @@ class TrainingData:
     date needs neither Ray nor the shards; `with_datasets` adds the two Ray Datasets when a model trains."""
 
     classes: list[str]
-    fit: object  # ray.data.Dataset of shard rows (None until `with_datasets`)
+    fit: object  # ray.data.Dataset of shard rows (None until `with_datasets`; a small split is read in the driver)
     holdout: object | None  # ray.data.Dataset of original (non-augmented) rows, or None
     fit_photos: int
     holdout_photos: int
@@ -166,10 +169,14 @@ def decoded_faces(out: str, data: TrainingData, originals_only: bool, materializ
     the split has at most `driver_max_rows` face rows, else by Ray Data (with `materialize`, once
     into the object store instead of every epoch)."""
     if data.rows <= driver_max_rows:
-        rows = pa.concat_tables(iter_live_faces(out, "train", MODEL_INPUT_COLUMNS))
-        return tuple(None if part is None else object_store_dataset(decode_faces(
-            {"image": part["image"].to_pylist(), "label": part["label"].to_pylist()}, data.classes))
-            for part in split_table(rows, data.held_paths, originals_only))
+        tables = list(iter_live_faces(out, "train", MODEL_INPUT_COLUMNS))
+        if not tables:
+            raise NoTrainingData(f"no live train face rows under {out}: run `faceproc preprocess` first")
+        fit, holdout = split_table(pa.concat_tables(tables), data.held_paths, originals_only)
+        return (object_store_dataset(decode_faces(
+                    {"image": fit["image"].to_pylist(), "label": fit["label"].to_pylist()}, data.classes)),
+                None if holdout is None else object_store_dataset(decode_faces(
+                    {"image": holdout["image"].to_pylist(), "label": holdout["label"].to_pylist()}, data.classes)))
     fitting = originals(data.fit) if originals_only else data.fit
 
     def decoded(rows: Any) -> Any:

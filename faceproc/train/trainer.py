@@ -71,8 +71,8 @@ def backend(workers: int) -> Any:
     """Ray's TensorflowConfig (TF_CONFIG on every worker, for MultiWorkerMirroredStrategy) when
     workers train together; a lone worker, which uses TensorFlow's default strategy, gets Ray's plain
     BackendConfig instead. Deserializing a TensorflowConfig imports `ray.train.tensorflow`, hence
-    TensorFlow, in Ray Train's controller: 5 s of a no-op run's 15 on two cores
-    (docs/benchmarks.md, "Where a retraining's time goes")."""
+    TensorFlow, in Ray Train's controller: about 4 s of a 13 s start-up on two cores
+    (docs/benchmarks.md, "Inside a warm cnn fine-tuning")."""
     from ray.train.backend import BackendConfig
     from ray.train.tensorflow import TensorflowConfig
 

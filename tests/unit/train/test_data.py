@@ -3,12 +3,14 @@ with the same rows either way."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
 import pytest
 
-from faceproc.train.data import BLOCK_ROWS, decoded_faces, load_training_data, with_datasets
+import faceproc.train.data as train_data
+from faceproc.train.data import decoded_faces, load_training_data, with_datasets
 from tests.conftest import write_face_shards
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -30,12 +32,15 @@ def _rows(dataset) -> list[tuple[int, str]]:
 
 
 @pytest.mark.parametrize("originals_only", [True, False])
-def test_driver_and_ray_data_give_the_same_rows(tmp_path, originals_only):
+def test_driver_and_ray_data_give_the_same_rows(tmp_path, monkeypatch, originals_only):
     write_face_shards(tmp_path, PEOPLE, copies=3)
     data = with_datasets(str(tmp_path), load_training_data(str(tmp_path), holdout_fraction=0.34, seed=0))
     assert data.rows == 3 * 6 * 3 and data.holdout_photos == 6
+    monkeypatch.setattr(train_data, "BLOCK_ROWS", 4)
 
-    in_driver = decoded_faces(str(tmp_path), data, originals_only, materialize=True, driver_max_rows=data.rows)
+    without_ray_datasets = dataclasses.replace(data, fit=None, holdout=None)  # the driver path must not need them
+    in_driver = decoded_faces(str(tmp_path), without_ray_datasets, originals_only, materialize=True,
+                              driver_max_rows=data.rows)
     by_ray = decoded_faces(str(tmp_path), data, originals_only, materialize=True, driver_max_rows=data.rows - 1)
 
     fit, holdout = (_rows(dataset) for dataset in in_driver)
@@ -44,4 +49,6 @@ def test_driver_and_ray_data_give_the_same_rows(tmp_path, originals_only):
     assert len(holdout) == data.holdout_photos  # originals only, whatever the fitting rows are
     assert not set(fit) & set(holdout)  # whole photos on one side
     assert sorted({label for label, _ in fit}) == [0, 1, 2]
-    assert in_driver[0].num_blocks() == -(-len(fit) // BLOCK_ROWS)  # blocks that workers can share
+    assert in_driver[0].num_blocks() == -(-len(fit) // 4)  # blocks that workers can share
+    first_block = next(iter(in_driver[0].iter_batches(batch_size=4, batch_format="numpy")))
+    assert len(set(first_block["label"].tolist())) > 1  # people mixed, not one per block

@@ -25,4 +25,4 @@ def test_a_lone_worker_backend_does_not_import_tensorflow_into_the_controller():
 
     assert _imports_when_unpickled(backend(1)) == ""
     assert isinstance(backend(2), TensorflowConfig)  # workers together need TF_CONFIG for MultiWorkerMirroredStrategy
-    assert "tensorflow" in _imports_when_unpickled(backend(2))  # what the lone worker is spared
+    assert "tensorflow" in _imports_when_unpickled(backend(2)).split(",")  # what the lone worker is spared
