@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,15 @@ def split_table(rows: pa.Table, held: AbstractSet[str], originals_only: bool) ->
     return (fit.filter(pc.equal(fit["augment_index"], 0)) if originals_only else fit), holdout
 
 
+def driver_datasets(rows: pa.Table, held: AbstractSet[str], originals_only: bool,
+                    to_arrays: Callable[[dict[str, list]], dict[str, np.ndarray]]) -> tuple[Any, Any | None]:
+    """(fit, holdout) of a split read in the driver: `split_table`, then each part's columns through
+    `to_arrays` (PNGs decoded, labels as ids, ...) into the object store."""
+    parts = split_table(rows, held, originals_only)
+    fit, holdout = (None if part is None else object_store_dataset(to_arrays(part.to_pydict())) for part in parts)
+    return fit, holdout
+
+
 def object_store_dataset(columns: dict[str, np.ndarray]) -> Any:
     """Equal-length numpy columns (images may be n-dimensional) as a MaterializedDataset of
     BLOCK_ROWS-row blocks, put in Ray's object store from the driver."""
@@ -172,11 +182,8 @@ def decoded_faces(out: str, data: TrainingData, originals_only: bool, materializ
         tables = list(iter_live_faces(out, "train", MODEL_INPUT_COLUMNS))
         if not tables:
             raise NoTrainingData(f"no live train face rows under {out}: run `faceproc preprocess` first")
-        fit, holdout = split_table(pa.concat_tables(tables), data.held_paths, originals_only)
-        return (object_store_dataset(decode_faces(
-                    {"image": fit["image"].to_pylist(), "label": fit["label"].to_pylist()}, data.classes)),
-                None if holdout is None else object_store_dataset(decode_faces(
-                    {"image": holdout["image"].to_pylist(), "label": holdout["label"].to_pylist()}, data.classes)))
+        return driver_datasets(pa.concat_tables(tables), data.held_paths, originals_only,
+                               functools.partial(decode_faces, classes=data.classes))
     fitting = originals(data.fit) if originals_only else data.fit
 
     def decoded(rows: Any) -> Any:

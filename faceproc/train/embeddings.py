@@ -18,7 +18,7 @@ from faceproc.core.images import decode_png
 from faceproc.core.manifest import load_manifest
 from faceproc.core.shards import LIVE_KEY_COLUMNS, keep_live_rows, live_key_array, live_rows, live_shard_files
 from faceproc.inference.openset import compute_centroids
-from faceproc.train.data import NoTrainingData, TrainingData, object_store_dataset, split_holdout, split_table
+from faceproc.train.data import NoTrainingData, TrainingData, driver_datasets, split_holdout
 
 EMBEDDING_COLUMNS = ["source_path", "source_sha256", "augment_index", "label"]
 SHARD_COLUMN = "path"  # the shard file a row came from (read_parquet's include_paths)
@@ -125,9 +125,7 @@ def embedding_datasets(out: str, weights_path: str, data: TrainingData, num_gpus
                 "label": np.array([index[n] for n in batch["label"]], np.int32)}
 
     if data.rows <= driver_max_rows:
-        parts = split_table(live_embedding_table(out, files), data.held_paths, originals_only=False)
-        return tuple(None if part is None else object_store_dataset(to_arrays(
-            {"embedding": part["embedding"].to_pylist(), "label": part["label"].to_pylist()})) for part in parts)
+        return driver_datasets(live_embedding_table(out, files), data.held_paths, False, to_arrays)
     fit, holdout = split_holdout(read_live_embeddings(out, files), set(data.held_paths))
     return (fit.map_batches(to_arrays).materialize(),
             holdout.map_batches(to_arrays).materialize() if holdout is not None else None)
