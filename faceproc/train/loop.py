@@ -13,6 +13,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -88,10 +89,11 @@ def read_weights(model: Any, directory: str) -> None:
         model.set_weights([arrays[f"arr_{index}"] for index in range(len(arrays.files))])
 
 
-def epoch_line(model: str, epoch: int, epochs: int, scores: dict[str, float], stop: bool) -> str:
-    """One line per epoch for the console, printed by the chief worker."""
+def epoch_line(model: str, epoch: int, epochs: int, scores: dict[str, float], seconds: float, stop: bool) -> str:
+    """One line per epoch for the console, printed by the chief worker; the epoch's seconds (fit and
+    holdout) say how long the rest will take, which on a slow CPU is minutes per model."""
     return (f"{model} epoch {epoch + 1}/{epochs}: loss {scores['loss']:.3f} acc {scores['accuracy']:.3f}, "
-            f"holdout loss {scores['holdout_loss']:.3f} acc {scores['holdout_accuracy']:.3f}"
+            f"holdout loss {scores['holdout_loss']:.3f} acc {scores['holdout_accuracy']:.3f}, {seconds:.1f} s"
             + (" (early stop)" if stop else ""))
 
 
@@ -151,6 +153,7 @@ def train_func(config: dict[str, LoopConfig]) -> None:
                               loop.cache_in_worker, shuffle=False) if loop.has_holdout else None)
     chief = context.get_world_rank() == 0  # the only worker whose checkpoints are kept
     for epoch in range(state.next_epoch, loop.epochs):
+        started = time.perf_counter()
         fitted = model.fit(fit_feed.epoch(loop.seed + epoch), epochs=1, verbose=0).history
         scores = {"loss": fitted["loss"][-1], "accuracy": fitted["accuracy"][-1]}
         if holdout_feed is not None:
@@ -158,6 +161,7 @@ def train_func(config: dict[str, LoopConfig]) -> None:
             scores.update(holdout_loss=scored["loss"], holdout_accuracy=scored["accuracy"])
         else:
             scores.update(holdout_loss=scores["loss"], holdout_accuracy=scores["accuracy"])
+        seconds = time.perf_counter() - started
         state.history["epoch"].append(epoch)
         for key, value in scores.items():
             state.history[key].append(float(value))
@@ -171,7 +175,7 @@ def train_func(config: dict[str, LoopConfig]) -> None:
         stop = state.bad_epochs >= loop.patience and epoch + 1 >= loop.min_epochs
         metrics = {**scores, "epoch": epoch, "stopped_early": stop}
         if chief:
-            print(epoch_line(loop.model, epoch, loop.epochs, scores, stop), flush=True)
+            print(epoch_line(loop.model, epoch, loop.epochs, scores, seconds, stop), flush=True)
         last = stop or epoch == loop.epochs - 1
         weights = model.get_weights()  # every worker: under MWMS, reading BatchNorm statistics is collective
         keep = chief and (improved or last or (epoch + 1) % RESUME_EVERY == 0)

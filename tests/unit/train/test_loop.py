@@ -27,9 +27,9 @@ def test_checkpoint_round_trips_weights_and_loop_state():
         shutil.rmtree(checkpoint.path)
 
 
-def test_epoch_line_counts_from_one_and_says_when_training_stops():
+def test_epoch_line_counts_from_one_says_how_long_the_epoch_took_and_when_training_stops():
     scores = {"loss": 0.91234, "accuracy": 0.5, "holdout_loss": 1.0, "holdout_accuracy": 0.25}
-    assert epoch_line("cnn", 0, 30, scores, stop=False) == (
-        "cnn epoch 1/30: loss 0.912 acc 0.500, holdout loss 1.000 acc 0.250")
-    assert epoch_line("cnn", 6, 30, scores, stop=True).endswith("epoch 7/30: loss 0.912 acc 0.500, "
-                                                                "holdout loss 1.000 acc 0.250 (early stop)")
+    assert epoch_line("cnn", 0, 30, scores, 8.43, stop=False) == (
+        "cnn epoch 1/30: loss 0.912 acc 0.500, holdout loss 1.000 acc 0.250, 8.4 s")
+    assert epoch_line("cnn", 6, 30, scores, 0.04, stop=True).endswith(
+        "epoch 7/30: loss 0.912 acc 0.500, holdout loss 1.000 acc 0.250, 0.0 s (early stop)")
