@@ -5,7 +5,8 @@ TensorFlow's Linux x86 wheels turn their oneDNN operations on by default only on
 neural-network instructions (AVX512_VNNI, AVX512_BF16, AMX); on older CPUs, AVX2-only ones among
 them, they are off unless `TF_ENABLE_ONEDNN_OPTS=1`. faceproc sets it (faceproc/__init__.py). This
 script runs each workload in a fresh process with TF_ENABLE_ONEDNN_OPTS=0 (the baseline: TensorFlow's
-default on such a CPU) and =1, and prints both medians and the ratio on / off (below 1: faster on).
+default on such a CPU) and =1, and prints each setting's first round and median, and the ratio on / off
+(below 1: faster on).
 
 Workloads, each timed in its first round (graph tracing, kernel set-up: what every short training
 and evaluation pays) and then `--repeats` more (the median of those is printed):
@@ -84,9 +85,9 @@ def facenet_forward(repeats: int) -> list[float] | None:
 
 def mtcnn_detect(repeats: int) -> list[float] | None:
     """Seconds of faceproc's detector on 16 real photos; None without the fetched dataset."""
-    from faceproc.config import PreprocessConfig
     from PIL import Image
 
+    from faceproc.config import PreprocessConfig
     from faceproc.core.images import to_rgb_array
     from faceproc.preprocess.detector import FaceDetector, limit_tf_threads
 
@@ -103,9 +104,9 @@ def mtcnn_detect(repeats: int) -> list[float] | None:
 def worker(repeats: int) -> None:
     """Run every workload in this process and print one JSON line of seconds lists."""
     from faceproc.models.keras_env import tf
+    from faceproc.train.loop import configure_cpu_threads
 
-    tf.config.threading.set_inter_op_parallelism_threads(2)
-    tf.config.threading.set_intra_op_parallelism_threads(2)
+    configure_cpu_threads(tf, 2)  # as a training worker on a 2-core node
     results = {
         "resnet50 epoch": training_epoch("resnet50", repeats),
         "cnn epoch": training_epoch("cnn", repeats),
@@ -144,7 +145,8 @@ def main() -> None:
     print(f"machine: {machine.uptime()}")
     off = run_setting("0", args.repeats)
     on = run_setting("1", args.repeats)
-    print(f"{'workload, round':<36} {'oneDNN off s':>13} {'oneDNN on s':>12} {'on / off':>9}   (first; median of {args.repeats} then)")
+    print(f"{'workload, round':<36} {'oneDNN off s':>13} {'oneDNN on s':>12} {'on / off':>9}"
+          f"   (first; median of {args.repeats} then)")
     for name, baseline in off.items():
         if baseline is None or on[name] is None:
             print(f"{name:<36} skipped (no weights or no fetched dataset)")

@@ -1,8 +1,9 @@
 """Connect to Ray the same way on a laptop and on a cluster.
 
 On a laptop Ray starts inside the process; under `ray job submit` (RAY_ADDRESS set) or with
-`--ray-address` the job joins that cluster. Workers get the environment TensorFlow needs (TF_ENV, as the driver has it),
-the console settings of `faceproc.core.console`, and `setup_worker` before their first task.
+`--ray-address` the job joins that cluster. Workers get the environment TensorFlow needs (TF_ENV,
+as the driver has it), the console settings of `faceproc.core.console`, and `setup_worker` before
+their first task.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from faceproc.core import console, storage
 # shorter epochs (cnn 1.4 s, a FaceNet head epoch 0.02 s) queued behind it: FaceNet's default training
 # took 141 s at 2 s and 53 s at 0.5 s (docs/benchmarks.md, "Training"). Polling cost no measurable CPU.
 POLL_SECONDS = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
-# TF_ENV as this process has it: a user's own TF_ENABLE_ONEDNN_OPTS=0 reaches the workers too
-WORKER_ENV = {**{key: os.environ[key] for key in TF_ENV}, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": POLL_SECONDS}
+# TF_ENV as this process has it (a user's own TF_ENABLE_ONEDNN_OPTS=0 reaches the workers too),
 # plus console.worker_env()
+WORKER_ENV = {**{key: os.environ[key] for key in TF_ENV}, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": POLL_SECONDS}
 SETUP_HOOK = "faceproc.core.ray_env.setup_worker"
 
 
