@@ -34,6 +34,7 @@ from faceproc.core.lock import output_lock
 from faceproc.core.manifest import live_runs, load_manifest
 from faceproc.core.rejects import read_live_rejects
 from faceproc.core.shards import live_shard_files, read_live_faces
+from tests.system.console import assert_quiet, assert_quiet_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 
@@ -214,10 +215,15 @@ def _finish(job: Job) -> int:
 
 
 def _complete(start: Callable[..., Job], work: Path, label: str, command: str = "run") -> Job:
-    """Run to the end; the run must succeed."""
+    """Run to the end; the run must succeed and its console show faceproc's lines only."""
     job = start(work, label, command=command)
     code = _finish(job)
     assert code == 0, f"{label} failed with exit code {code}:\n{job.tail()}"
+    printed = job.log.read_text(errors="replace")
+    if command == "run":
+        assert_quiet_run(printed, ["cnn"])
+    else:
+        assert_quiet(printed)
     return job
 
 
@@ -363,10 +369,10 @@ def _latest_run(out: Path) -> dict:
 # --- the tests --------------------------------------------------------------------------------------
 
 
-def test_killed_during_detection(tmp_path, photos, runner):
-    work = _workdir(tmp_path, photos)
+def _killed_during_detection(work: Path, runner: Callable[..., Job]) -> str:
+    """A first run killed while its detector actors work: nothing may be published. Returns its id."""
     out = work / "out"
-    job = runner(work, "run1-killed")
+    job = runner(work, "run1-killed-during-detection")
     first_seen: list[float] = []
 
     def detecting() -> str | None:
@@ -390,19 +396,51 @@ def test_killed_during_detection(tmp_path, photos, runner):
     assert load_manifest(str(out)).num_rows == 0
     assert not [p for p in _shard_files(out) if run_of(str(p)) == killed]
     assert live_shard_files(str(out), "train") == [] and _live_rows(out, "train") == []
-
-    _complete(runner, work, "run2", command="preprocess")  # training after a kill: the tests below
-    manifest = _assert_consistent(out, work / "in", full_run=False)
-    assert killed not in live_runs(manifest)
-    assert not [p for p in _files_under(out) if killed in p.name and "runs" not in p.parts]
-    (record,) = [json.loads(p.read_text()) for p in (out / "runs").glob("*.preprocess.json")]  # run2's only
-    assert record["new"] == record["processed"] == len(_input_files(work / "in"))
+    return killed
 
 
-def test_killed_during_shard_write_keeps_the_previous_run(tmp_path, photos, runner):
-    work = _workdir(tmp_path, photos)
+def _killed_during_training(work: Path, runner: Callable[..., Job], dead: str) -> None:
+    """The next run, after the run `dead` was killed during detection, killed during training: it
+    processed every file once, cleaned up after `dead` and published; no model or report yet."""
     out = work / "out"
-    _complete(runner, work, "run1")
+    job = runner(work, "run2-killed-during-training")
+
+    def checkpointed() -> str | None:
+        """Ray Train reported a checkpoint: training is under way (epoch 1 of 3 done)."""
+        for trial in _subdirs(out / "_ray_train"):
+            for sub in _subdirs(trial):
+                if sub.name.startswith("checkpoint_"):
+                    return str(sub.relative_to(out))
+        return None
+
+    _kill_when(job, checkpointed, "during training")
+    _assert_readable(out)
+    manifest = _assert_consistent(out, work / "in", full_run=False)  # preprocessing was published
+    assert dead not in live_runs(manifest)
+    assert not [p for p in _files_under(out) if dead in p.name and "runs" not in p.parts]
+    (record,) = [json.loads(p.read_text()) for p in (out / "runs").glob("*.preprocess.json")]  # run 2's only
+    assert record["new"] == record["processed"] == len(_input_files(work / "in"))
+    assert not (out / "models" / "cnn" / "model.keras").exists()
+    assert not (out / "reports" / "accuracy.json").exists()
+
+
+def _completed_after_the_kill_during_training(work: Path, runner: Callable[..., Job]) -> None:
+    """A plain rerun trains and evaluates, and does not preprocess again: nothing changed."""
+    out = work / "out"
+    manifest = load_manifest(str(out))
+    _complete(runner, work, "run3")
+    assert _assert_consistent(out, work / "in").equals(manifest), "nothing changed: no preprocessing"
+    record = _latest_run(out)
+    assert record["counts"]["new"] == 0 and record["counts"]["unchanged"] == len(manifest)
+    assert record["training"][0]["status"] == "ok" and not record["training"][0]["up_to_date"]
+    _model_loads(out, len(PEOPLE))
+
+
+def _killed_during_shard_write_keeps_the_previous_run(work: Path, photos: Path, runner: Callable[..., Job]) -> None:
+    """New photos; a run killed while it writes their shards; the published state, model and report
+    stay as they were (or, if the kill came after the commit, the new state holds); the next run
+    completes the work without processing the earlier files again."""
+    out = work / "out"
     manifest1 = _assert_consistent(out, work / "in")
     (run1,) = live_runs(manifest1)
     live1 = {split: _live_rows(out, split) for split in ("train", "val")}
@@ -422,7 +460,7 @@ def test_killed_during_shard_write_keeps_the_previous_run(tmp_path, photos, runn
                 return run_of(str(shard))
         return None
 
-    job = runner(work, "run2-killed")
+    job = runner(work, "run4-killed-during-shard-write")
     killed = _kill_when(job, writing, "during the shard write")
     _assert_readable(out)
     manifest = load_manifest(str(out))
@@ -444,52 +482,35 @@ def test_killed_during_shard_write_keeps_the_previous_run(tmp_path, photos, runn
     assert (out / "reports" / "accuracy.json").read_text() == accuracy1
     _model_loads(out, len(PEOPLE))
 
-    _complete(runner, work, "run3")
-    manifest3 = _assert_consistent(out, work / "in")
+    _complete(runner, work, "run5")
+    manifest5 = _assert_consistent(out, work / "in")
     assert not [p for p in _files_under(out) if p.name.startswith(killed)], "the killed run's files remain"
-    rows3 = {r["path"]: r for r in manifest3.to_pylist()}
-    for r in manifest1.to_pylist():  # run 1's files were not processed again
-        assert (rows3[r["path"]]["sha256"], rows3[r["path"]]["run_id"]) == (r["sha256"], run1), r["path"]
-    new_runs = {rows3[str(p)]["run_id"] for p in added}
+    rows5 = {r["path"]: r for r in manifest5.to_pylist()}
+    for r in manifest1.to_pylist():  # the earlier files were not processed again
+        assert (rows5[r["path"]]["sha256"], rows5[r["path"]]["run_id"]) == (r["sha256"], run1), r["path"]
+    new_runs = {rows5[str(p)]["run_id"] for p in added}
     assert len(new_runs) == 1 and run1 not in new_runs
-    live3 = _live_rows(out, "train")
-    assert [row for row in live3 if row[3] == run1] == live1["train"]
-    assert len(live3) == len(live1["train"]) + 3 * len(added)
+    live5 = _live_rows(out, "train")
+    assert [row for row in live5 if row[3] == run1] == live1["train"]
+    assert len(live5) == len(live1["train"]) + 3 * len(added)
     assert _live_rows(out, "val") == live1["val"]
     record = _latest_run(out)
     if killed in new_runs:  # committed by the killed run: nothing left to preprocess, only to train
-        assert (record["counts"]["new"], record["counts"]["unchanged"]) == (0, len(manifest3))
+        assert (record["counts"]["new"], record["counts"]["unchanged"]) == (0, len(manifest5))
     else:
         assert (record["counts"]["new"], record["counts"]["unchanged"]) == (len(added), len(manifest1))
     assert record["training"][0]["status"] == "ok" and not record["training"][0]["up_to_date"]
 
 
-def test_killed_during_training(tmp_path, photos, runner):
+def test_killed_during_detection_then_training_then_the_shard_write(tmp_path, photos, runner):
+    """One OUT through five `faceproc run`s, three of them SIGKILLed, each kill at a later stage than
+    the one before, so that every run after a kill also cleans up after it (fewer full runs than one
+    OUT per kill; the steps' docstrings say what each checks)."""
     work = _workdir(tmp_path, photos)
-    out = work / "out"
-    job = runner(work, "run1-killed")
-
-    def checkpointed() -> str | None:
-        """Ray Train reported a checkpoint: training is under way (epoch 1 of 3 done)."""
-        for trial in _subdirs(out / "_ray_train"):
-            for sub in _subdirs(trial):
-                if sub.name.startswith("checkpoint_"):
-                    return str(sub.relative_to(out))
-        return None
-
-    _kill_when(job, checkpointed, "during training")
-    _assert_readable(out)
-    manifest1 = _assert_consistent(out, work / "in", full_run=False)  # preprocessing was published
-    assert not (out / "models" / "cnn" / "model.keras").exists()
-    assert not (out / "reports" / "accuracy.json").exists()
-
-    _complete(runner, work, "run2")
-    manifest2 = _assert_consistent(out, work / "in")
-    assert manifest2.equals(manifest1), "nothing changed, so the rerun must not preprocess again"
-    record = _latest_run(out)
-    assert record["counts"]["new"] == 0 and record["counts"]["unchanged"] == len(manifest1)
-    assert record["training"][0]["status"] == "ok" and not record["training"][0]["up_to_date"]
-    _model_loads(out, len(PEOPLE))
+    dead = _killed_during_detection(work, runner)
+    _killed_during_training(work, runner, dead)
+    _completed_after_the_kill_during_training(work, runner)
+    _killed_during_shard_write_keeps_the_previous_run(work, photos, runner)
 
 
 def test_killed_right_after_each_publish_step(tmp_path, photos, runner):

@@ -2,7 +2,8 @@
 
 The server is a separate process on a free port; `AWS_ENDPOINT_URL` points pyarrow at it, in the
 test process and in every faceproc run (each a CLI subprocess with a local Ray of its own, so its
-workers inherit the endpoint, as they would from a cluster's environment).
+workers inherit the endpoint, as they would from a cluster's environment). Every run that succeeds
+must also print faceproc's own lines only (tests/system/console.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from faceproc.core import layout, storage
 from faceproc.core.lock import LockedError, output_lock, read_lease
 from faceproc.core.manifest import load_manifest
 from faceproc.core.shards import iter_live_faces
+from tests.system.console import assert_quiet, assert_quiet_run
 from tests.system.test_crash_safety import KILL_AT_BOOTSTRAP, KILL_AT_ENV
 
 pytestmark = pytest.mark.slow
@@ -134,6 +136,7 @@ def test_run_rerun_and_predict_on_s3(s3_env, photos):
 
     first = _faceproc(s3_env, "run", "--input", input_uri, "--output", out, "--models", "facenet")
     assert first.returncode == 0, first.stdout[-4000:]
+    assert_quiet_run(first.stdout, ["facenet"])
     _assert_accounted(out, input_uri, photos)
     assert read_lease(out) is None
     accuracy = {row["model"]: row for row in storage.read_json(layout.report_file(out, layout.ACCURACY_JSON))}
@@ -143,6 +146,7 @@ def test_run_rerun_and_predict_on_s3(s3_env, photos):
 
     again = _faceproc(s3_env, "preprocess", "--input", input_uri, "--output", out)
     assert again.returncode == 0, again.stdout[-4000:]
+    assert_quiet(again.stdout)
     processed = [line.split()[-1] for line in again.stdout.splitlines() if line.startswith("processed this run")]
     assert processed == ["0"], again.stdout[-4000:]
     assert load_manifest(out).equals(manifest)
@@ -152,6 +156,7 @@ def test_run_rerun_and_predict_on_s3(s3_env, photos):
     photo = sorted((photos / "val" / "madonna").iterdir())[0]
     named = _faceproc(s3_env, "predict", "--output", out, "--json", str(photo))
     assert named.returncode == 0, named.stdout[-4000:]
+    assert_quiet(named.stdout)
     faces = [json.loads(line) for line in named.stdout.splitlines() if line.startswith("{")]
     assert faces and faces[0]["person"] == "madonna", named.stdout[-2000:]
 
@@ -175,6 +180,7 @@ def test_a_run_killed_while_publishing_to_s3_leaves_it_readable_and_the_next_run
 
     finished = _faceproc(s3_env, "preprocess", "--input", input_uri, "--output", out)
     assert finished.returncode == 0, finished.stdout[-4000:]
+    assert_quiet(finished.stdout)
     _assert_accounted(out, input_uri, photos)
     leftovers = [info.path for info in storage.resolve(out)[0].get_file_info(
         pafs.FileSelector(storage.resolve(out)[1], recursive=True)) if "_staging" in info.path or ".tmp-" in info.path]
