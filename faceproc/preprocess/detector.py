@@ -40,6 +40,13 @@ BATCH_JUSTIFICATION = "topleft"
 
 EMPTY_FACE = np.zeros((0, 0, 3), np.uint8)
 
+# mtcnn 1.0 runs its three networks eagerly, Keras layer by layer, so Python dispatch costs as much as
+# the convolutions. Each stage's network as a tf.function with a fixed input signature is traced once
+# (P-Net is fully convolutional: one trace for every pyramid scale) and runs as one graph, with the
+# same boxes and scores: 0.69x the CPU per photo (docs/benchmarks.md, "Preprocessing").
+# The stages keep their network in `_model`; a stage not named here stays eager.
+NETWORK_INPUTS = {"StagePNet": (None, None, None, 3), "StageRNet": (None, 24, 24, 3), "StageONet": (None, 48, 48, 3)}
+
 
 def _no_face_detail(candidates: list[dict[str, Any]], min_confidence: float) -> str:
     head = f"MTCNN found no face with confidence >= {min_confidence:g}"
@@ -91,6 +98,10 @@ class FaceDetector:
 
         self.config = config
         self._mtcnn = MTCNN(stages="face_and_landmarks_detection", device="CPU:0")
+        for stage in self._mtcnn.stages:
+            shape = NETWORK_INPUTS.get(type(stage).__name__)
+            if shape is not None:
+                stage._model = tf.function(stage.model, input_signature=[tf.TensorSpec(shape, tf.float32)])
         # What MTCNN may raise on a bad image; anything else is a bug and propagates.
         self._image_errors: tuple[type[BaseException], ...] = (
             ImageError, ValueError, IndexError, cv2.error, tf.errors.OpError,

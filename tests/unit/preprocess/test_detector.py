@@ -232,6 +232,28 @@ def test_detect_all_returns_every_confident_face(detector):
     assert np.array_equal(out["face"][0], chosen["face"])
 
 
+@needs_data
+def test_mtcnn_networks_run_as_graphs_with_the_eager_results(detector):
+    """Each stage's network is a tf.function (traced once: P-Net takes every pyramid scale), and the
+    candidates are those of mtcnn's own eager networks on the same photos, in one batch."""
+    import tensorflow as tf
+
+    stages = detector._mtcnn.stages
+    assert [isinstance(stage.model, tf.types.experimental.PolymorphicFunction) for stage in stages] == [True] * 3
+    images = [load(p) for p in [*ONE_FACE, TWO_FACES, WEAK_FACE]]
+    graph = detector.detect_candidates(images)
+    assert [stage.model.experimental_get_tracing_count() for stage in stages] == [1, 1, 1]
+
+    eager = FaceDetector(CONFIG)
+    for stage in eager._mtcnn.stages:
+        stage._model = stage.model.python_function
+    expected = eager.detect_candidates(images)
+    assert [len(faces) for faces in graph] == [len(faces) for faces in expected]
+    for got, want in zip(graph, expected):
+        for a, b in zip(got, want):
+            assert np.allclose(a["box"], b["box"], atol=1) and abs(a["confidence"] - b["confidence"]) < 1e-4
+
+
 def test_detect_all_on_a_bad_array_raises(detector):
     with pytest.raises(Exception, match="HxWx3"):
         detector.detect_all(np.zeros((10, 10), np.uint8))
