@@ -52,11 +52,11 @@ def trainer_seconds(backend_config: object, storage: str, name: str) -> float:
 def preparation_seconds(out: str, driver_max_rows: int) -> float:
     """Wall seconds to build and materialize the fitting and holdout datasets of `out`."""
     from faceproc.config import TrainConfig
-    from faceproc.train.data import decoded_faces, load_training_data, with_datasets
+    from faceproc.train.data import decoded_faces, load_training_data
 
     started = time.monotonic()
     defaults = TrainConfig()
-    data = with_datasets(out, load_training_data(out, defaults.holdout_fraction, defaults.seed))
+    data = load_training_data(out, defaults.holdout_fraction, defaults.seed)
     fit, holdout = decoded_faces(out, data, originals_only=True, materialize=True, driver_max_rows=driver_max_rows)
     for dataset in (fit, holdout):
         if dataset is not None:

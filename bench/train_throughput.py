@@ -321,7 +321,7 @@ def worker_faceproc(out: str, name: str, epochs: int | None, workers: int, facen
         config.train.model_epochs = {name: epochs}
 
     phases: list[dict] = []
-    for attr in ("load_training_data", "with_datasets", "embedding_datasets", "fit_with_ray_train", "train_centroids"):
+    for attr in ("load_training_data", "embedding_datasets", "fit_with_ray_train", "train_centroids"):
         _time_calls(ftrain, attr, phases)
     _time_calls(artifact, "_save_keras", phases)
     _time_calls(facenet_weights, "load_facenet_backbone", phases)
@@ -338,9 +338,8 @@ def worker_faceproc(out: str, name: str, epochs: int | None, workers: int, facen
     logs = Path(ray._private.worker.global_worker.node.get_session_dir_path()) / "logs"
     python_workers = len(list(logs.glob("python-core-worker-*.log")))
     data_executions = len(list(logs.glob("ray-data/ray-data-*_*.log")))
-    data = ftrain.with_datasets(out, ftrain.load_training_data(out, config.train.holdout_fraction, config.train.seed))
-    fit_rows = data.fit.count()
-    holdout_rows = data.holdout.count() if data.holdout is not None else 0
+    data = ftrain.load_training_data(out, config.train.holdout_fraction, config.train.seed)
+    fit_rows, holdout_rows = data.fit_rows, data.holdout_photos  # the holdout: one original row per photo
     ray.shutdown()
 
     events = _read_events(events_dir)
@@ -355,14 +354,14 @@ def worker_faceproc(out: str, name: str, epochs: int | None, workers: int, facen
     def mean(key: str, items: list[dict]) -> float | None:
         return round(sum(e[key] for e in items) / len(items), 3) if items else None
 
-    before_train_model = ("load_training_data", "with_datasets")  # run_train's, outside train_seconds
+    before_train_model = ("load_training_data",)  # run_train's, outside train_seconds
     seconds_by_phase: dict[str, float] = {}
     for p in phases:
         if p["phase"] in before_train_model and p["start"] > ended:
             continue  # the count above, not part of the run
         seconds_by_phase[p["phase"]] = round(seconds_by_phase.get(p["phase"], 0.0) + p["end"] - p["start"], 2)
     known = sum(v for k, v in seconds_by_phase.items() if k not in before_train_model)
-    train_start = next(p["end"] for p in phases if p["phase"] == "with_datasets")  # train_model starts
+    train_start = next(p["end"] for p in phases if p["phase"] == "load_training_data")  # train_model starts
     return {
         "model": name, "workers": workers, "facenet_mode": facenet_mode if name == "facenet" else None,
         "placement": {"cpus_per_worker": where.cpus_per_worker, "use_gpu": where.use_gpu},

@@ -13,7 +13,6 @@ touched here: it is the evaluation job's test set.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import functools
 import hashlib
 from collections.abc import Callable, Iterable
@@ -124,12 +123,10 @@ def object_store_dataset(columns: dict[str, np.ndarray]) -> Any:
 class TrainingData:
     """The train split divided by source photo into a fitting part and an early-stopping holdout.
 
-    Everything but `fit` and `holdout` comes from the manifest, so deciding that a model is up to
-    date needs neither Ray nor the shards; `with_datasets` adds the two Ray Datasets when a model trains."""
+    All of it comes from the manifest, so deciding that a model is up to date needs neither Ray nor
+    the shards; `decoded_faces` and `embeddings.embedding_datasets` read the rows when a model trains."""
 
     classes: list[str]
-    fit: object  # ray.data.Dataset of shard rows (None until `with_datasets`; a small split is read in the driver)
-    holdout: object | None  # ray.data.Dataset of original (non-augmented) rows, or None
     fit_photos: int
     holdout_photos: int
     held_paths: frozenset[str]
@@ -158,19 +155,9 @@ def load_training_data(out: str, holdout_fraction: float, seed: int) -> Training
         digest.update(f"{path}\0{sha}\0{settings}\n".encode())
     fit_rows = sum(n for path, n in zip(ok_train.column("path").to_pylist(), ok_train.column("face_rows").to_pylist())
                    if path not in held)
-    return TrainingData(classes, None, None, len(photos) - len(held), len(held), frozenset(held),
+    return TrainingData(classes, len(photos) - len(held), len(held), frozenset(held),
                         digest.hexdigest(), fit_rows, ok_train.select(PHOTO_COLUMNS),
                         sum(ok_train.column("face_rows").to_pylist()))
-
-
-def with_datasets(out: str, data: TrainingData) -> TrainingData:
-    """`data` with its fitting and holdout rows as Ray Datasets over OUT's live train shards."""
-    faces = read_live_faces(out, "train", MODEL_INPUT_COLUMNS)
-    if faces is None:
-        raise NoTrainingData(f"no train face shards under {out}: run `faceproc preprocess --input DIR "
-                             f"--output {out}` first")
-    fit, holdout = split_holdout(faces, data.held_paths)
-    return dataclasses.replace(data, fit=fit, holdout=holdout)
 
 
 def decoded_faces(out: str, data: TrainingData, originals_only: bool, materialize: bool,
@@ -184,10 +171,14 @@ def decoded_faces(out: str, data: TrainingData, originals_only: bool, materializ
             raise NoTrainingData(f"no live train face rows under {out}: run `faceproc preprocess` first")
         return driver_datasets(pa.concat_tables(tables), data.held_paths, originals_only,
                                functools.partial(decode_faces, classes=data.classes))
-    fitting = originals(data.fit) if originals_only else data.fit
+    faces = read_live_faces(out, "train", MODEL_INPUT_COLUMNS)
+    if faces is None:
+        raise NoTrainingData(f"no train face shards under {out}: run `faceproc preprocess --input DIR "
+                             f"--output {out}` first")
+    fit, holdout = split_holdout(faces, data.held_paths)
 
     def decoded(rows: Any) -> Any:
         faces = rows.map_batches(decode_faces, fn_kwargs={"classes": data.classes}, batch_size=32)
         return faces.materialize() if materialize else faces
 
-    return decoded(fitting), None if data.holdout is None else decoded(data.holdout)
+    return decoded(originals(fit) if originals_only else fit), None if holdout is None else decoded(holdout)

@@ -25,7 +25,7 @@ from faceproc.core.schema import Status
 from faceproc.inference.artifact import ModelArtifact, TrainedFiles
 from faceproc.models.errors import UnknownModelError, WeightsError, WeightsUnavailable
 from faceproc.models.registry import BuildContext, ModelSpec, parse_model_names, resolve_spec
-from faceproc.train.data import HOLDOUT_METHOD, TrainingData, decoded_faces, load_training_data, with_datasets
+from faceproc.train.data import HOLDOUT_METHOD, TrainingData, decoded_faces, load_training_data
 from faceproc.train.embeddings import embedding_datasets, train_centroids, weights_digest
 from faceproc.train.loop import SCORE, read_state, read_weights
 from faceproc.train.placement import Placement, placement
@@ -65,7 +65,6 @@ def run_train(config: Config, force: bool = False) -> list[dict[str, Any]]:
         context = BuildContext(train=config.train, models_dir=config.models_dir)
         require_on_every_node({"output": config.output, **({"train.facenet_weights": context.facenet_weights_path}
                                                           if "facenet" in to_train else {})})
-        data = with_datasets(config.output, data)
         concurrent = config.train.concurrent and len(to_train) > 1
         where = placement(config, trainers=len(to_train) if concurrent else 1)
         if concurrent:

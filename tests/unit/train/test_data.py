@@ -3,14 +3,13 @@ with the same rows either way."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 
 import numpy as np
 import pytest
 
 import faceproc.train.data as train_data
-from faceproc.train.data import decoded_faces, load_training_data, with_datasets
+from faceproc.train.data import decoded_faces, load_training_data
 from tests.conftest import write_face_shards
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -34,13 +33,11 @@ def _rows(dataset) -> list[tuple[int, str]]:
 @pytest.mark.parametrize("originals_only", [True, False])
 def test_driver_and_ray_data_give_the_same_rows(tmp_path, monkeypatch, originals_only):
     write_face_shards(tmp_path, PEOPLE, copies=3)
-    data = with_datasets(str(tmp_path), load_training_data(str(tmp_path), holdout_fraction=0.34, seed=0))
+    data = load_training_data(str(tmp_path), holdout_fraction=0.34, seed=0)
     assert data.rows == 3 * 6 * 3 and data.holdout_photos == 6
     monkeypatch.setattr(train_data, "BLOCK_ROWS", 4)
 
-    without_ray_datasets = dataclasses.replace(data, fit=None, holdout=None)  # the driver path must not need them
-    in_driver = decoded_faces(str(tmp_path), without_ray_datasets, originals_only, materialize=True,
-                              driver_max_rows=data.rows)
+    in_driver = decoded_faces(str(tmp_path), data, originals_only, materialize=True, driver_max_rows=data.rows)
     by_ray = decoded_faces(str(tmp_path), data, originals_only, materialize=True, driver_max_rows=data.rows - 1)
 
     fit, holdout = (_rows(dataset) for dataset in in_driver)

@@ -262,7 +262,7 @@ def test_the_model_fingerprint_follows_the_recipe_and_facenet_weights_by_content
     from faceproc.train.data import TrainingData
     from faceproc.train.run import settings_fingerprint
 
-    data = TrainingData(["a", "b"], None, None, 4, 1, frozenset(), "photos-v1", 4, None, 5)
+    data = TrainingData(["a", "b"], 4, 1, frozenset(), "photos-v1", 4, None, 5)
     config = Config(output=str(tmp_path))
     cnn = resolve_spec("cnn", config.train)
     base = settings_fingerprint(config, cnn, data)
