@@ -88,6 +88,38 @@ def test_real_photo_gives_faces_with_box_and_person(config, dataset_dir, tmp_pat
     assert len(text.splitlines()) == len(rows) + 2
 
 
+def test_faces_of_many_images_are_classified_in_chunks_with_the_rows_of_one_image_at_a_time(
+        config, dataset_dir, tmp_path, monkeypatch):
+    """The faces of a chunk of images go to the model in one call: the rows (order, boxes, people,
+    probabilities) are those of one image per call, across a chunk boundary and a failed image."""
+    import faceproc.inference.predict as predict
+
+    photos = [str(p) for p in sorted((dataset_dir / "val").glob("*/*.jpg"))[:4]]
+    junk = tmp_path / "junk.jpg"
+    junk.write_text("not an image\n")
+    images = [photos[0], str(junk), *photos[1:]]
+    one_by_one = [row for image in images for row in predict_images(config, [image], model="cnn")]
+
+    calls: list[int] = []
+    classify = predict.ModelArtifact.load
+
+    def counting_load(self, *args, **kwargs):
+        model = classify(self, *args, **kwargs)
+        original = model.classify
+        model.classify = lambda faces: calls.append(len(faces)) or original(faces)
+        return model
+
+    monkeypatch.setattr(predict, "CLASSIFY_CHUNK", 3)
+    monkeypatch.setattr(predict.ModelArtifact, "load", counting_load)
+    chunked = predict_images(config, images, model="cnn")
+
+    assert len(calls) == 2 and sum(calls) == sum(1 for row in one_by_one if row["box"] is not None)
+    assert [(r["image"], r["box"], r["person"], r.get("reason")) for r in chunked] == \
+        [(r["image"], r["box"], r["person"], r.get("reason")) for r in one_by_one]
+    assert np.allclose([r["probability"] or 0 for r in chunked], [r["probability"] or 0 for r in one_by_one],
+                       atol=1e-4)
+
+
 def test_missing_model_says_train_first(config):
     with pytest.raises(ArtifactError, match="faceproc train"):
         predict_images(config, [], model="facenet")
