@@ -43,7 +43,7 @@ EMPTY_FACE = np.zeros((0, 0, 3), np.uint8)
 # mtcnn 1.0 runs its three networks eagerly, Keras layer by layer, so Python dispatch costs as much as
 # the convolutions. Each stage's network as a tf.function with a fixed input signature is traced once
 # (P-Net is fully convolutional: one trace for every pyramid scale) and runs as one graph, with the
-# same boxes and scores: 0.69x the CPU per photo (docs/benchmarks.md, "Preprocessing").
+# same boxes and scores, for two thirds of the CPU per photo (docs/benchmarks.md, "Preprocessing").
 # The stages keep their network in `_model`; a stage not named here stays eager.
 NETWORK_INPUTS = {"StagePNet": (None, None, None, 3), "StageRNet": (None, 24, 24, 3), "StageONet": (None, 48, 48, 3)}
 

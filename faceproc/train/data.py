@@ -171,11 +171,11 @@ def decoded_faces(out: str, data: TrainingData, originals_only: bool, materializ
             raise NoTrainingData(f"no live train face rows under {out}: run `faceproc preprocess` first")
         return driver_datasets(pa.concat_tables(tables), data.held_paths, originals_only,
                                functools.partial(decode_faces, classes=data.classes))
-    faces = read_live_faces(out, "train", MODEL_INPUT_COLUMNS)
-    if faces is None:
+    live = read_live_faces(out, "train", MODEL_INPUT_COLUMNS)
+    if live is None:
         raise NoTrainingData(f"no train face shards under {out}: run `faceproc preprocess --input DIR "
                              f"--output {out}` first")
-    fit, holdout = split_holdout(faces, data.held_paths)
+    fit, holdout = split_holdout(live, data.held_paths)
 
     def decoded(rows: Any) -> Any:
         faces = rows.map_batches(decode_faces, fn_kwargs={"classes": data.classes}, batch_size=32)
