@@ -161,22 +161,25 @@ def test_run_rerun_and_predict_on_s3(s3_env, photos):
     assert faces and faces[0]["person"] == "madonna", named.stdout[-2000:]
 
 
-@pytest.mark.parametrize("kill_at", ["move:1", "write:rejects.parquet"])
-def test_a_run_killed_while_publishing_to_s3_leaves_it_readable_and_the_next_run_completes(
-        s3_env, photos, kill_at):
-    input_uri = f"s3://{BUCKET}/crash-{kill_at.replace(':', '-').replace('.', '-')}/in"
-    out = input_uri.rsplit("/", 1)[0] + "/out"
+def test_runs_killed_while_publishing_to_s3_leave_it_readable_and_the_next_run_completes(s3_env, photos):
+    """Two runs in a row SIGKILLed while they publish (right after the first shard is in place, then
+    right after rejects.parquet): the manifest, which is the commit, still names nothing; a dead run's
+    lease keeps a second run out until it expires; then a run completes and leaves no staging."""
+    input_uri, out = f"s3://{BUCKET}/crash/in", f"s3://{BUCKET}/crash/out"
     _upload(photos, input_uri)
-    killed = _faceproc(s3_env, "preprocess", "--input", input_uri, "--output", out, kill_at=kill_at)
-    assert killed.returncode == -signal.SIGKILL, f"never reached {kill_at}:\n{killed.stdout[-4000:]}"
-    assert load_manifest(out).num_rows == 0  # the manifest is the commit: nothing is live yet
-    assert _live_paths(out, "train") == []
+    for kill_at in ("move:1", "write:rejects.parquet"):
+        killed = _faceproc(s3_env, "preprocess", "--input", input_uri, "--output", out, kill_at=kill_at)
+        assert killed.returncode == -signal.SIGKILL, f"never reached {kill_at}:\n{killed.stdout[-4000:]}"
+        assert load_manifest(out).num_rows == 0, kill_at  # the manifest is the commit: nothing is live yet
+        assert _live_paths(out, "train") == [], kill_at
 
-    lease = read_lease(out)  # the dead run's lease outlives it until it expires
-    assert lease is not None and lease["expires"] > time.time()
-    blocked = _faceproc(s3_env, "preprocess", "--input", input_uri, "--output", out)
-    assert blocked.returncode != 0 and "another faceproc run is using" in blocked.stdout, blocked.stdout[-3000:]
-    storage.write_json_atomic(layout.lease(out), {**lease, "expires": time.time() - 1})  # as if TTL passed
+        lease = read_lease(out)  # the dead run's lease outlives it until it expires
+        assert lease is not None and lease["expires"] > time.time(), kill_at
+        if kill_at == "move:1":
+            blocked = _faceproc(s3_env, "preprocess", "--input", input_uri, "--output", out)
+            assert blocked.returncode != 0 and "another faceproc run is using" in blocked.stdout, \
+                blocked.stdout[-3000:]
+        storage.write_json_atomic(layout.lease(out), {**lease, "expires": time.time() - 1})  # as if TTL passed
 
     finished = _faceproc(s3_env, "preprocess", "--input", input_uri, "--output", out)
     assert finished.returncode == 0, finished.stdout[-4000:]
