@@ -1,10 +1,11 @@
 """`faceproc predict`: name and probability for every face in a few images, in-process (no Ray).
 
-Each image is read (local path or URI), decoded like preprocessing does (`decode_reduced`, then `to_full_resolution` for the crop), every
-confident face is found with MTCNN (`FaceDetector.detect_all`, the same crop and margin the shards
-hold) and each crop is classified by the trained model's artifact (`inference.artifact`), with the
-open-set check (`inference.openset`) when the model has centroids: a face far from every known
-person is ``"unknown"``. The faces of up to `CLASSIFY_CHUNK` images go to the model in one call.
+Each image is read (local path or URI), decoded like preprocessing does (`decode_reduced`, then
+`to_full_resolution` for the crop), every confident face is found with MTCNN
+(`FaceDetector.detect_all`, the same crop and margin the shards hold) and each crop is classified by
+the trained model's artifact (`inference.artifact`), with the open-set check (`inference.openset`)
+when the model has centroids: a face far from every known person is ``"unknown"``. The faces of up
+to `CLASSIFY_CHUNK` images go to the model in one call.
 """
 
 from __future__ import annotations

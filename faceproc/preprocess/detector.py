@@ -1,8 +1,9 @@
 """Face detection with MTCNN: find, choose, crop.
 
 `FaceDetector` is built once per actor by the Ray Data callable classes that use it (preprocessing's
-`FacePipeline`, identify's `IdentifyPipeline`) and by `predict`; it runs MTCNN on a whole batch of photos in one call, which is where the
-speed is (per-call overhead dominates on small photos). Photos are downscaled to
+`FacePipeline`, identify's `IdentifyPipeline`) and by `predict`; it runs MTCNN on a batch of photos
+in one call, with MTCNN's three networks as tf.function graphs (run eagerly, Python's per-op
+dispatch cost more than the convolutions on small photos). Photos are downscaled to
 `detect_max_side` first, because mtcnn 1.0 zero-pads every image of a batch to the largest one;
 boxes are mapped back to the original pixels.
 
