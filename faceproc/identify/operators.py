@@ -64,10 +64,10 @@ class IdentifyPipeline:
             else:
                 photos.append((i, faces))
         stage_rejects(self.rejects_dir, rejects)
-        crops = [face["face"] for _, faces in photos for face in faces]
-        verdicts = iter(self.classifier.classify(crops))
-        rows = [self._row(decoded, i, index, face, len(faces), next(verdicts))
-                for i, faces in photos for index, face in enumerate(faces)]
+        verdicts = self.classifier.classify_groups([[face["face"] for face in faces] for _, faces in photos])
+        rows = [self._row(decoded, i, index, face, len(faces), verdict)
+                for (i, faces), photo_verdicts in zip(photos, verdicts)
+                for index, (face, verdict) in enumerate(zip(faces, photo_verdicts))]
         return pa.Table.from_pylist(rows, schema=IDENTITY_SCHEMA)
 
     def _row(self, decoded: dict[str, np.ndarray], i: int, index: int, face: dict[str, Any], count: int,

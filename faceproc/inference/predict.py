@@ -57,13 +57,13 @@ def predict_images(config: Config, image_paths: list[str], model: str = "facenet
     rows: list[dict[str, Any]] = []
     for start in range(0, len(image_paths), CLASSIFY_CHUNK):
         found = [(path, _faces_in(path, detector, prep)) for path in image_paths[start:start + CLASSIFY_CHUNK]]
-        crops = [face["face"] for _, faces in found if isinstance(faces, list) for face in faces]
-        verdicts = iter(classifier.classify(crops))
-        for path, faces in found:
+        crops = [[face["face"] for face in faces] if isinstance(faces, list) else [] for _, faces in found]
+        for (path, faces), verdicts in zip(found, classifier.classify_groups(crops)):
             if isinstance(faces, dict):
                 rows.append(faces)
                 continue
-            rows.extend({"image": path, "box": [int(v) for v in face["box"]], **next(verdicts)} for face in faces)
+            rows.extend({"image": path, "box": [int(v) for v in face["box"]], **verdict}
+                        for face, verdict in zip(faces, verdicts))
     return rows
 
 
