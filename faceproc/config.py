@@ -80,7 +80,7 @@ class TrainConfig:
     worker_cache_mb: int = 2048  # a worker keeps its materialized share in memory up to this size
     driver_decode_max_rows: int = 2000  # a train split of at most this many face rows is read and decoded
     # in the driver and put in Ray's object store whole, whatever `materialize` says: a Ray Data pass
-    # costs 2-4 s of start-up there
+    # costs 2-4 s of start-up there; as many new faces are embedded by the driver's FaceNet (no actor)
     warm_start_max_change: float = 0.2  # fine-tune the current model when at most this share of the train
     # photos changed since its last from-scratch training (same people, same settings); 0: always scratch
     warm_start_epochs: int = 10  # epochs of such a fine-tuning (early stopping on the holdout as usual)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from faceproc.core import layout, storage
 from faceproc.core.images import decode_png
@@ -22,6 +23,7 @@ from faceproc.train.data import NoTrainingData, TrainingData, driver_datasets, s
 
 EMBEDDING_COLUMNS = ["source_path", "source_sha256", "augment_index", "label"]
 SHARD_COLUMN = "path"  # the shard file a row came from (read_parquet's include_paths)
+EMBED_BATCH = 32  # faces per FaceNet call
 
 
 class FaceNetEmbedder:
@@ -57,14 +59,14 @@ def embeddings_dir(out: str, weights_path: str, split: str) -> str:
     return layout.embeddings_dir(out, weights_digest(weights_path)[:16], split)
 
 
-def ensure_embeddings(out: str, weights_path: str, split: str, num_gpus: float = 0.0) -> list[str]:
+def ensure_embeddings(out: str, weights_path: str, split: str, num_gpus: float = 0.0,
+                      embedder: FaceNetEmbedder | None = None, driver_max_rows: int = 0) -> list[str]:
     """Embed every live shard file of `split` that has no cached embeddings; return all cache files.
 
     The missing shards go through one Ray Data pipeline (one actor loading FaceNet once), not one
-    per shard: each pipeline's actor spends ~12 s importing TensorFlow and loading the weights."""
-    import ray
-    import ray.data
-
+    per shard: each pipeline's actor spends ~12 s importing TensorFlow and loading the weights. When
+    the caller has loaded FaceNet already (`embedder`), no GPU is asked for and the missing shards
+    hold at most `driver_max_rows` faces (a rerun's few new photos), they are embedded here instead."""
     cache = embeddings_dir(out, weights_path, split)
     cached = set(storage.list_files(cache, ".parquet"))
     files, missing = [], {}
@@ -75,15 +77,9 @@ def ensure_embeddings(out: str, weights_path: str, split: str, num_gpus: float =
             missing[storage.resolve(shard)[1]] = target
     if missing:
         fs, _ = storage.resolve(out)
-        refs = (
-            ray.data.read_parquet(list(missing), filesystem=fs, columns=["image", *EMBEDDING_COLUMNS],
-                                  include_paths=True)
-            .map_batches(FaceNetEmbedder, fn_constructor_args=(weights_path,), batch_size=32,
-                         compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1, num_gpus=num_gpus)
-            .to_arrow_refs()
-        )
-        tables = [table for table in ray.get(refs) if table.num_rows]
-        embedded = pa.concat_tables(tables) if tables else None
+        here = (embedder is not None and not num_gpus
+                and sum(pq.read_metadata(path, filesystem=fs).num_rows for path in missing) <= driver_max_rows)
+        embedded = _embed_here(embedder, fs, list(missing)) if here else _embed_with_ray(weights_path, fs, list(missing), num_gpus)
         for path, target in missing.items():
             rows = embedded.filter(pc.equal(embedded.column(SHARD_COLUMN), path)) if embedded else None
             if rows is None or rows.num_rows == 0:  # a shard without rows has nothing to cache
@@ -91,6 +87,35 @@ def ensure_embeddings(out: str, weights_path: str, split: str, num_gpus: float =
                 continue
             storage.write_table_atomic(target, rows.drop_columns([SHARD_COLUMN]))
     return files
+
+
+def _embed_with_ray(weights_path: str, fs: Any, shards: list[str], num_gpus: float) -> pa.Table | None:
+    """The embedding rows (with SHARD_COLUMN) of `shards`, from a Ray Data actor that loads FaceNet."""
+    import ray
+    import ray.data
+
+    refs = (
+        ray.data.read_parquet(shards, filesystem=fs, columns=["image", *EMBEDDING_COLUMNS], include_paths=True)
+        .map_batches(FaceNetEmbedder, fn_constructor_args=(weights_path,), batch_size=EMBED_BATCH,
+                     compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1, num_gpus=num_gpus)
+        .to_arrow_refs()
+    )
+    tables = [table for table in ray.get(refs) if table.num_rows]
+    return pa.concat_tables(tables) if tables else None
+
+
+def _embed_here(embedder: FaceNetEmbedder, fs: Any, shards: list[str]) -> pa.Table | None:
+    """The same rows as `_embed_with_ray`, computed in this process by `embedder`."""
+    from ray.data.extensions import ArrowTensorArray
+
+    tables = []
+    for shard in shards:
+        for batch in pq.read_table(shard, filesystem=fs, columns=["image", *EMBEDDING_COLUMNS]).to_batches(EMBED_BATCH):
+            columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
+            rows = embedder({**columns, SHARD_COLUMN: np.full(batch.num_rows, shard, dtype=object)})
+            tables.append(pa.table({name: ArrowTensorArray.from_numpy(values) if name == "embedding" else values
+                                    for name, values in rows.items()}))
+    return pa.concat_tables(tables) if tables else None
 
 
 def read_live_embeddings(out: str, files: list[str]) -> Any:
@@ -112,12 +137,14 @@ def live_embedding_table(out: str, files: list[str]) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-def embedding_datasets(out: str, weights_path: str, data: TrainingData, num_gpus: float,
-                       driver_max_rows: int) -> tuple[Any, Any]:
+def embedding_datasets(out: str, embedder: FaceNetEmbedder, weights_path: str, data: TrainingData,
+                       num_gpus: float, driver_max_rows: int) -> tuple[Any, Any]:
     """(fit, holdout) datasets of {"embedding", "label" id} for the train faces, split like the images;
     materialized once so the head's many cheap epochs do not re-read Parquet. A split of at most
-    `driver_max_rows` rows is read in the driver, like `data.decoded_faces` does."""
-    files = ensure_embeddings(out, weights_path, "train", num_gpus=num_gpus)
+    `driver_max_rows` rows is read in the driver, like `data.decoded_faces` does, and as many new
+    faces are embedded there by `embedder` (the driver's FaceNet)."""
+    files = ensure_embeddings(out, weights_path, "train", num_gpus=num_gpus, embedder=embedder,
+                              driver_max_rows=driver_max_rows)
     index = {name: i for i, name in enumerate(data.classes)}
 
     def to_arrays(batch: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -26,7 +26,7 @@ from faceproc.inference.artifact import ModelArtifact, TrainedFiles
 from faceproc.models.errors import UnknownModelError, WeightsError, WeightsUnavailable
 from faceproc.models.registry import BuildContext, ModelSpec, parse_model_names, resolve_spec
 from faceproc.train.data import HOLDOUT_METHOD, TrainingData, decoded_faces, load_training_data
-from faceproc.train.embeddings import embedding_datasets, train_centroids, weights_digest
+from faceproc.train.embeddings import FaceNetEmbedder, embedding_datasets, train_centroids, weights_digest
 from faceproc.train.loop import SCORE, read_state, read_weights
 from faceproc.train.placement import Placement, placement
 from faceproc.train.trainer import fit_with_ray_train
@@ -216,10 +216,9 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement,
     frozen_facenet = spec.name == "facenet" and context.facenet_mode == "frozen"
     if frozen_facenet:
         from faceproc.models.facenet import attach_head, build_embedding_head
-        from faceproc.models.facenet_weights import load_facenet_backbone
 
-        backbone = load_facenet_backbone(context.facenet_weights_path)  # fails fast on a bad file
-        fit, holdout = embedding_datasets(config.output, context.facenet_weights_path, data,
+        embedder = FaceNetEmbedder(context.facenet_weights_path)  # fails fast on a bad file
+        fit, holdout = embedding_datasets(config.output, embedder, context.facenet_weights_path, data,
                                           num_gpus=1.0 if where.use_gpu else 0.0,
                                           driver_max_rows=config.train.driver_decode_max_rows)
         build: Callable[[int], Any] = build_embedding_head
@@ -244,7 +243,7 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement,
         if frozen_facenet:
             head = build_embedding_head(num_classes)
             read_weights(head, directory)
-            model = attach_head(backbone, head)
+            model = attach_head(embedder.backbone, head)
         else:
             model = spec.make(num_classes, context)
             read_weights(model, directory)
