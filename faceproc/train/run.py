@@ -211,7 +211,8 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement,
     to save and the facts for result.json."""
     context = BuildContext(train=config.train, models_dir=config.models_dir)
     recipe = spec if warm_from is None else warm_spec(spec, config.train)
-    initial = None if warm_from is None else warm_from.load(open_set=False).model.get_weights()
+    current = None if warm_from is None else warm_from.load(open_set=False).model  # built like `spec` makes it
+    initial = None if current is None else current.get_weights()
     num_classes = len(data.classes)
     frozen_facenet = spec.name == "facenet" and context.facenet_mode == "frozen"
     if frozen_facenet:
@@ -225,7 +226,8 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement,
         feature = "embedding"
         fit_count = data.fit_rows  # an embedding per face row
     else:
-        spec.make(num_classes, context)  # resolve weights in the driver: skip or fail fast
+        if spec.local_weights is not None:
+            spec.make(num_classes, context)  # resolve pretrained weights in the driver: skip or fail fast
         build = functools.partial(spec.make, context=context)
         online = spec.online_augment and config.train.online_augment
         # with online augmentation, new variants each epoch stand for the stored copies
@@ -245,7 +247,7 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement,
             read_weights(head, directory)
             model = attach_head(embedder.backbone, head)
         else:
-            model = spec.make(num_classes, context)
+            model = current if current is not None else spec.make(num_classes, context)
             read_weights(model, directory)
     centroids = (train_centroids(config.output, context.facenet_weights_path, config.evaluate.unknown_far,
                                  config.evaluate.unknown_quantile)

@@ -16,6 +16,7 @@ import pytest
 
 from faceproc.cli import main
 from faceproc.config import Config, TrainConfig
+from faceproc.inference.artifact import ModelArtifact
 from faceproc.train.placement import plan_placement
 from faceproc.train.run import run_train
 from tests.conftest import write_face_shards
@@ -70,9 +71,13 @@ def test_a_small_change_fine_tunes_the_current_model_and_a_new_person_starts_ove
     (first,) = run_train(_config(out, **settings))
     assert (first["status"], first["start"]) == ("ok", "scratch"), first["reason"]
     scratch_losses = json.loads(history.read_text())["loss"]
+    scratch_weights = ModelArtifact(str(out), "cnn").load(open_set=False).model.get_weights()
 
     write_face_shards(out, {"red": [(190, 50, 50)]}, run_id="20260102T000000Z-test01", copies=1, first=4)
     (warm,) = run_train(_config(out, **settings))
+    warm_weights = ModelArtifact(str(out), "cnn").load(open_set=False).model.get_weights()
+    assert [w.shape for w in warm_weights] == [w.shape for w in scratch_weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(warm_weights, scratch_weights))  # the fine-tuned weights were saved
     assert (warm["status"], warm["start"], warm["epochs_run"]) == ("ok", "warm", 2), warm
     assert "1 of 9 train photos" in warm["start_reason"]
     assert warm["model_version"] != first["model_version"]  # new weights: identify re-identifies
@@ -135,7 +140,6 @@ def test_corrupt_facenet_weights_fail_that_model_with_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_a_failed_retrain_leaves_the_model_in_use_and_described_by_its_own_files(tmp_path):
-    from faceproc.inference.artifact import ModelArtifact
     from tests.conftest import FACENET_WEIGHTS
 
     out = tmp_path / "out"
