@@ -92,6 +92,8 @@ class EvaluateConfig:
     """Batch inference and report settings."""
 
     batch_size: int = 32
+    driver_max_faces: int = 2000  # up to this many validation faces are predicted in the driver (no GPU asked
+    # for): an actor would import TensorFlow again, which the driver of a `run` has loaded for training
     unknown_far: float = 0.01  # facenet: share of strangers the unknown threshold may accept (leave-one-person-out)
     unknown_quantile: float = 0.99  # facenet with one person only: own-centroid distance quantile as threshold
 

@@ -2,11 +2,13 @@
 then the predictions, the accuracy table and the report are written under `OUT/reports/`.
 
 For each `OUT/models/<name>/` whose `result.json` says `ok`, the live validation faces
-(`core.shards.read_live_faces(out, "val")`, original crops only) stream through one `Predictor`
-actor (1 CPU, or 1 GPU when the cluster has GPUs) that loads every model once, so the faces are
-read and decoded once and TensorFlow is imported once. Only the small prediction rows come back to
-the driver, never the images. When that pass fails, each model gets a pass of its own, so a model
-whose loading or inference fails is reported `failed` with a one-line reason and the others go on.
+(original crops only) go through one `MultiPredictor` that loads every model once, so the faces
+are read and decoded once and TensorFlow is imported once: in the driver for up to
+`evaluate.driver_max_faces` faces when no GPU is asked for (after training the driver has TensorFlow
+loaded, and an actor would spend seconds importing it again), else in one Ray Data actor (1 CPU, or
+1 GPU when the cluster has GPUs) from which only the small prediction rows come back, never the
+images. When that pass fails, each model gets a pass of its own, so a model whose loading or
+inference fails is reported `failed` with a one-line reason and the others go on.
 
 Outputs, each written atomically:
 - `reports/predictions.parquet` (PREDICTION_SCHEMA): one row per (model, validation face).
@@ -23,6 +25,7 @@ import time
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from faceproc.config import Config
 from faceproc.core import layout, storage
@@ -30,7 +33,7 @@ from faceproc.core.errors import one_line_reason
 from faceproc.core.manifest import load_manifest, rejected_count
 from faceproc.core.model_names import model_order
 from faceproc.core.schema import MODEL_INPUT_COLUMNS, Status
-from faceproc.core.shards import live_shard_files, originals, read_live_faces
+from faceproc.core.shards import iter_live_faces, live_shard_files, originals, read_live_faces
 from faceproc.evaluate.metrics import accuracy_rows
 from faceproc.evaluate.predictor import PREDICTION_SCHEMA, MultiPredictor
 from faceproc.evaluate.tables import write_accuracy
@@ -44,7 +47,33 @@ class EvaluateError(RuntimeError):
 
 
 def _predict(out: str, names: list[str], config: Config, use_gpu: bool) -> pa.Table:
-    """The named models over the live validation faces, in one actor; PREDICTION_SCHEMA rows."""
+    """The named models over the live validation faces: PREDICTION_SCHEMA rows. Up to
+    `evaluate.driver_max_faces` faces without a GPU are predicted in this process, which after
+    training has TensorFlow loaded already; more go through one Ray Data actor."""
+    if not use_gpu and _live_val_faces(out) <= config.evaluate.driver_max_faces:
+        return _predict_here(out, names, config)
+    return _predict_with_ray(out, names, config, use_gpu)
+
+
+def _live_val_faces(out: str) -> int:
+    manifest = load_manifest(out)
+    live_val = pc.and_(pc.equal(manifest["split"], "val"), pc.equal(manifest["status"], "ok"))
+    return pc.sum(manifest.filter(live_val)["face_rows"]).as_py() or 0
+
+
+def _predict_here(out: str, names: list[str], config: Config) -> pa.Table:
+    """The named models over the live validation faces in this process, `evaluate.batch_size` at a time."""
+    predictor = MultiPredictor(out, names)
+    tables = []
+    for faces in iter_live_faces(out, "val", MODEL_INPUT_COLUMNS, batch_size=max(1, config.evaluate.batch_size)):
+        faces = faces.filter(pc.equal(faces["augment_index"], 0))  # the original crops
+        if faces.num_rows:
+            tables.append(predictor({name: faces[name].to_numpy(zero_copy_only=False) for name in faces.column_names}))
+    return _predictions(tables)
+
+
+def _predict_with_ray(out: str, names: list[str], config: Config, use_gpu: bool) -> pa.Table:
+    """The named models over the live validation faces, in one Ray Data actor."""
     import ray.data
 
     faces = read_live_faces(out, "val", MODEL_INPUT_COLUMNS)
@@ -58,9 +87,12 @@ def _predict(out: str, names: list[str], config: Config, use_gpu: bool) -> pa.Ta
         num_cpus=1,
         num_gpus=1 if use_gpu else 0,
     )
-    tables = [t for t in predictions.iter_batches(batch_format="pyarrow", batch_size=None) if t.num_rows]
-    return pa.concat_tables([t.select(PREDICTION_SCHEMA.names).cast(PREDICTION_SCHEMA) for t in tables]) \
-        if tables else PREDICTION_SCHEMA.empty_table()
+    return _predictions(list(predictions.iter_batches(batch_format="pyarrow", batch_size=None)))
+
+
+def _predictions(tables: list[pa.Table]) -> pa.Table:
+    tables = [t.select(PREDICTION_SCHEMA.names).cast(PREDICTION_SCHEMA) for t in tables if t.num_rows]
+    return pa.concat_tables(tables) if tables else PREDICTION_SCHEMA.empty_table()
 
 
 def _predict_each(out: str, names: list[str], config: Config, use_gpu: bool) -> tuple[list[pa.Table], dict[str, str]]:

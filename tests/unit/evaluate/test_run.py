@@ -82,8 +82,15 @@ def write_out_tree(out: Path) -> None:
     storage.write_table_atomic(str(out / "manifest.parquet"), pa.Table.from_pylist(manifest, schema=MANIFEST_SCHEMA))
 
 
-@pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, ray_session):
+def predictor_actors() -> int:
+    from ray.util.state import list_actors
+
+    return sum("MultiPredictor" in actor.class_name for actor in list_actors(limit=10_000))
+
+
+@pytest.fixture(scope="module", params=["driver", "actor"])
+def evaluated(request, tmp_path_factory, ray_session):
+    """The same evaluation with the faces predicted in the driver and in a Ray Data actor."""
     out = tmp_path_factory.mktemp("evaluate") / "out"
     write_out_tree(out)
     train_tiny_cnn(out / "models" / "cnn", PEOPLE)
@@ -99,18 +106,22 @@ def evaluated(tmp_path_factory, ray_session):
     (broken / "classes.json").write_text(json.dumps(PEOPLE))
     (broken / "result.json").write_text(json.dumps({"model": "resnet50", "status": "ok", "train_seconds": 2.0}))
 
-    # a model that loads but does not match its classes.json: fails inside the Ray actor
+    # a model that loads but does not match its classes.json: fails while predicting
     train_tiny_cnn(out / "models" / "mismatch", PEOPLE)
     (out / "models" / "mismatch" / "classes.json").write_text(json.dumps(PEOPLE[:3]))
 
     config = Config(output=str(out))
-    config.evaluate.batch_size = 2  # several batches through the actor
+    config.evaluate.batch_size = 2  # several batches
+    config.evaluate.driver_max_faces = len(VAL_PHOTOS) if request.param == "driver" else len(VAL_PHOTOS) - 1
+    actors = predictor_actors()
     rows = run_evaluate(config)
-    return out, config, rows
+    return out, config, rows, predictor_actors() - actors
 
 
 def test_predictions_one_row_per_val_face(evaluated):
-    out, _, _ = evaluated
+    out, config, _, actors = evaluated
+    # one actor for all models, then one per model after the broken ones failed the pass; none in the driver
+    assert (actors > 0) == (config.evaluate.driver_max_faces < len(VAL_PHOTOS))
     table = pq.read_table(out / "reports" / "predictions.parquet")
     assert table.schema.equals(PREDICTION_SCHEMA, check_metadata=False)
     rows = table.to_pylist()
@@ -128,7 +139,7 @@ def test_predictions_one_row_per_val_face(evaluated):
 
 
 def test_accuracy_table(evaluated):
-    out, _, returned = evaluated
+    out, _, returned, _ = evaluated
     acc = json.loads((out / "reports" / "accuracy.json").read_text())
     assert acc == returned
     assert [r["model"] for r in acc] == ["cnn", "resnet50", "resnet50_imagenet", "mismatch"]
@@ -163,7 +174,7 @@ def test_accuracy_table(evaluated):
 
 
 def test_report_and_config_written(evaluated):
-    out, config, _ = evaluated
+    out, config, _, _ = evaluated
     html = (out / "reports" / "report.html").read_text()
     assert "<html" in html and "cnn" in html and "skipped" in html.lower()
     assert json.loads((out / "reports" / "config.json").read_text()) == json.loads(json.dumps(config.to_dict()))
