@@ -49,6 +49,20 @@ EMPTY_FACE = np.zeros((0, 0, 3), np.uint8)
 NETWORK_INPUTS = {"StagePNet": (None, None, None, 3), "StageRNet": (None, 24, 24, 3), "StageONet": (None, 48, 48, 3)}
 
 
+class TensorBatchStage:
+    """An mtcnn stage handed the batch as one tf.Tensor. mtcnn 1.0 passes each stage the padded batch
+    as a numpy array, which TensorFlow copies into a new tensor for every pyramid scale and every crop:
+    a ninth of detection's CPU (docs/benchmarks.md, "Preprocessing"). Same values, same faces."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, images_normalized: Any, **kwargs: Any) -> Any:
+        import tensorflow as tf
+
+        return self.inner(images_normalized=tf.convert_to_tensor(images_normalized), **kwargs)
+
+
 def _no_face_detail(candidates: list[dict[str, Any]], min_confidence: float) -> str:
     head = f"MTCNN found no face with confidence >= {min_confidence:g}"
     if not candidates:
@@ -103,6 +117,7 @@ class FaceDetector:
             shape = NETWORK_INPUTS.get(type(stage).__name__)
             if shape is not None:
                 stage._model = tf.function(stage.model, input_signature=[tf.TensorSpec(shape, tf.float32)])
+        self._mtcnn.stages[:] = [TensorBatchStage(stage) for stage in self._mtcnn.stages]  # the list MTCNN runs
         # What MTCNN may raise on a bad image; anything else is a bug and propagates.
         self._image_errors: tuple[type[BaseException], ...] = (
             ImageError, ValueError, IndexError, cv2.error, tf.errors.OpError,

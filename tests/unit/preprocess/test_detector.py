@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from faceproc.config import PreprocessConfig
-from faceproc.preprocess.detector import FaceDetector
+from faceproc.preprocess.detector import FaceDetector, TensorBatchStage
 from faceproc.preprocess.geometry import alignment_template, crop_face, expand_and_clamp, select_face
 from tests.conftest import DATASET
 
@@ -233,21 +233,25 @@ def test_detect_all_returns_every_confident_face(detector):
 
 
 @needs_data
-def test_mtcnn_networks_run_as_graphs_with_the_eager_results(detector):
-    """Each stage's network is a tf.function (traced once: P-Net takes every pyramid scale), and the
-    candidates are those of mtcnn's own eager networks on the same photos, in one batch."""
+def test_mtcnn_runs_graphs_on_tensors_with_the_results_of_mtcnn_as_shipped(detector):
+    """Each stage gets the batch as one tensor and its network is a tf.function (traced once: P-Net
+    takes every pyramid scale); the candidates are those of mtcnn's own numpy hand-over and eager
+    networks on the same photos, in one batch."""
     import tensorflow as tf
 
     stages = detector._mtcnn.stages
-    assert [isinstance(stage.model, tf.types.experimental.PolymorphicFunction) for stage in stages] == [True] * 3
+    assert [type(stage) for stage in stages] == [TensorBatchStage] * 3
+    networks = [stage.inner.model for stage in stages]
+    assert [isinstance(network, tf.types.experimental.PolymorphicFunction) for network in networks] == [True] * 3
     images = [load(p) for p in [*ONE_FACE, TWO_FACES, WEAK_FACE]]
     graph = detector.detect_candidates(images)
-    assert [stage.model.experimental_get_tracing_count() for stage in stages] == [1, 1, 1]
+    assert [network.experimental_get_tracing_count() for network in networks] == [1, 1, 1]
 
-    eager = FaceDetector(CONFIG)
-    for stage in eager._mtcnn.stages:
+    shipped = FaceDetector(CONFIG)
+    shipped._mtcnn.stages[:] = [stage.inner for stage in shipped._mtcnn.stages]
+    for stage in shipped._mtcnn.stages:
         stage._model = stage.model.python_function
-    expected = eager.detect_candidates(images)
+    expected = shipped.detect_candidates(images)
     assert [len(faces) for faces in graph] == [len(faces) for faces in expected]
     for got, want in zip(graph, expected):
         for a, b in zip(got, want):
