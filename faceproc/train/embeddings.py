@@ -79,7 +79,8 @@ def ensure_embeddings(out: str, weights_path: str, split: str, num_gpus: float =
         fs, _ = storage.resolve(out)
         here = (embedder is not None and not num_gpus
                 and sum(pq.read_metadata(path, filesystem=fs).num_rows for path in missing) <= driver_max_rows)
-        embedded = _embed_here(embedder, fs, list(missing)) if here else _embed_with_ray(weights_path, fs, list(missing), num_gpus)
+        embedded = (_embed_here(embedder, fs, list(missing)) if here
+                    else _embed_with_ray(weights_path, fs, list(missing), num_gpus))
         for path, target in missing.items():
             rows = embedded.filter(pc.equal(embedded.column(SHARD_COLUMN), path)) if embedded else None
             if rows is None or rows.num_rows == 0:  # a shard without rows has nothing to cache

@@ -77,7 +77,7 @@ def test_a_small_change_fine_tunes_the_current_model_and_a_new_person_starts_ove
     (warm,) = run_train(_config(out, **settings))
     warm_weights = ModelArtifact(str(out), "cnn").load(open_set=False).model.get_weights()
     assert [w.shape for w in warm_weights] == [w.shape for w in scratch_weights]
-    assert any(not np.array_equal(a, b) for a, b in zip(warm_weights, scratch_weights))  # the fine-tuned weights were saved
+    assert any(not np.array_equal(a, b) for a, b in zip(warm_weights, scratch_weights))  # the fine-tuned ones
     assert (warm["status"], warm["start"], warm["epochs_run"]) == ("ok", "warm", 2), warm
     assert "1 of 9 train photos" in warm["start_reason"]
     assert warm["model_version"] != first["model_version"]  # new weights: identify re-identifies
