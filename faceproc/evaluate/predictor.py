@@ -1,4 +1,5 @@
-"""The Ray Data callable class of evaluation: PNG face crops in, one prediction row per crop out."""
+"""The Ray Data callable class of evaluation (the driver calls it too, for a few faces): PNG face crops
+in, one prediction row per crop out."""
 
 from __future__ import annotations
 

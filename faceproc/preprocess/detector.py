@@ -52,7 +52,7 @@ NETWORK_INPUTS = {"StagePNet": (None, None, None, 3), "StageRNet": (None, 24, 24
 class TensorBatchStage:
     """An mtcnn stage handed the batch as one tf.Tensor. mtcnn 1.0 passes each stage the padded batch
     as a numpy array, which TensorFlow copies into a new tensor for every pyramid scale and every crop:
-    a ninth of detection's CPU (docs/benchmarks.md, "Preprocessing"). Same values, same faces."""
+    about a tenth of detection's CPU (docs/benchmarks.md, "Preprocessing"). Same values, same faces."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
