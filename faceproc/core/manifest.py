@@ -197,5 +197,11 @@ def rejected_count(manifest: pa.Table, split: str) -> int:
     return int(pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0)
 
 
+def live_face_rows(manifest: pa.Table, split: str) -> int:
+    """Face rows the live (ok) files of `split` hold, as the manifest counts them."""
+    live = pc.and_(pc.equal(manifest.column("status"), "ok"), pc.equal(manifest.column("split"), split))
+    return int(pc.sum(manifest.filter(live).column("face_rows")).as_py() or 0)
+
+
 def live_runs(manifest: pa.Table) -> set[str]:
     return set(pc.unique(manifest.column("run_id")).to_pylist())

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from faceproc.config import Config
 from faceproc.core import layout, storage
 from faceproc.core.errors import one_line_reason
-from faceproc.core.manifest import load_manifest, rejected_count
+from faceproc.core.manifest import live_face_rows, load_manifest, rejected_count
 from faceproc.core.model_names import model_order
 from faceproc.core.schema import MODEL_INPUT_COLUMNS, Status
 from faceproc.core.shards import iter_live_faces, live_shard_files, originals, read_live_faces
@@ -50,22 +50,18 @@ def _predict(out: str, names: list[str], config: Config, use_gpu: bool) -> pa.Ta
     """The named models over the live validation faces: PREDICTION_SCHEMA rows. Up to
     `evaluate.driver_max_faces` faces without a GPU are predicted in this process, which after
     training has TensorFlow loaded already; more go through one Ray Data actor."""
-    if not use_gpu and _live_val_faces(out) <= config.evaluate.driver_max_faces:
-        return _predict_here(out, names, config)
+    manifest = load_manifest(out)
+    if not use_gpu and live_face_rows(manifest, "val") <= config.evaluate.driver_max_faces:
+        return _predict_here(out, names, config, manifest)
     return _predict_with_ray(out, names, config, use_gpu)
 
 
-def _live_val_faces(out: str) -> int:
-    manifest = load_manifest(out)
-    live_val = pc.and_(pc.equal(manifest["split"], "val"), pc.equal(manifest["status"], "ok"))
-    return pc.sum(manifest.filter(live_val)["face_rows"]).as_py() or 0
-
-
-def _predict_here(out: str, names: list[str], config: Config) -> pa.Table:
+def _predict_here(out: str, names: list[str], config: Config, manifest: pa.Table) -> pa.Table:
     """The named models over the live validation faces in this process, `evaluate.batch_size` at a time."""
     predictor = MultiPredictor(out, names)
     tables = []
-    for faces in iter_live_faces(out, "val", MODEL_INPUT_COLUMNS, batch_size=max(1, config.evaluate.batch_size)):
+    for faces in iter_live_faces(out, "val", MODEL_INPUT_COLUMNS, manifest,
+                                 batch_size=max(1, config.evaluate.batch_size)):
         faces = faces.filter(pc.equal(faces["augment_index"], 0))  # the original crops
         if faces.num_rows:
             tables.append(predictor({name: faces[name].to_numpy(zero_copy_only=False) for name in faces.column_names}))

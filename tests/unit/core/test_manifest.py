@@ -1,6 +1,6 @@
 import pyarrow as pa
 
-from faceproc.core.manifest import hash_where_needed, leakage_flags, merge_manifest, plan_run
+from faceproc.core.manifest import hash_where_needed, leakage_flags, live_face_rows, merge_manifest, plan_run
 from faceproc.core.schema import MANIFEST_SCHEMA
 from faceproc.core.shards import live_key_array
 from faceproc.preprocess.discover import LISTING_SCHEMA
@@ -91,6 +91,14 @@ def test_merge_replaces_changed_drops_deleted_records_the_listing_and_flags_leak
     assert merged.column("mtime_ns").to_pylist() == [7, 100, 100, None]
     assert merged.column("leakage").to_pylist() == [True, False, True, False]
     assert set(live_key_array(merged).to_pylist()) == {"a\x001", "b\x0022", "v\x001"}
+
+
+def test_live_face_rows_count_the_ok_files_of_a_split():
+    rows = [_row("a", "1", "val"), _row("b", "2", "val"), _row("c", "3", "val", status="rejected"), _row("d", "4")]
+    rows[1]["face_rows"] = 3
+    rows[2]["face_rows"] = 0
+    manifest = _manifest(rows)
+    assert (live_face_rows(manifest, "val"), live_face_rows(manifest, "train"), live_face_rows(manifest, "x")) == (4, 1, 0)
 
 
 def test_leakage_needs_two_splits():
