@@ -98,7 +98,7 @@ def test_live_face_rows_count_the_ok_files_of_a_split():
     rows[1]["face_rows"] = 3
     rows[2]["face_rows"] = 0
     manifest = _manifest(rows)
-    assert (live_face_rows(manifest, "val"), live_face_rows(manifest, "train"), live_face_rows(manifest, "x")) == (4, 1, 0)
+    assert [live_face_rows(manifest, split) for split in ("val", "train", "x")] == [4, 1, 0]
 
 
 def test_leakage_needs_two_splits():
