@@ -83,7 +83,8 @@ class TrainConfig:
     # costs 2-4 s of start-up there; as many new faces are embedded by the driver's FaceNet (no actor)
     warm_start_max_change: float = 0.2  # fine-tune the current model when at most this share of the train
     # photos changed since its last from-scratch training (same people, same settings); 0: always scratch
-    warm_start_epochs: int = 10  # epochs of such a fine-tuning (early stopping on the holdout as usual)
+    warm_start_epochs: int = 10  # epochs of a fine-tuning at that share of change; fewer in proportion below it
+    # (5% changed at 20%: 3 epochs), at least 1; early stopping on the holdout as usual
     warm_start_learning_rate: float = 0.1  # its learning rate, as a share of the recipe's
 
 

@@ -30,7 +30,7 @@ from faceproc.train.embeddings import FaceNetEmbedder, embedding_datasets, train
 from faceproc.train.loop import SCORE, read_state, read_weights
 from faceproc.train.placement import Placement, placement
 from faceproc.train.trainer import fit_with_ray_train
-from faceproc.train.warm_start import choose_start
+from faceproc.train.warm_start import choose_start, warm_epochs
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +177,11 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
                              data.photos, data.classes, force, config.train.warm_start_max_change)
         result.update(fingerprint=fingerprint, inputs=inputs, trained_because=retrain_reason(previous, inputs, force),
                       start="warm" if start.warm else "scratch", start_reason=start.reason)
-        how = ("fine-tuning the current model" if start.warm else
+        recipe = warm_spec(spec, config.train, start.changed_share) if start.warm else spec
+        how = (f"fine-tuning the current model for {recipe.epochs} epochs" if start.warm else
                "refitting the head" if frozen_head else "training from scratch")
         log.info("%s: %s (%s)", name, how, "; ".join(dict.fromkeys([result["trained_because"], start.reason])))
-        trained, facts = _fit(config, spec, data, where, artifact if start.warm else None)
+        trained, facts = _fit(config, spec, recipe, data, where, artifact if start.warm else None)
         result.update(facts)
     except WeightsUnavailable as exc:
         result.update(status=Status.SKIPPED, reason=str(exc))
@@ -205,12 +206,11 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
     return result
 
 
-def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement,
+def _fit(config: Config, spec: ModelSpec, recipe: ModelSpec, data: TrainingData, where: Placement,
          warm_from: ModelArtifact | None = None) -> tuple[TrainedFiles, dict[str, Any]]:
-    """Train `spec`, or with `warm_from` fine-tune that model on `warm_spec`'s short recipe; the files
-    to save and the facts for result.json."""
+    """Train `spec` on `recipe` (the spec itself, or `warm_spec`'s short one when fine-tuning the model
+    `warm_from` holds); the files to save and the facts for result.json."""
     context = BuildContext(train=config.train, models_dir=config.models_dir)
-    recipe = spec if warm_from is None else warm_spec(spec, config.train)
     current = None if warm_from is None else warm_from.load(open_set=False).model  # built like `spec` makes it
     initial = None if current is None else current.get_weights()
     num_classes = len(data.classes)
@@ -270,8 +270,10 @@ def _fit(config: Config, spec: ModelSpec, data: TrainingData, where: Placement,
     return TrainedFiles(model, data.classes, state.history, centroids, photos), facts
 
 
-def warm_spec(spec: ModelSpec, train: TrainConfig) -> ModelSpec:
-    """The fine-tuning recipe: `train.warm_start_epochs` epochs, no warm-up and no minimum, from a
-    `train.warm_start_learning_rate` share of the recipe's learning rate decaying to 0 (cosine)."""
-    return dataclasses.replace(spec, epochs=train.warm_start_epochs, min_epochs=0, warmup_epochs=0, schedule="cosine",
+def warm_spec(spec: ModelSpec, train: TrainConfig, changed_share: float) -> ModelSpec:
+    """The fine-tuning recipe: up to `train.warm_start_epochs` epochs in proportion to the change
+    (`warm_epochs`), no warm-up and no minimum, from a `train.warm_start_learning_rate` share of the
+    recipe's learning rate decaying to 0 (cosine)."""
+    epochs = warm_epochs(changed_share, train.warm_start_max_change, train.warm_start_epochs)
+    return dataclasses.replace(spec, epochs=epochs, min_epochs=0, warmup_epochs=0, schedule="cosine",
                                learning_rate=spec.learning_rate * train.warm_start_learning_rate)

@@ -6,13 +6,16 @@ photos for a few epochs costs a fraction and, while the change stays small, reac
 accuracy (docs/benchmarks.md, "Warm start"). The change is measured against the photos of the last
 *from-scratch* training (kept in the model folder, `trained_photos.parquet`), so warm starts cannot
 drift: once the photos added, removed or changed since then pass `train.warm_start_max_change` of
-the live train photos, the model is trained from scratch again.
+the live train photos, the model is trained from scratch again. Below that, the fine-tuning's length
+is in proportion to the change (`warm_epochs`): 5 new photos of 97 cost 3 epochs, not the 10 a change
+at the limit gets.
 
 Pure: the caller passes what the model folder and the current data hold.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,7 @@ PHOTO_COLUMNS = ["path", "sha256", "settings"]  # what identifies a train photo'
 class Start:
     warm: bool
     reason: str  # why, for result.json (`start_reason`), the run record and the console; `warm` says which
+    changed_share: float = 0.0  # of the live train photos, since the last from-scratch training (warm only)
 
 
 def changed_photos(base: pa.Table, current: pa.Table) -> int:
@@ -69,4 +73,12 @@ def choose_start(frozen_head: bool, saved: dict[str, Any] | None, base_photos: p
     words = f"{changed} of {photos.num_rows} train photos differ from the last full training ({share:.0%}"
     if share > max_change:
         return Start(False, f"{words} > {max_change:.0%})")
-    return Start(True, f"{words} <= {max_change:.0%})")
+    return Start(True, f"{words} <= {max_change:.0%})", share)
+
+
+def warm_epochs(changed_share: float, max_change: float, most: int) -> int:
+    """Epochs of a fine-tuning, in proportion to the change: `most` at `max_change`, at least one.
+    The change counts from the last from-scratch training, so a series of warm starts is not shortchanged."""
+    if max_change <= 0:
+        return most
+    return max(1, min(most, math.ceil(round(most * changed_share / max_change, 6))))  # round: float noise

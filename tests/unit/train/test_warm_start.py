@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from faceproc.train.warm_start import changed_photos, choose_start
+from faceproc.train.warm_start import changed_photos, choose_start, warm_epochs
 
 CLASSES = ["a", "b"]
 INPUTS = {"data": "d1", "recipe": {"epochs": 45}, "seed": 0}
@@ -38,6 +38,23 @@ def test_counts_added_removed_and_changed_photos():
 def test_a_few_new_photos_of_the_same_people_warm_start():
     start = decide()
     assert start.warm and "5 of 105 train photos" in start.reason
+    assert start.changed_share == pytest.approx(5 / 105)
+
+
+@pytest.mark.parametrize(("share", "epochs"), [
+    (0.0, 1),  # retrained (say, a photo added and removed again) though nothing differs from the base
+    (1 / 100, 1),
+    (5 / 97, 3),  # the rerun benchmark's 5 new photos
+    (0.1, 5),
+    (0.2, 10),  # at the limit: all of train.warm_start_epochs
+])
+def test_fine_tuning_is_as_long_as_the_change_is_big(share, epochs):
+    assert warm_epochs(share, max_change=0.2, most=10) == epochs
+
+
+def test_fine_tuning_length_never_passes_the_configured_epochs():
+    assert warm_epochs(0.5, max_change=0.2, most=10) == 10
+    assert warm_epochs(0.05, max_change=0.0, most=4) == 4  # warm starts are off: nothing to scale by
 
 
 @pytest.mark.parametrize(("case", "why"), [
