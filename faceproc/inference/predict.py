@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from faceproc.config import Config, PreprocessConfig
@@ -29,6 +30,14 @@ def _failure(image: str, reason: str, detail: str | None = None) -> dict[str, An
     if detail:
         row["detail"] = detail
     return row
+
+
+@dataclass(frozen=True)
+class _ImageFaces:
+    """One image's confident faces, or the row that says why it has none."""
+
+    faces: list[dict[str, Any]] = field(default_factory=list)
+    failure: dict[str, Any] | None = None
 
 
 # Images whose faces are classified in one model call. One call per face costs a forward pass of its
@@ -57,17 +66,17 @@ def predict_images(config: Config, image_paths: list[str], model: str = "facenet
     rows: list[dict[str, Any]] = []
     for start in range(0, len(image_paths), CLASSIFY_CHUNK):
         found = [(path, _faces_in(path, detector, prep)) for path in image_paths[start:start + CLASSIFY_CHUNK]]
-        crops = [[face["face"] for face in faces] if isinstance(faces, list) else [] for _, faces in found]
-        for (path, faces), verdicts in zip(found, classifier.classify_groups(crops)):
-            if isinstance(faces, dict):
-                rows.append(faces)
+        crops = [[face["face"] for face in image.faces] for _, image in found]
+        for (path, image), verdicts in zip(found, classifier.classify_groups(crops)):
+            if image.failure is not None:
+                rows.append(image.failure)
                 continue
             rows.extend({"image": path, "box": [int(v) for v in face["box"]], **verdict}
-                        for face, verdict in zip(faces, verdicts))
+                        for face, verdict in zip(image.faces, verdicts))
     return rows
 
 
-def _faces_in(path: str, detector: FaceDetector, prep: PreprocessConfig) -> list[dict[str, Any]] | dict[str, Any]:
+def _faces_in(path: str, detector: FaceDetector, prep: PreprocessConfig) -> _ImageFaces:
     """The confident faces of the image at `path` (at least one), or its failure row."""
     from faceproc.core.schema import RejectError, RejectReason
     from faceproc.preprocess.decode import decode_reduced
@@ -76,16 +85,17 @@ def _faces_in(path: str, detector: FaceDetector, prep: PreprocessConfig) -> list
     try:
         data = storage.read_bytes(path)
     except (OSError, ValueError) as exc:  # missing file, permission, bad URI
-        return _failure(path, RejectReason.READ_ERROR.value, f"{type(exc).__name__}: {exc}")
+        return _ImageFaces(failure=_failure(path, RejectReason.READ_ERROR.value, f"{type(exc).__name__}: {exc}"))
     try:
         decoded = decode_reduced(data, prep.max_pixels, prep.min_side, prep.draft_side)
     except RejectError as exc:
-        return _failure(path, exc.reason.value, exc.detail)
+        return _ImageFaces(failure=_failure(path, exc.reason.value, exc.detail))
     try:
         faces = to_full_resolution(detector.detect_all(decoded.image), decoded, data, prep)
     except Exception as exc:  # noqa: BLE001 - one odd image must not stop the others
-        return _failure(path, RejectReason.UNSUPPORTED.value, f"face detection failed: {describe(exc)}")
-    return faces or _failure(path, RejectReason.NO_FACE.value)
+        failure = _failure(path, RejectReason.UNSUPPORTED.value, f"face detection failed: {describe(exc)}")
+        return _ImageFaces(failure=failure)
+    return _ImageFaces(faces) if faces else _ImageFaces(failure=_failure(path, RejectReason.NO_FACE.value))
 
 
 def _probability_text(value: Any) -> str:
