@@ -101,6 +101,11 @@ def originals(dataset: Any) -> Any:
     return dataset.filter(expr=col("augment_index") == 0)
 
 
+def original_rows(rows: pa.Table) -> pa.Table:
+    """Only the original crops (augment_index 0) of an Arrow table of face rows: `originals` in the driver."""
+    return rows.filter(pc.equal(rows["augment_index"], 0))
+
+
 def keep_live_rows(dataset: Any, manifest: pa.Table) -> Any:
     """Rows of a Ray Dataset whose (source_path, source_sha256) the manifest lists as ok; a vectorised filter."""
     return dataset.map_batches(live_rows, batch_format="pyarrow", fn_kwargs={"keys": live_key_array(manifest)})

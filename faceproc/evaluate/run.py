@@ -25,7 +25,6 @@ import time
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from faceproc.config import Config
 from faceproc.core import layout, storage
@@ -33,7 +32,7 @@ from faceproc.core.errors import one_line_reason
 from faceproc.core.manifest import live_face_rows, load_manifest, rejected_count
 from faceproc.core.model_names import model_order
 from faceproc.core.schema import MODEL_INPUT_COLUMNS, Status
-from faceproc.core.shards import iter_live_faces, live_shard_files, originals, read_live_faces
+from faceproc.core.shards import iter_live_faces, live_shard_files, original_rows, originals, read_live_faces
 from faceproc.evaluate.metrics import accuracy_rows
 from faceproc.evaluate.predictor import PREDICTION_SCHEMA, MultiPredictor
 from faceproc.evaluate.tables import write_accuracy
@@ -46,11 +45,10 @@ class EvaluateError(RuntimeError):
     """Evaluation cannot start (no validation shards, no models); the message says what to run."""
 
 
-def _predict(out: str, names: list[str], config: Config, use_gpu: bool) -> pa.Table:
+def _predict(out: str, names: list[str], config: Config, use_gpu: bool, manifest: pa.Table) -> pa.Table:
     """The named models over the live validation faces: PREDICTION_SCHEMA rows. Up to
     `evaluate.driver_max_faces` faces without a GPU are predicted in this process, which after
     training has TensorFlow loaded already; more go through one Ray Data actor."""
-    manifest = load_manifest(out)
     if not use_gpu and live_face_rows(manifest, "val") <= config.evaluate.driver_max_faces:
         return _predict_here(out, names, config, manifest)
     return _predict_with_ray(out, names, config, use_gpu)
@@ -62,7 +60,7 @@ def _predict_here(out: str, names: list[str], config: Config, manifest: pa.Table
     tables = []
     for faces in iter_live_faces(out, "val", MODEL_INPUT_COLUMNS, manifest,
                                  batch_size=max(1, config.evaluate.batch_size)):
-        faces = faces.filter(pc.equal(faces["augment_index"], 0))  # the original crops
+        faces = original_rows(faces)
         if faces.num_rows:
             tables.append(predictor({name: faces[name].to_numpy(zero_copy_only=False) for name in faces.column_names}))
     return _predictions(tables)
@@ -91,18 +89,19 @@ def _predictions(tables: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables) if tables else PREDICTION_SCHEMA.empty_table()
 
 
-def _predict_each(out: str, names: list[str], config: Config, use_gpu: bool) -> tuple[list[pa.Table], dict[str, str]]:
+def _predict_each(out: str, names: list[str], config: Config, use_gpu: bool,
+                  manifest: pa.Table) -> tuple[list[pa.Table], dict[str, str]]:
     """All models in one pass; when that fails, one pass per model, so that a model that cannot load
     or predict is the only one failed. Returns the prediction tables and {model: failure reason}."""
     try:
-        return [_predict(out, names, config, use_gpu)], {}
+        return [_predict(out, names, config, use_gpu, manifest)], {}
     except Exception as exc:  # noqa: BLE001 - which model broke is found below
         if len(names) == 1:
             return [], {names[0]: one_line_reason(exc)}
     tables, failures = [], {}
     for name in names:
         try:
-            tables.append(_predict(out, [name], config, use_gpu))
+            tables.append(_predict(out, [name], config, use_gpu, manifest))
         except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
             failures[name] = one_line_reason(exc)
     return tables, failures
@@ -129,7 +128,8 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
     if not names:
         raise EvaluateError(f"no trained models under {layout.models_root(out)}: "
                             f"run `faceproc train --output {out}` first")
-    if not live_shard_files(out, "val"):
+    manifest = load_manifest(out)  # one snapshot: which faces are predicted and how many were rejected
+    if not live_shard_files(out, "val", manifest):
         raise EvaluateError(f"no validation face shards under {layout.shard_dir(out, 'val')}: "
                             f"run `faceproc preprocess --input DIR --output {out}` first")
 
@@ -152,7 +152,7 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
         else:
             usable.append(name)
     started = time.monotonic()
-    tables, failures = _predict_each(out, usable, config, use_gpu) if usable else ([], {})
+    tables, failures = _predict_each(out, usable, config, use_gpu, manifest) if usable else ([], {})
     for name, reason in failures.items():
         results[name] = _failed(results[name], name, reason)
     done = [name for name in usable if name not in failures]
@@ -171,7 +171,8 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
     storage.write_table_atomic(layout.report_file(out, layout.PREDICTIONS_FILE), predictions)
 
     labels.update(predictions.column("label").to_pylist())
-    rows = accuracy_rows(predictions, [results[name] for name in names], rejected_count(load_manifest(out), "val"), sorted(labels))
+    rows = accuracy_rows(predictions, [results[name] for name in names], rejected_count(manifest, "val"),
+                         sorted(labels))
     for row in rows:  # the unknown-person operating point, for the models that have one
         open_set = ModelArtifact(out, row["model"]).open_set() if row["status"] == "ok" else None
         if open_set:

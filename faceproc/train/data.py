@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from faceproc.core.images import decode_png
 from faceproc.core.manifest import load_manifest
 from faceproc.core.schema import MODEL_INPUT_COLUMNS
-from faceproc.core.shards import iter_live_faces, originals, read_live_faces
+from faceproc.core.shards import iter_live_faces, original_rows, originals, read_live_faces
 from faceproc.train.warm_start import PHOTO_COLUMNS
 
 
@@ -90,10 +90,9 @@ def split_table(rows: pa.Table, held: AbstractSet[str], originals_only: bool) ->
     rows = rows.sort_by([("source_path", "ascending"), ("augment_index", "ascending")])
     rows = rows.take(np.random.default_rng(0).permutation(rows.num_rows))
     in_holdout = pc.is_in(rows["source_path"], value_set=pa.array(sorted(held), pa.string()))
-    original = pc.equal(rows["augment_index"], 0)
     fit = rows.filter(pc.invert(in_holdout))
-    holdout = rows.filter(pc.and_(in_holdout, original)) if held else None
-    return (fit.filter(pc.equal(fit["augment_index"], 0)) if originals_only else fit), holdout
+    holdout = original_rows(rows.filter(in_holdout)) if held else None
+    return (original_rows(fit) if originals_only else fit), holdout
 
 
 def driver_datasets(rows: pa.Table, held: AbstractSet[str], originals_only: bool,
