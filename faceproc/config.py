@@ -81,6 +81,9 @@ class TrainConfig:
     driver_decode_max_rows: int = 2000  # a train split of at most this many face rows is read and decoded
     # in the driver and put in Ray's object store whole, whatever `materialize` says: a Ray Data pass
     # costs 2-4 s of start-up there; as many new faces are embedded by the driver's FaceNet (no actor)
+    driver_train_max_rows: int = 2000  # a train split of at most this many face rows trains in the driver
+    # (Ray Train's local mode) on a one-node cluster with one CPU worker: a worker group's start-up and its
+    # own TensorFlow cost 15-25 s a model on two cores; no resume after a failure there. 0: always workers
     warm_start_max_change: float = 0.2  # fine-tune the current model when at most this share of the train
     # photos changed since its last from-scratch training (same people, same settings); 0: always scratch
     warm_start_epochs: int = 10  # epochs of a fine-tuning at that share of change; fewer in proportion below it

@@ -75,6 +75,11 @@ def cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 1.0))
 
 
+def alive_nodes() -> int:
+    """Alive nodes of the cluster, whatever they have to give."""
+    return sum(1 for node in ray.nodes() if node["Alive"])
+
+
 def cpu_nodes() -> int:
     """Alive nodes that have CPUs to give (a head started with 0 CPUs does not count)."""
     return max(1, sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0))

@@ -1,10 +1,12 @@
 """`train_func`: what every Ray Train worker runs, and nothing else.
 
 Each epoch fits once over this worker's shard, scores the holdout, and reports its metrics to Ray
-Train, with a checkpoint (the epoch's weights, early-stopping state and history) when the holdout
-loss improved, at the last epoch, and every RESUME_EVERY epochs. Ray Train keeps the latest
-checkpoint and the one with the lowest holdout loss. A worker restarted after a failure resumes
-from the latest instead of starting over.
+Train, with a checkpoint (the epoch's weights, early-stopping state and history, and the weights of
+the epoch with the lowest holdout loss when that is an earlier one) when the holdout loss improved,
+at the last epoch, and every RESUME_EVERY epochs. Ray Train keeps the latest: a worker restarted
+after a failure resumes from it instead of starting over, and the last one holds the model to keep.
+In the driver (Ray Train's local mode, `LoopConfig.in_driver`) nothing can resume, so only the last
+epoch writes one.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-WEIGHTS_FILE = "model.weights.npz"
+WEIGHTS_FILE = "model.weights.npz"  # the checkpoint's epoch: where a resume goes on
+BEST_WEIGHTS_FILE = "best.weights.npz"  # the epoch with the lowest holdout loss, when it is an earlier one
 STATE_FILE = "state.json"
-SCORE = "holdout_loss"  # what Ray Train keeps the best checkpoint by (lowest)
+SCORE = "holdout_loss"  # what the kept weights are chosen by (lowest)
 # Epochs between checkpoints kept only for resuming: Ray Train's upload of one, however small, takes
 # about 0.4 s on its own thread, and the run waits for every upload before it ends, which for an
 # epoch of 0.04 s (a FaceNet head) cost ten times the training. A better holdout loss and the last
@@ -50,6 +53,8 @@ class LoopConfig:
     steps_per_epoch: int  # batches of this worker's share per epoch, for the learning-rate schedule
     augment: bool  # online augmentation of the fitting faces
     initial_weights: Any = None  # ObjectRef of the current model's weight list: a warm start (warm_start.py)
+    in_driver: bool = False  # Ray Train's local mode: the driver's own thread pools, logging and console
+    checkpoint_root: str | None = None  # where checkpoints are written; None: the system's temporary folder
 
 
 @dataclass
@@ -58,20 +63,25 @@ class LoopState:
 
     next_epoch: int = 0
     best_loss: float = math.inf
+    best_epoch: int = -1  # the epoch whose weights are the model, -1 before the first
     bad_epochs: int = 0
     resumed_at: list[int] = field(default_factory=list)
     history: dict[str, list[float]] = field(default_factory=lambda: {
         "epoch": [], "loss": [], "accuracy": [], "holdout_loss": [], "holdout_accuracy": []})
 
 
-def write_checkpoint(weights: list[np.ndarray], state: LoopState) -> Any:
-    """A new directory holding the weights and the loop state, as a Ray Train checkpoint. Ray Train
-    uploads it on its own thread while the next epoch runs, then deletes it. The weights are Keras'
-    weight list in one .npz: a third of the time of `save_weights`' HDF5 for ResNet50's 322 arrays."""
+def write_checkpoint(weights: list[np.ndarray], state: LoopState, best_weights: list[np.ndarray] | None = None,
+                     root: str | None = None) -> Any:
+    """A new directory under `root` holding the epoch's weights, the loop state and `best_weights`
+    (the best epoch's, when it is not this one), as a Ray Train checkpoint. Ray Train uploads it on
+    its own thread while the next epoch runs, then deletes it. Weights are Keras' weight list in one
+    .npz: a third of the time of `save_weights`' HDF5 for ResNet50's 322 arrays."""
     from ray.train import Checkpoint
 
-    directory = tempfile.mkdtemp(prefix="faceproc-checkpoint-")
+    directory = tempfile.mkdtemp(prefix="faceproc-checkpoint-", dir=root)
     np.savez(os.path.join(directory, WEIGHTS_FILE), *weights)
+    if best_weights is not None:
+        np.savez(os.path.join(directory, BEST_WEIGHTS_FILE), *best_weights)
     with open(os.path.join(directory, STATE_FILE), "w") as stream:
         json.dump(asdict(state), stream)
     return Checkpoint.from_directory(directory)
@@ -83,10 +93,12 @@ def read_state(directory: str) -> LoopState:
         return LoopState(**json.load(stream))
 
 
-def read_weights(model: Any, directory: str) -> None:
-    """Load the weights `write_checkpoint` saved into a model built the same way."""
-    with np.load(os.path.join(directory, WEIGHTS_FILE)) as arrays:
-        model.set_weights([arrays[f"arr_{index}"] for index in range(len(arrays.files))])
+def read_weights(directory: str, best: bool = False) -> list[np.ndarray]:
+    """The checkpoint's epoch's weights, or with `best` the best epoch's (the same when no
+    earlier epoch was better), for a model built the same way."""
+    name = BEST_WEIGHTS_FILE if best and os.path.exists(os.path.join(directory, BEST_WEIGHTS_FILE)) else WEIGHTS_FILE
+    with np.load(os.path.join(directory, name)) as arrays:
+        return [arrays[f"arr_{index}"] for index in range(len(arrays.files))]
 
 
 def epoch_line(model: str, epoch: int, epochs: int, scores: dict[str, float], seconds: float, stop: bool) -> str:
@@ -123,9 +135,10 @@ def train_func(config: dict[str, LoopConfig]) -> None:
     from faceproc.train.feed import ShardFeed
 
     loop = config["loop"]
-    quiet_train_worker()  # `epoch_line` is the progress, not Keras' bars or Ray Train's report lines
-    if not loop.use_gpu:
-        configure_cpu_threads(tf, loop.cpus_per_worker)
+    if not loop.in_driver:  # the driver's console and TensorFlow are its own, and set up already
+        quiet_train_worker()  # `epoch_line` is the progress, not Keras' bars or Ray Train's report lines
+        if not loop.use_gpu:
+            configure_cpu_threads(tf, loop.cpus_per_worker)
     keras.utils.set_random_seed(loop.seed)
     context = ray.train.get_context()
     strategy = distribution_strategy(tf, context.get_world_size())
@@ -135,13 +148,15 @@ def train_func(config: dict[str, LoopConfig]) -> None:
                       metrics=["accuracy"])
 
     state = LoopState()
+    best_weights: list[np.ndarray] | None = None  # the model so far: the best epoch's weights
     checkpoint = ray.train.get_checkpoint()
     if loop.initial_weights is not None and not checkpoint:  # a warm start; a resume has its own weights
         model.set_weights(ray.get(loop.initial_weights))
     if checkpoint:
         with checkpoint.as_directory() as directory:
             state = read_state(directory)
-            read_weights(model, directory)
+            model.set_weights(read_weights(directory))
+            best_weights = read_weights(directory, best=True)
         state.resumed_at.append(state.next_epoch)
         # the learning-rate schedule goes on where the failed run stopped, not from its warm-up
         model.optimizer.iterations.assign(state.next_epoch * loop.steps_per_epoch)
@@ -166,9 +181,11 @@ def train_func(config: dict[str, LoopConfig]) -> None:
         for key, value in scores.items():
             state.history[key].append(float(value))
 
-        improved = scores[SCORE] < state.best_loss - 1e-6
+        improved = state.best_epoch < 0 or scores[SCORE] < state.best_loss - 1e-6
+        weights = model.get_weights()  # every worker: under MWMS, reading BatchNorm statistics is collective
         if improved:
-            state.best_loss, state.bad_epochs = float(scores[SCORE]), 0
+            state.best_loss, state.best_epoch, state.bad_epochs = float(scores[SCORE]), epoch, 0
+            best_weights = weights
         else:
             state.bad_epochs += 1
         state.next_epoch = epoch + 1
@@ -177,11 +194,11 @@ def train_func(config: dict[str, LoopConfig]) -> None:
         if chief:
             print(epoch_line(loop.model, epoch, loop.epochs, scores, seconds, stop), flush=True)
         last = stop or epoch == loop.epochs - 1
-        weights = model.get_weights()  # every worker: under MWMS, reading BatchNorm statistics is collective
-        keep = chief and (improved or last or (epoch + 1) % RESUME_EVERY == 0)
+        keep = chief and (last or (not loop.in_driver and (improved or (epoch + 1) % RESUME_EVERY == 0)))
+        saved = (write_checkpoint(weights, state, None if improved else best_weights, loop.checkpoint_root)
+                 if keep else None)
         # Uploaded on Ray Train's own thread: a synchronous report also waits for the controller's
         # next poll of the workers (faceproc.core.ray_env.POLL_SECONDS).
-        ray.train.report(metrics, checkpoint=write_checkpoint(weights, state) if keep else None,
-                         checkpoint_upload_mode=CheckpointUploadMode.ASYNC)
+        ray.train.report(metrics, checkpoint=saved, checkpoint_upload_mode=CheckpointUploadMode.ASYNC)
         if stop:
             break

@@ -1,4 +1,4 @@
-"""Where training runs: how many Ray Train workers, and what each one reserves.
+"""Where training runs: how many Ray Train workers, and what each one reserves, or the driver itself.
 
 A pure function of the cluster's resources (`plan_placement`) so it is tested without a cluster.
 """
@@ -18,27 +18,35 @@ class Placement:
     use_gpu: bool
     cpus_per_worker: float
     gpus_per_worker: float
+    in_driver: bool = False  # Ray Train's local mode: the one worker's loop runs in the driver
+
 
     @property
     def device(self) -> str:
         return "gpu" if self.use_gpu else "cpu"
 
 
-def placement(config: Config, trainers: int = 1) -> Placement:
+def placement(config: Config, trainers: int = 1, rows: int = 0) -> Placement:
     """Placement on the running Ray cluster (see `plan_placement`)."""
-    from faceproc.core.ray_env import cluster_cpus, cluster_gpus, cpu_nodes, largest_node_cpus
+    from faceproc.core.ray_env import alive_nodes, cluster_cpus, cluster_gpus, cpu_nodes, largest_node_cpus
 
-    return plan_placement(config.train, cluster_cpus(), largest_node_cpus(), cluster_gpus(), cpu_nodes(), trainers)
+    return plan_placement(config.train, cluster_cpus(), largest_node_cpus(), cluster_gpus(), cpu_nodes(), trainers,
+                          rows, alive_nodes())
 
 
 def plan_placement(train: TrainConfig, cpus: float, node_cpus: float, gpus: float, nodes: int = 1,
-                   trainers: int = 1) -> Placement:
+                   trainers: int = 1, rows: int = 0, hosts: int = 1) -> Placement:
     """GPU workers when the cluster has a GPU per worker (or when asked); else CPU workers sharing the
     CPUs of `trainers` concurrent trainings, never more than one node has (Ray caps a worker's threads
     at what it reserved). Faces decoded every epoch (`materialize` off) need a core left for Ray
     Data's tasks; reserving every core then slowed the holdout pass 6x. Without `train.workers`: one
     worker per GPU, or one per CPU node, since two MultiWorkerMirroredStrategy workers on one CPU
-    node were no faster end to end than one (docs/benchmarks.md, "Training")."""
+    node were no faster end to end than one (docs/benchmarks.md, "Training").
+
+    A split of at most `train.driver_train_max_rows` face rows (`rows`) trains in the driver when
+    the whole cluster is one node (`hosts`, so the driver is on it), one training at a time, on
+    one CPU worker that `train.workers` did not ask for: a worker group and its own TensorFlow cost
+    15-25 s of start-up on two cores, more than such a split's epochs."""
     gpus_per_worker = train.gpus_per_worker
     if gpus_per_worker is None:
         gpus_per_worker = 1.0 if gpus >= max(1, train.workers or 1) * trainers else 0.0
@@ -47,4 +55,7 @@ def plan_placement(train: TrainConfig, cpus: float, node_cpus: float, gpus: floa
         return Placement(workers, True, 1.0, gpus_per_worker)
     workers = max(1, train.workers or nodes)
     spare = 0 if train.materialize else 1
-    return Placement(workers, False, max(0.25, min(node_cpus, (cpus - spare) / (workers * trainers))), 0.0)
+    in_driver = (train.workers is None and workers == 1 and trainers == 1 and hosts == 1
+                 and rows <= train.driver_train_max_rows)
+    return Placement(workers, False, max(0.25, min(node_cpus, (cpus - spare) / (workers * trainers))), 0.0,
+                     in_driver)

@@ -27,7 +27,6 @@ from faceproc.models.errors import UnknownModelError, WeightsError, WeightsUnava
 from faceproc.models.registry import BuildContext, ModelSpec, parse_model_names, resolve_spec
 from faceproc.train.data import HOLDOUT_METHOD, TrainingData, decoded_faces, load_training_data
 from faceproc.train.embeddings import FaceNetEmbedder, embedding_datasets, train_centroids, weights_digest
-from faceproc.train.loop import SCORE, read_state, read_weights
 from faceproc.train.placement import Placement, placement
 from faceproc.train.trainer import fit_with_ray_train
 from faceproc.train.warm_start import choose_start, warm_epochs
@@ -66,7 +65,7 @@ def run_train(config: Config, force: bool = False) -> list[dict[str, Any]]:
         require_on_every_node({"output": config.output, **({"train.facenet_weights": context.facenet_weights_path}
                                                           if "facenet" in to_train else {})})
         concurrent = config.train.concurrent and len(to_train) > 1
-        where = placement(config, trainers=len(to_train) if concurrent else 1)
+        where = placement(config, trainers=len(to_train) if concurrent else 1, rows=data.rows)
         if concurrent:
             for module in TRAINING_IMPORTS:
                 importlib.import_module(module)
@@ -165,7 +164,7 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
     started = time.monotonic()
     artifact = ModelArtifact(config.output, name)
     result: dict[str, Any] = {"model": name, "status": Status.OK, "reason": None, "workers": where.workers,
-                              "device": where.device}
+                              "device": where.device, "in_driver": where.in_driver}
     trained = None
     try:
         spec = resolve_spec(name, config.train)
@@ -236,26 +235,22 @@ def _fit(config: Config, spec: ModelSpec, recipe: ModelSpec, data: TrainingData,
         fit_count = data.fit_photos if online else data.fit_rows  # one original crop per photo
         feature = "image"
 
-    latest, best = fit_with_ray_train(config, recipe, where, build, num_classes, feature, fit, holdout,
-                                      fit_rows=fit_count, initial_weights=initial)
-    with latest.as_directory() as directory:
-        state = read_state(directory)
-    with best.as_directory() as directory:
-        best_state = read_state(directory)
-        if frozen_facenet:
-            head = build_embedding_head(num_classes)
-            read_weights(head, directory)
-            model = attach_head(embedder.backbone, head)
-        else:
-            model = current if current is not None else spec.make(num_classes, context)
-            read_weights(model, directory)
+    state, weights = fit_with_ray_train(config, recipe, where, build, num_classes, feature, fit, holdout,
+                                        fit_rows=fit_count, initial_weights=initial)
+    if frozen_facenet:
+        head = build_embedding_head(num_classes)
+        head.set_weights(weights)
+        model = attach_head(embedder.backbone, head)
+    else:
+        model = current if current is not None else spec.make(num_classes, context)
+        model.set_weights(weights)
     centroids = (train_centroids(config.output, context.facenet_weights_path, config.evaluate.unknown_far,
                                  config.evaluate.unknown_quantile)
                  if frozen_facenet else None)
     facts = {
         "epochs_run": len(state.history["epoch"]),
-        "best_epoch": best_state.next_epoch - 1,
-        "best_holdout_loss": best_state.history[SCORE][-1],
+        "best_epoch": state.best_epoch,
+        "best_holdout_loss": state.best_loss,
         "resumed_at_epochs": state.resumed_at,
         "epochs": recipe.epochs,
         "batch_size": recipe.batch_size,

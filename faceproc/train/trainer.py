@@ -1,28 +1,43 @@
-"""Ray Train wiring: one TensorflowTrainer run per model, from datasets to the checkpoints it kept.
+"""Ray Train wiring: one TensorflowTrainer run per model, from datasets to the weights it kept.
 
 Everything the workers need travels in one typed `LoopConfig`; `loop.train_func` is what they run.
+When the placement says so (`Placement.in_driver`), the same `train_func` runs in the driver through
+Ray Train's local mode instead: no worker group to start and no second TensorFlow to import.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import tempfile
 import time
 from typing import Any, Callable
 
 from faceproc.config import Config
 from faceproc.core import layout
 from faceproc.models.registry import ModelSpec
-from faceproc.train.loop import SCORE, LoopConfig, train_func
+from faceproc.train.loop import LoopConfig, LoopState, read_state, read_weights, train_func
 from faceproc.train.placement import Placement
 
 
 def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build: Callable[[int], Any],
                        num_classes: int, feature: str, fit: Any, holdout: Any | None,
-                       fit_rows: int, initial_weights: list | None = None) -> tuple[Any, Any]:
+                       fit_rows: int, initial_weights: list | None = None) -> tuple[LoopState, list]:
     """One TensorflowTrainer run over `fit` (`fit_rows` rows), from `initial_weights` when given (a warm
-    start) else from the spec's own initialisation; returns its latest checkpoint (the whole history
-    inside) and the one with the lowest holdout loss (the weights to keep)."""
+    start) else from the spec's own initialisation; returns the loop's final state (history, best
+    epoch) and the weights of the epoch with the lowest holdout loss, from its last checkpoint."""
+    run = functools.partial(_run_trainer, config, spec, where, build, num_classes, feature, fit, holdout, fit_rows,
+                            initial_weights)
+    if not where.in_driver:
+        return run(checkpoint_root=None)  # Ray Train uploads each checkpoint and deletes its folder
+    with tempfile.TemporaryDirectory(prefix="faceproc-train-") as checkpoints:  # local mode deletes none
+        return run(checkpoint_root=checkpoints)
+
+
+def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Callable[[int], Any],
+                 num_classes: int, feature: str, fit: Any, holdout: Any | None, fit_rows: int,
+                 initial_weights: list | None, checkpoint_root: str | None) -> tuple[LoopState, list]:
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
@@ -41,6 +56,7 @@ def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build:
         steps_per_epoch=max(1, math.ceil(fit_rows / where.workers / spec.batch_size)),
         augment=feature == "image" and spec.online_augment and config.train.online_augment,
         initial_weights=None if initial_weights is None else ray.put(initial_weights),
+        in_driver=where.in_driver, checkpoint_root=checkpoint_root,
     )
     resources = {"CPU": where.cpus_per_worker}
     if where.use_gpu:
@@ -49,22 +65,23 @@ def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build:
         train_func,
         train_loop_config={"loop": loop},
         tensorflow_config=backend(where.workers),
-        scaling_config=ScalingConfig(num_workers=where.workers, use_gpu=where.use_gpu,
-                                     resources_per_worker=resources),
+        scaling_config=(ScalingConfig(num_workers=0) if where.in_driver else  # Ray Train's local mode
+                        ScalingConfig(num_workers=where.workers, use_gpu=where.use_gpu,
+                                      resources_per_worker=resources)),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["fit"]),
         run_config=RunConfig(
             name=f"{spec.name}-{int(time.time())}",
             storage_path=_ray_storage(config.output),
             failure_config=FailureConfig(max_failures=config.train.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=SCORE,
-                                               checkpoint_score_order="min"),  # and always the latest
+            checkpoint_config=CheckpointConfig(num_to_keep=1),  # the latest holds the best weights too
         ),
     )
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"{spec.name}: training ended without a checkpoint")
-    return result.checkpoint, result.get_best_checkpoint(SCORE, "min") or result.checkpoint
+    with result.checkpoint.as_directory() as directory:
+        return read_state(directory), read_weights(directory, best=True)
 
 
 def backend(workers: int) -> Any:

@@ -242,6 +242,7 @@ FACT_ORDER = (
     "optimizer",
     "device",
     "workers",
+    "in_driver",
     "fit_photos",
     "holdout_photos",
 )

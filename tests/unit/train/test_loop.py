@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 
@@ -19,12 +20,26 @@ def test_checkpoint_round_trips_weights_and_loop_state():
     checkpoint = write_checkpoint(trained.get_weights(), state)
     try:
         assert any(not np.array_equal(a, b) for a, b in zip(trained.get_weights(), fresh.get_weights()))
-        read_weights(fresh, checkpoint.path)
+        fresh.set_weights(read_weights(checkpoint.path))
         for expected, got in zip(trained.get_weights(), fresh.get_weights(), strict=True):
             np.testing.assert_array_equal(expected, got)
+        for expected, got in zip(trained.get_weights(), read_weights(checkpoint.path, best=True), strict=True):
+            np.testing.assert_array_equal(expected, got)  # no earlier best epoch: the epoch's own weights
         assert read_state(checkpoint.path) == state
     finally:
         shutil.rmtree(checkpoint.path)
+
+
+def test_a_checkpoint_after_a_worse_epoch_carries_the_best_epochs_weights_too(tmp_path):
+    best, latest = build_cnn(3).get_weights(), build_cnn(3).get_weights()
+    state = LoopState(next_epoch=3, best_loss=0.5, best_epoch=1, bad_epochs=1)
+    checkpoint = write_checkpoint(latest, state, best_weights=best, root=str(tmp_path))
+    assert Path(checkpoint.path).parent == tmp_path  # the driver's own folder, removed with it
+    for expected, got in zip(latest, read_weights(checkpoint.path), strict=True):
+        np.testing.assert_array_equal(expected, got)  # where a resume goes on
+    for expected, got in zip(best, read_weights(checkpoint.path, best=True), strict=True):
+        np.testing.assert_array_equal(expected, got)  # the model to keep
+    assert any(not np.array_equal(a, b) for a, b in zip(best, latest))
 
 
 def test_epoch_line_counts_from_one_says_how_long_the_epoch_took_and_when_training_stops():

@@ -181,6 +181,20 @@ def test_placement_shares_the_cluster_between_workers(train, cpus, node_cpus, gp
     assert (where.workers, where.use_gpu, where.cpus_per_worker, where.gpus_per_worker) == expected
 
 
+@pytest.mark.parametrize("train, gpus, nodes, trainers, rows, hosts, in_driver", [
+    (TrainConfig(), 0, 1, 1, 500, 1, True),  # a laptop, a small split: no worker group to start
+    (TrainConfig(), 0, 1, 1, 2001, 1, False),  # over train.driver_train_max_rows
+    (TrainConfig(driver_train_max_rows=0), 0, 1, 1, 500, 1, False),  # always workers
+    (TrainConfig(workers=1), 0, 1, 1, 500, 1, False),  # a worker asked for
+    (TrainConfig(), 0, 1, 2, 500, 1, False),  # two models at once (one driver)
+    (TrainConfig(), 0, 1, 1, 500, 2, False),  # a head without CPUs: the driver is not the CPU node
+    (TrainConfig(), 0, 3, 1, 500, 3, False),  # one worker per node
+    (TrainConfig(), 1, 1, 1, 500, 1, False),  # a GPU worker
+])
+def test_a_small_split_on_one_node_trains_in_the_driver(train, gpus, nodes, trainers, rows, hosts, in_driver):
+    assert plan_placement(train, 2, 2, gpus, nodes, trainers, rows, hosts).in_driver is in_driver
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--models", "cnn,vgg"], "unknown model 'vgg'; valid models: cnn, resnet50"),
     (["--models", "cnn"], "no train face shards under"),

@@ -1,13 +1,26 @@
-"""What Ray Train's controller has to import to run a faceproc training."""
+"""Ray Train wiring: what its controller imports, and which weights a training keeps, in the driver
+and on a worker."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pytest
 import ray.cloudpickle as cloudpickle
 
-from faceproc.train.trainer import backend
+from faceproc.config import Config
+from faceproc.models.facenet import EMBEDDING_DIM, build_embedding_head
+from faceproc.models.registry import resolve_spec
+from faceproc.train.loop import SCORE
+from faceproc.train.placement import Placement
+from faceproc.train.trainer import backend, fit_with_ray_train
 
 UNPICKLE = ("import pickle, sys; pickle.loads(sys.stdin.buffer.read()); "
             "print(','.join(name for name in ('tensorflow', 'ray.train.tensorflow') if name in sys.modules))")
@@ -26,3 +39,40 @@ def test_a_lone_worker_backend_does_not_import_tensorflow_into_the_controller():
     assert _imports_when_unpickled(backend(1)) == ""
     assert isinstance(backend(2), TensorflowConfig)  # workers together need TF_CONFIG for MultiWorkerMirroredStrategy
     assert "tensorflow" in _imports_when_unpickled(backend(2)).split(",")  # what the lone worker is spared
+
+
+def _noise(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings with labels that nothing predicts: the holdout loss rises once the head memorises."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(rows, EMBEDDING_DIM)).astype(np.float32), rng.integers(0, 2, rows).astype(np.int32)
+
+
+@pytest.mark.parametrize("in_driver", [True, False])
+def test_the_kept_weights_are_the_best_holdout_epochs_in_the_driver_and_on_a_worker(ray_session, tmp_path, in_driver):
+    import ray
+
+    fit_x, fit_y = _noise(64, 0)
+    holdout_x, holdout_y = _noise(32, 1)
+    pid_file = tmp_path / "built_in_pid"
+
+    def build(num_classes: int) -> Any:
+        pid_file.write_text(str(os.getpid()))
+        return build_embedding_head(num_classes)
+
+    config = Config(output=str(tmp_path / "out"))
+    config.train.patience = 20
+    spec = dataclasses.replace(resolve_spec("facenet", config.train), epochs=6, learning_rate=0.5)
+    where = Placement(workers=1, use_gpu=False, cpus_per_worker=1.0, gpus_per_worker=0.0, in_driver=in_driver)
+    leftovers = set(Path(tempfile.gettempdir()).glob("faceproc-train-*"))
+    fit = ray.data.from_items([{"embedding": x, "label": y} for x, y in zip(fit_x, fit_y)])
+    holdout = ray.data.from_items([{"embedding": x, "label": y} for x, y in zip(holdout_x, holdout_y)])
+    state, weights = fit_with_ray_train(config, spec, where, build, 2, "embedding", fit, holdout, fit_rows=64)
+
+    assert (int(pid_file.read_text()) == os.getpid()) is in_driver
+    assert len(state.history["epoch"]) == 6 and state.best_loss == min(state.history[SCORE])
+    assert state.best_epoch == int(np.argmin(state.history[SCORE])) < 5  # an earlier epoch than the last
+    head = build_embedding_head(2)
+    head.set_weights(weights)
+    head.compile(loss="sparse_categorical_crossentropy")
+    assert head.evaluate(holdout_x, holdout_y, verbose=0) == pytest.approx(state.best_loss, abs=1e-4)
+    assert set(Path(tempfile.gettempdir()).glob("faceproc-train-*")) == leftovers  # the driver's checkpoints went
