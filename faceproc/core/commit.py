@@ -10,6 +10,7 @@ On object storage each step is one PUT (a "move" there is a copy to a new name),
 from __future__ import annotations
 
 import collections
+import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -147,11 +148,25 @@ def remove_leftovers(root: str, manifest: pa.Table, shard_folders: list[str]) ->
             storage.delete_file(orphan)
 
 
-def stage_with_actor_pool(files: pa.Table, udf: type, udf_args: tuple, prep: PreprocessConfig, faces_dir: str,
-                          partition_cols: list[str] | None = None) -> None:
-    """Run `udf` (a Ray Data callable class) over the photos in `files` on an actor pool sized by `prep`,
-    writing its rows as Parquet under `faces_dir`. Ray must be initialised. The pool has no more actors
-    than batches: an actor with nothing to do would still load its models, on the cores the busy one needs."""
+def stage_photos(files: pa.Table, udf: type, udf_args: tuple, prep: PreprocessConfig, faces_dir: str,
+                 partition_cols: list[str] | None = None) -> None:
+    """Run `udf` (a callable class built as `udf(prep, *udf_args)`: photo rows in, face rows out) over
+    the photos in `files`, writing its rows as Parquet under `faces_dir`. Ray must be initialised.
+
+    At most `prep.driver_max_photos` photos on a one-node cluster without detector GPUs are done in
+    the driver; more go to a Ray Data actor pool sized by `prep`."""
+    from faceproc.core.ray_env import alive_nodes
+
+    if files.num_rows <= prep.driver_max_photos and not prep.detector_num_gpus and alive_nodes() == 1:
+        _stage_in_driver(files, udf, udf_args, prep, faces_dir, partition_cols)
+    else:
+        _stage_with_actor_pool(files, udf, udf_args, prep, faces_dir, partition_cols)
+
+
+def _stage_with_actor_pool(files: pa.Table, udf: type, udf_args: tuple, prep: PreprocessConfig, faces_dir: str,
+                           partition_cols: list[str] | None) -> None:
+    """The pool has no more actors than batches: an actor with nothing to do would still load its
+    models, on the cores the busy one needs."""
     import ray.data as data
 
     step = prep.actor_batch_size  # one block per actor call, so the pool shares the work from the start
@@ -159,8 +174,29 @@ def stage_with_actor_pool(files: pa.Table, udf: type, udf_args: tuple, prep: Pre
     fs, path = storage.resolve(faces_dir)
     (
         data.from_arrow(blocks)
-        .map_batches(udf, fn_constructor_args=udf_args, batch_size=step,
+        .map_batches(udf, fn_constructor_args=(prep, *udf_args), batch_size=step,
                      compute=data.ActorPoolStrategy(size=min(prep.detector_actors, len(blocks))),
                      num_cpus=prep.detector_num_cpus, num_gpus=prep.detector_num_gpus)
         .write_parquet(path, filesystem=fs, partition_cols=partition_cols, max_rows_per_file=prep.rows_per_shard)
     )
+
+
+def _stage_in_driver(files: pa.Table, udf: type, udf_args: tuple, prep: PreprocessConfig, faces_dir: str,
+                     partition_cols: list[str] | None) -> None:
+    """One call of `udf` in the driver, written as the actor pool writes (Hive partitions, the
+    partition columns dropped from the files): an actor would first import TensorFlow and build
+    MTCNN on its own, 10-15 s on two cores, which a `run`'s driver does once for training anyway.
+    The driver's TensorFlow keeps its thread pools (`detector_threads` is for actors sharing a node)."""
+    import pyarrow.dataset as ds
+
+    storage.makedirs(faces_dir)  # the run is staging from here on, as with the pool
+    rows = udf(dataclasses.replace(prep, detector_threads=0), *udf_args)(
+        {name: files[name].to_numpy(zero_copy_only=False) for name in files.column_names})
+    if not rows.num_rows:
+        return
+    fs, path = storage.resolve(faces_dir)
+    partitioning = (ds.partitioning(pa.schema([rows.schema.field(name) for name in partition_cols]), flavor="hive")
+                    if partition_cols else None)
+    ds.write_dataset(rows, path, filesystem=fs, format="parquet", partitioning=partitioning,
+                     basename_template=f"{uuid.uuid4().hex}-{{i}}.parquet", max_rows_per_file=prep.rows_per_shard,
+                     max_rows_per_group=prep.rows_per_shard, existing_data_behavior="overwrite_or_ignore")

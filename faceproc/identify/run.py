@@ -31,7 +31,7 @@ from faceproc.core.commit import (
     read_staged,
     remove_leftovers,
     run_staged,
-    stage_with_actor_pool,
+    stage_photos,
 )
 from faceproc.core.manifest import Plan, hash_where_needed, load_manifest, plan_run
 from faceproc.core.schema import IDENTITY_SCHEMA
@@ -142,8 +142,8 @@ def _stage(config: Config, plan: Plan, version: str, run_id: str, staging: str, 
         files = pa.table({"path": plan.to_process["path"],
                           "layout_error": pc.fill_null(plan.to_process["layout_error"], "")})
         rejects = storage.join(staging, "rejects")
-        args = (config.preprocess, config.output, config.identify.model, version, run_id, rejects)
-        stage_with_actor_pool(files, IdentifyPipeline, args, config.preprocess, storage.join(staging, "faces"))
+        args = (config.output, config.identify.model, version, run_id, rejects)
+        stage_photos(files, IdentifyPipeline, args, config.preprocess, storage.join(staging, "faces"))
     folders = [(storage.join(staging, "faces"), layout.identity_shards(root))]
     return read_staged(staging, folders, IDENTITY_SCHEMA, "photo_path", "photo_sha256")
 

@@ -1,7 +1,8 @@
 """`faceproc preprocess`: photos to Parquet face shards with Ray Data, incrementally.
 
 list -> plan against the manifest (size and mtime; no photo is read) -> Arrow blocks of the files
-to do -> read, hash and decode, MTCNN, crop, augment and encode (one actor pool) -> staged Parquet
+to do -> read, hash and decode, MTCNN, crop, augment and encode (one actor pool; a few photos in the
+driver, `preprocess.driver_max_photos`) -> staged Parquet
 -> publish: shards moved into place, rejects and then the manifest written atomically. Until the
 manifest is replaced, readers see the previous run (shard and reject rows count only when the
 manifest names their run).
@@ -28,7 +29,7 @@ from faceproc.core.commit import (
     read_staged,
     remove_leftovers,
     run_staged,
-    stage_with_actor_pool,
+    stage_photos,
 )
 from faceproc.core.manifest import Plan, hash_where_needed, load_manifest, plan_run
 from faceproc.core.schema import FACE_SCHEMA
@@ -133,8 +134,8 @@ def _stage(config: Config, found: Discovery, plan: Plan, run_id: str, staging: s
         })
         init_ray(config.ray_address)
         require_on_every_node({"input": config.input, "output": config.output})
-        stage_with_actor_pool(files, FacePipeline, (config.preprocess, run_id, storage.join(staging, "rejects")),
-                              config.preprocess, storage.join(staging, "faces"), partition_cols=[PARTITION_COLUMN])
+        stage_photos(files, FacePipeline, (run_id, storage.join(staging, "rejects")), config.preprocess,
+                     storage.join(staging, "faces"), partition_cols=[PARTITION_COLUMN])
     folders = [(split_dir, layout.shard_dir(config.output, split_dir.rsplit("=", 1)[1]))
                for split_dir in _partition_dirs(storage.join(staging, "faces"))]
     return read_staged(staging, folders, FACE_SCHEMA, "source_path", "source_sha256", ("augment_index", "aligned"))

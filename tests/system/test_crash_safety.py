@@ -371,14 +371,15 @@ def _latest_run(out: Path) -> dict:
 
 
 def _killed_during_detection(work: Path, runner: Callable[..., Job]) -> str:
-    """A first run killed while its detector actors work: nothing may be published. Returns its id."""
+    """A first run killed while it detects faces (in the driver: 22 photos are under
+    `preprocess.driver_max_photos`): nothing may be published. Returns its id."""
     out = work / "out"
     job = runner(work, "run1-killed-during-detection")
     first_seen: list[float] = []
 
     def detecting() -> str | None:
-        """A run is staging (detection under way); give the detector actors a moment, but kill
-        at the latest when the first face file is staged."""
+        """A run is staging (detection under way); give the detector a moment, but kill at the
+        latest when the first face file is staged."""
         runs = _subdirs(out / "_staging")
         if not runs:
             return None

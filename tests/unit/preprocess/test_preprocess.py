@@ -17,7 +17,7 @@ from faceproc.config import Config
 from faceproc.core.images import decode_png
 from faceproc.core.manifest import load_manifest
 from faceproc.core.schema import FACE_SCHEMA, REJECT_SCHEMA
-from faceproc.core.shards import live_shard_files, read_live_faces
+from faceproc.core.shards import iter_live_faces, live_shard_files, read_live_faces
 from faceproc.preprocess.run import PreprocessError, run_preprocess
 from tests.conftest import DATASET, raw_png
 
@@ -85,7 +85,8 @@ def test_every_file_is_a_face_or_a_reject_and_reruns_are_incremental(tmp_path):
     expected_rejects = _tree(root)
     actors_before = _detection_actors_started()
     # 10 files in batches of 4: three batches for the two actors (a batch size changes no row)
-    summary = run_preprocess(_config(root, out, max_reject_share=1.0, augment_copies=2, actor_batch_size=4))
+    summary = run_preprocess(_config(root, out, max_reject_share=1.0, augment_copies=2, actor_batch_size=4,
+                                     driver_max_photos=0))
     assert _detection_actors_started() - actors_before == 2
 
     assert (summary.discovered, summary.skipped_hidden) == (10, 1)
@@ -127,7 +128,7 @@ def test_every_file_is_a_face_or_a_reject_and_reruns_are_incremental(tmp_path):
     shutil.copy(root / "val/madonna/c.jpg", root / "val/madonna/d.jpg")  # new (same content as c)
     third = run_preprocess(_config(root, out, max_reject_share=1.0, augment_copies=2))
     assert (third.new, third.changed, third.deleted, third.processed) == (1, 1, 1, 2)
-    assert _detection_actors_started() - actors_before == 3  # two photos, one batch: one actor, not two
+    assert _detection_actors_started() - actors_before == 2  # two photos: detected in the driver, no actor
     live = read_live_faces(str(out), "train", ["source_path", "source_sha256"]).to_pandas()
     b_rows = live[live.source_path.str.endswith("ben_afflek/b.jpg")]
     assert len(b_rows) == 3 and set(b_rows.source_sha256) == {
@@ -137,6 +138,34 @@ def test_every_file_is_a_face_or_a_reject_and_reruns_are_incremental(tmp_path):
     assert "wall.png" not in " ".join(pq.read_table(out / "rejects.parquet").column("path").to_pylist())
     # a.jpg (train) and b.jpg (train, now a's content) are one photo twice, but in one split: no leakage
     assert third.leakage == []
+
+
+def test_a_few_photos_detected_in_the_driver_give_the_rows_and_rejects_of_the_actor_pool(tmp_path):
+    root = tmp_path / "photos"
+    _tree(root)
+    outs = {where: tmp_path / where for where in ("actors", "driver")}
+    actors_before = _detection_actors_started()
+    summaries = {where: run_preprocess(_config(root, out, max_reject_share=1.0, augment_copies=2,
+                                               driver_max_photos=0 if where == "actors" else 32))
+                 for where, out in outs.items()}
+    assert _detection_actors_started() - actors_before == 1  # 10 photos: one batch, one actor, for "actors" only
+
+    def rows(out: Path) -> list[tuple]:
+        columns = ["source_path", "split", "label", "augment_index", "aligned", "box", "faces_found"]
+        faces = [row for split in ("train", "val") for table in iter_live_faces(str(out), split, columns)
+                 for row in table.to_pylist()]
+        return sorted((Path(r["source_path"]).relative_to(root).as_posix(), r["split"], r["label"],
+                       r["augment_index"], r["aligned"], r["faces_found"], tuple(r["box"])) for r in faces)
+
+    def rejects(out: Path) -> list[tuple]:
+        table = pq.read_table(out / "rejects.parquet", columns=["path", "reason", "split", "label"])
+        return sorted(tuple(r.values()) for r in table.to_pylist())
+
+    assert len(rows(outs["driver"])) == 2 * 3 + 1  # two train faces with two copies each, one val face
+    assert rows(outs["driver"]) == rows(outs["actors"])
+    assert rejects(outs["driver"]) == rejects(outs["actors"]) and len(rejects(outs["driver"])) == 7
+    counts = ["face_photos", "face_rows", "augmented_rows", "aligned_faces", "rejects", "rejects_by_reason"]
+    assert [getattr(summaries["driver"], c) for c in counts] == [getattr(summaries["actors"], c) for c in counts]
 
 
 def test_a_rerun_goes_by_the_listing_and_verify_hashes_reads_everything(tmp_path):
