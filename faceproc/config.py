@@ -68,7 +68,8 @@ class TrainConfig:
     model_epochs: dict[str, int] = field(default_factory=dict)  # per model, beats `epochs`: "cnn=3,resnet50=1"
     batch_size: int | None = None
     learning_rate: float | None = None
-    workers: int | None = None  # None: one per GPU on a GPU cluster, else one per CPU node
+    workers: int | None = None  # None: one per GPU on a GPU cluster, else one per CPU node (or the driver:
+    # driver_train_max_rows)
     gpus_per_worker: float | None = None  # None: use a GPU when the cluster has one
     holdout_fraction: float = 0.2  # share of train photos held out for early stopping
     patience: int = 10  # epochs without a better holdout loss before stopping (18 holdout photos are noisy)
@@ -77,7 +78,7 @@ class TrainConfig:
     facenet_mode: str = "frozen"  # "frozen" (cached embeddings + head) or "finetune"
     imagenet_weights: str | None = None  # a local ResNet50 notop .h5; None: <models_dir>/resnet50_imagenet_notop.h5, else Keras' download
     concurrent: bool = False  # fit models at once when the cluster has room for all
-    max_failures: int = 2  # worker failures Ray Train retries from the last checkpoint
+    max_failures: int = 2  # worker failures Ray Train retries from the last checkpoint (none in the driver)
     online_augment: bool = True  # new variants of every face each epoch, for the models whose recipe asks
     materialize: bool = True  # decode faces once into Ray's object store, not every epoch
     worker_cache_mb: int = 2048  # a worker keeps its materialized share in memory up to this size
@@ -85,8 +86,9 @@ class TrainConfig:
     # in the driver and put in Ray's object store whole, whatever `materialize` says: a Ray Data pass
     # costs 2-4 s of start-up there; as many new faces are embedded by the driver's FaceNet (no actor)
     driver_train_max_rows: int = 2000  # a train split of at most this many face rows trains in the driver
-    # (Ray Train's local mode) on a one-node cluster with one CPU worker: a worker group's start-up and its
-    # own TensorFlow cost 15-25 s a model on two cores; no resume after a failure there. 0: always workers
+    # (Ray Train's local mode) on a one-node cluster without GPUs, `workers` unset, one model at a time: a worker
+    # group's start-up and its own TensorFlow cost 15-25 s a model on two cores; no resume after a failure
+    # there. 0: always workers
     warm_start_max_change: float = 0.2  # fine-tune the current model when at most this share of the train
     # photos changed since its last from-scratch training (same people, same settings); 0: always scratch
     warm_start_epochs: int = 10  # epochs of a fine-tuning at that share of change; fewer in proportion below it

@@ -1,6 +1,6 @@
 """The commit protocol that preprocessing and identify share: stage, then publish in an order readers survive.
 
-A run's actors write face rows and rejects under `_staging/<run_id>/`. Publishing moves each staged shard
+A run's actors (or its driver, for a few photos) write face rows and rejects under `_staging/<run_id>/`. Publishing moves each staged shard
 to a run-named file, writes the rejects, and writes the manifest last: the manifest is the commit. Until
 it is replaced, readers see the previous run, because a shard or reject row counts only while the
 manifest names its run; what a run that died left behind is removed by the next run (`remove_leftovers`).
@@ -78,7 +78,7 @@ class StageSummary:
 
 @dataclass
 class Staged:
-    """What a run's actors staged, read back in the driver for the commit."""
+    """What a run's actors (or driver) staged, read back in the driver for the commit."""
     shards: list[tuple[str, str]]  # (staged file, folder it is published in)
     rows: pa.Table  # the columns asked of `read_staged`, one row per staged face row
     rejects: pa.Table

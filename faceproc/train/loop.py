@@ -1,4 +1,4 @@
-"""`train_func`: what every Ray Train worker runs, and nothing else.
+"""`train_func`: what every Ray Train worker (or the driver, in Ray Train's local mode) runs, and nothing else.
 
 Each epoch fits once over this worker's shard, scores the holdout, and reports its metrics to Ray
 Train, with a checkpoint (the epoch's weights, early-stopping state and history, and the weights of
@@ -27,8 +27,8 @@ STATE_FILE = "state.json"
 SCORE = "holdout_loss"  # what the kept weights are chosen by (lowest)
 # Epochs between checkpoints kept only for resuming: Ray Train's upload of one, however small, takes
 # about 0.4 s on its own thread, and the run waits for every upload before it ends, which for an
-# epoch of 0.04 s (a FaceNet head) cost ten times the training. A better holdout loss and the last
-# epoch are always kept.
+# epoch of 0.04 s (a FaceNet head) cost ten times the training. On a worker a better holdout loss
+# and the last epoch are always kept; in the driver, only the last.
 RESUME_EVERY = 10
 
 
@@ -99,6 +99,20 @@ def read_weights(directory: str, best: bool = False) -> list[np.ndarray]:
     name = BEST_WEIGHTS_FILE if best and os.path.exists(os.path.join(directory, BEST_WEIGHTS_FILE)) else WEIGHTS_FILE
     with np.load(os.path.join(directory, name)) as arrays:
         return [arrays[f"arr_{index}"] for index in range(len(arrays.files))]
+
+
+def record_epoch(state: LoopState, epoch: int, holdout_loss: float) -> bool:
+    """Count `epoch` into the early-stopping state; True when its weights are the best so far. The
+    first epoch always is (there must be a model to keep), and a non-finite loss counts as infinite,
+    so that a diverged first epoch does not stand in for the first finite one."""
+    loss = float(holdout_loss) if math.isfinite(holdout_loss) else math.inf
+    improved = state.best_epoch < 0 or loss < state.best_loss - 1e-6
+    if improved:
+        state.best_loss, state.best_epoch, state.bad_epochs = loss, epoch, 0
+    else:
+        state.bad_epochs += 1
+    state.next_epoch = epoch + 1
+    return improved
 
 
 def epoch_line(model: str, epoch: int, epochs: int, scores: dict[str, float], seconds: float, stop: bool) -> str:
@@ -181,14 +195,10 @@ def train_func(config: dict[str, LoopConfig]) -> None:
         for key, value in scores.items():
             state.history[key].append(float(value))
 
-        improved = state.best_epoch < 0 or scores[SCORE] < state.best_loss - 1e-6
+        improved = record_epoch(state, epoch, scores[SCORE])
         weights = model.get_weights()  # every worker: under MWMS, reading BatchNorm statistics is collective
         if improved:
-            state.best_loss, state.best_epoch, state.bad_epochs = float(scores[SCORE]), epoch, 0
             best_weights = weights
-        else:
-            state.bad_epochs += 1
-        state.next_epoch = epoch + 1
         stop = state.bad_epochs >= loop.patience and epoch + 1 >= loop.min_epochs
         metrics = {**scores, "epoch": epoch, "stopped_early": stop}
         if chief:

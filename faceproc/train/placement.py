@@ -26,7 +26,7 @@ class Placement:
         return "gpu" if self.use_gpu else "cpu"
 
 
-def placement(config: Config, trainers: int = 1, rows: int = 0) -> Placement:
+def placement(config: Config, trainers: int = 1, rows: int | None = None) -> Placement:
     """Placement on the running Ray cluster (see `plan_placement`)."""
     from faceproc.core.ray_env import alive_nodes, cluster_cpus, cluster_gpus, cpu_nodes, largest_node_cpus
 
@@ -35,7 +35,7 @@ def placement(config: Config, trainers: int = 1, rows: int = 0) -> Placement:
 
 
 def plan_placement(train: TrainConfig, cpus: float, node_cpus: float, gpus: float, nodes: int = 1,
-                   trainers: int = 1, rows: int = 0, hosts: int = 1) -> Placement:
+                   trainers: int = 1, rows: int | None = None, hosts: int = 1) -> Placement:
     """GPU workers when the cluster has a GPU per worker (or when asked); else CPU workers sharing the
     CPUs of `trainers` concurrent trainings, never more than one node has (Ray caps a worker's threads
     at what it reserved). Faces decoded every epoch (`materialize` off) need a core left for Ray
@@ -43,9 +43,9 @@ def plan_placement(train: TrainConfig, cpus: float, node_cpus: float, gpus: floa
     worker per GPU, or one per CPU node, since two MultiWorkerMirroredStrategy workers on one CPU
     node were no faster end to end than one (docs/benchmarks.md, "Training").
 
-    A split of at most `train.driver_train_max_rows` face rows (`rows`) trains in the driver when
-    the whole cluster is one node (`hosts`, so the driver is on it), one training at a time, on
-    one CPU worker that `train.workers` did not ask for: a worker group and its own TensorFlow cost
+    A split of at most `train.driver_train_max_rows` face rows (`rows`; None: unknown) trains in the
+    driver when the whole cluster is one node without GPUs (`hosts`, so the driver is on it), one
+    training at a time, on one CPU worker that `train.workers` did not ask for: a worker group and its own TensorFlow cost
     15-25 s of start-up on two cores, more than such a split's epochs."""
     gpus_per_worker = train.gpus_per_worker
     if gpus_per_worker is None:
@@ -55,7 +55,7 @@ def plan_placement(train: TrainConfig, cpus: float, node_cpus: float, gpus: floa
         return Placement(workers, True, 1.0, gpus_per_worker)
     workers = max(1, train.workers or nodes)
     spare = 0 if train.materialize else 1
-    in_driver = (train.workers is None and workers == 1 and trainers == 1 and hosts == 1
-                 and rows <= train.driver_train_max_rows)
+    in_driver = (train.workers is None and workers == 1 and trainers == 1 and hosts == 1 and not gpus
+                 and rows is not None and rows <= train.driver_train_max_rows)
     return Placement(workers, False, max(0.25, min(node_cpus, (cpus - spare) / (workers * trainers))), 0.0,
                      in_driver)

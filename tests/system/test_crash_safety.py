@@ -42,7 +42,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 PEOPLE = ("ben_afflek", "madonna", "mindy_kaling")
 TRAIN_PHOTOS, VAL_PHOTOS = 5, 2
 BROKEN = "train/madonna/broken.jpg"  # one reject, so that reject accounting is exercised too
-TRAIN_ARGS = ["--models", "cnn", "--epochs", "3"]  # one worker: two would only add a TensorFlow start per run
+TRAIN_ARGS = ["--models", "cnn", "--epochs", "3"]  # trained in the driver: a split this small, one node
 # Stored augmented copies: several rows per photo, so a kill can land between a photo's rows.
 PREPROCESS_ARGS = ["--set", "preprocess.augment_copies=2"]
 RUN_TIMEOUT = 1800.0  # seconds; a run takes minutes on 2 loaded cores
@@ -451,7 +451,7 @@ def _killed_during_shard_write_keeps_the_previous_run(work: Path, photos: Path, 
     added = _add_extra_photos(work, photos)
 
     def writing() -> str | None:
-        """Ray Data has staged a face file, or a shard of an unpublished run is in place."""
+        """A face file is staged, or a shard of an unpublished run is in place."""
         for staging in _subdirs(out / "_staging"):
             if _files_under(staging / "faces"):
                 return staging.name

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from faceproc.models.cnn import build_cnn
-from faceproc.train.loop import LoopState, epoch_line, read_state, read_weights, write_checkpoint
+from faceproc.train.loop import LoopState, epoch_line, read_state, read_weights, record_epoch, write_checkpoint
 
 
 def test_checkpoint_round_trips_weights_and_loop_state():
@@ -48,3 +48,11 @@ def test_epoch_line_counts_from_one_says_how_long_the_epoch_took_and_when_traini
         "cnn epoch 1/30: loss 0.912 acc 0.500, holdout loss 1.000 acc 0.250, 8.4 s")
     assert epoch_line("cnn", 6, 30, scores, 0.04, stop=True).endswith(
         "epoch 7/30: loss 0.912 acc 0.500, holdout loss 1.000 acc 0.250, 0.0 s (early stop)")
+
+
+def test_the_best_epoch_is_the_lowest_finite_holdout_loss_and_patience_counts_the_others():
+    state = LoopState()
+    losses = [float("nan"), 0.9, 0.95, 0.7, float("inf"), 0.7 + 1e-7]
+    improved = [record_epoch(state, epoch, loss) for epoch, loss in enumerate(losses)]
+    assert improved == [True, True, False, True, False, False]  # a diverged first epoch stands in until one is finite
+    assert (state.best_epoch, state.best_loss, state.bad_epochs, state.next_epoch) == (3, 0.7, 2, 6)

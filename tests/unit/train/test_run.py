@@ -190,6 +190,8 @@ def test_placement_shares_the_cluster_between_workers(train, cpus, node_cpus, gp
     (TrainConfig(), 0, 1, 1, 500, 2, False),  # a head without CPUs: the driver is not the CPU node
     (TrainConfig(), 0, 3, 1, 500, 3, False),  # one worker per node
     (TrainConfig(), 1, 1, 1, 500, 1, False),  # a GPU worker
+    (TrainConfig(gpus_per_worker=0), 1, 1, 1, 500, 1, False),  # a CPU worker on a GPU node: the driver would see it
+    (TrainConfig(), 0, 1, 1, None, 1, False),  # the split's size unknown
 ])
 def test_a_small_split_on_one_node_trains_in_the_driver(train, gpus, nodes, trainers, rows, hosts, in_driver):
     assert plan_placement(train, 2, 2, gpus, nodes, trainers, rows, hosts).in_driver is in_driver
