@@ -45,8 +45,8 @@ def plan_placement(train: TrainConfig, cpus: float, node_cpus: float, gpus: floa
 
     A split of at most `train.driver_train_max_rows` face rows (`rows`; None: unknown) trains in the
     driver when the whole cluster is one node without GPUs (`hosts`, so the driver is on it), one
-    training at a time, on one CPU worker that `train.workers` did not ask for: a worker group and its own TensorFlow cost
-    15-25 s of start-up on two cores, more than such a split's epochs."""
+    training at a time, on one CPU worker that `train.workers` did not ask for: a worker group and
+    its own TensorFlow cost 15-25 s of start-up on two cores, more than such a split's epochs."""
     gpus_per_worker = train.gpus_per_worker
     if gpus_per_worker is None:
         gpus_per_worker = 1.0 if gpus >= max(1, train.workers or 1) * trainers else 0.0
