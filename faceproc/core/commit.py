@@ -183,15 +183,19 @@ def _stage_with_actor_pool(files: pa.Table, udf: type, udf_args: tuple, prep: Pr
 
 def _stage_in_driver(files: pa.Table, udf: type, udf_args: tuple, prep: PreprocessConfig, faces_dir: str,
                      partition_cols: list[str] | None) -> None:
-    """One call of `udf` in the driver, written as the actor pool writes (Hive partitions, the
-    partition columns dropped from the files): an actor would first import TensorFlow and build
-    MTCNN on its own, 10-15 s on two cores, which a `run`'s driver does once for training anyway.
-    The driver's TensorFlow keeps its thread pools (`detector_threads` is for actors sharing a node)."""
+    """`udf` in the driver over the pool's batches (detection batches photos by size, so the batches
+    shape the boxes), written as the pool writes (Hive partitions, the partition columns dropped from
+    the files): an actor would first import TensorFlow and build MTCNN on its own, 10-15 s on two
+    cores, which a `run`'s driver does once for training anyway. The driver's TensorFlow keeps its
+    thread pools (`detector_threads` is for actors sharing a node)."""
     import pyarrow.dataset as ds
 
     storage.makedirs(faces_dir)  # the run is staging from here on, as with the pool
-    rows = udf(dataclasses.replace(prep, detector_threads=0), *udf_args)(
-        {name: files[name].to_numpy(zero_copy_only=False) for name in files.column_names})
+    pipeline = udf(dataclasses.replace(prep, detector_threads=0), *udf_args)
+    step = prep.actor_batch_size
+    rows = pa.concat_tables(
+        pipeline({name: block[name].to_numpy(zero_copy_only=False) for name in block.column_names})
+        for block in (files.slice(start, step) for start in range(0, files.num_rows, step)))
     if not rows.num_rows:
         return
     fs, path = storage.resolve(faces_dir)

@@ -145,10 +145,11 @@ def test_a_few_photos_detected_in_the_driver_give_the_rows_and_rejects_of_the_ac
     _tree(root)
     outs = {where: tmp_path / where for where in ("actors", "driver")}
     actors_before = _detection_actors_started()
-    summaries = {where: run_preprocess(_config(root, out, max_reject_share=1.0, augment_copies=2,
+    # batches of 4 in both (detection batches photos by size, so its batches shape the boxes)
+    summaries = {where: run_preprocess(_config(root, out, max_reject_share=1.0, augment_copies=2, actor_batch_size=4,
                                                driver_max_photos=0 if where == "actors" else 32))
                  for where, out in outs.items()}
-    assert _detection_actors_started() - actors_before == 1  # 10 photos: one batch, one actor, for "actors" only
+    assert _detection_actors_started() - actors_before == 2  # the pool's two actors, for "actors" only
 
     def rows(out: Path) -> list[tuple]:
         columns = ["source_path", "split", "label", "augment_index", "aligned", "box", "faces_found"]
