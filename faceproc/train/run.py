@@ -1,7 +1,8 @@
 """`faceproc train`: fit each requested model with Ray Train and save it under OUT/models/<name>/.
 
 The driver resolves weights, builds the datasets and hands them to `trainer.fit_with_ray_train`;
-`loop.train_func` runs on the workers (or, for a small split on one node, in the driver); `inference.artifact.ModelArtifact` writes the model's folder.
+`loop.train_func` runs on the workers (or, for a small split on one node, in the driver);
+`inference.artifact.ModelArtifact` writes the model's folder.
 A model whose weights cannot be had is `skipped`, one that breaks is `failed`, and either way the
 other models go on.
 """
