@@ -3,8 +3,9 @@
 A run's actors (or its driver, for a few photos) write face rows and rejects under `_staging/<run_id>/`.
 Publishing moves each staged shard to a run-named file, writes the rejects, and writes the manifest
 last: the manifest is the commit. Until it is replaced, readers see the previous run, because a shard
-or reject row counts only while the manifest names its run; what a run that died left behind is removed by the next run (`remove_leftovers`).
-On object storage each step is one PUT (a "move" there is a copy to a new name), so the same order holds.
+or reject row counts only while the manifest names its run; what a run that died left behind is
+removed by the next run (`remove_leftovers`). On object storage each step is one PUT (a "move" there
+is a copy to a new name), so the same order holds.
 """
 
 from __future__ import annotations
