@@ -25,7 +25,7 @@ from faceproc.core import layout, storage
 from faceproc.core.manifest import Plan, check_accounting, load_manifest, merge_manifest, processed_rows
 from faceproc.core.rejects import prune_rejects, read_staged_rejects, write_rejects
 from faceproc.core.schema import MANIFEST_SCHEMA
-from faceproc.core.shards import orphan_files
+from faceproc.core.shards import numpy_batch, orphan_files
 
 if TYPE_CHECKING:
     from faceproc.config import PreprocessConfig
@@ -158,31 +158,31 @@ def stage_photos(files: pa.Table, udf: type, udf_args: tuple, prep: PreprocessCo
     the driver; more go to a Ray Data actor pool sized by `prep`."""
     from faceproc.core.ray_env import alive_nodes
 
+    step = prep.actor_batch_size  # one block per actor call, so the pool shares the work from the start
+    blocks = [files.slice(start, step) for start in range(0, files.num_rows, step)]
     if files.num_rows <= prep.driver_max_photos and not prep.detector_num_gpus and alive_nodes() == 1:
-        _stage_in_driver(files, udf, udf_args, prep, faces_dir, partition_cols)
+        _stage_in_driver(blocks, udf, udf_args, prep, faces_dir, partition_cols)
     else:
-        _stage_with_actor_pool(files, udf, udf_args, prep, faces_dir, partition_cols)
+        _stage_with_actor_pool(blocks, udf, udf_args, prep, faces_dir, partition_cols)
 
 
-def _stage_with_actor_pool(files: pa.Table, udf: type, udf_args: tuple, prep: PreprocessConfig, faces_dir: str,
-                           partition_cols: list[str] | None) -> None:
+def _stage_with_actor_pool(blocks: list[pa.Table], udf: type, udf_args: tuple, prep: PreprocessConfig,
+                           faces_dir: str, partition_cols: list[str] | None) -> None:
     """The pool has no more actors than batches: an actor with nothing to do would still load its
     models, on the cores the busy one needs."""
     import ray.data as data
 
-    step = prep.actor_batch_size  # one block per actor call, so the pool shares the work from the start
-    blocks = [files.slice(start, step) for start in range(0, files.num_rows, step)]
     fs, path = storage.resolve(faces_dir)
     (
         data.from_arrow(blocks)
-        .map_batches(udf, fn_constructor_args=(prep, *udf_args), batch_size=step,
+        .map_batches(udf, fn_constructor_args=(prep, *udf_args), batch_size=prep.actor_batch_size,
                      compute=data.ActorPoolStrategy(size=min(prep.detector_actors, len(blocks))),
                      num_cpus=prep.detector_num_cpus, num_gpus=prep.detector_num_gpus)
         .write_parquet(path, filesystem=fs, partition_cols=partition_cols, max_rows_per_file=prep.rows_per_shard)
     )
 
 
-def _stage_in_driver(files: pa.Table, udf: type, udf_args: tuple, prep: PreprocessConfig, faces_dir: str,
+def _stage_in_driver(blocks: list[pa.Table], udf: type, udf_args: tuple, prep: PreprocessConfig, faces_dir: str,
                      partition_cols: list[str] | None) -> None:
     """`udf` in the driver over the pool's batches (detection batches photos by size, so the batches
     shape the boxes), written as the pool writes (Hive partitions, the partition columns dropped from
@@ -193,10 +193,7 @@ def _stage_in_driver(files: pa.Table, udf: type, udf_args: tuple, prep: Preproce
 
     storage.makedirs(faces_dir)  # the run is staging from here on, as with the pool
     pipeline = udf(dataclasses.replace(prep, detector_threads=0), *udf_args)
-    step = prep.actor_batch_size
-    rows = pa.concat_tables(
-        pipeline({name: block[name].to_numpy(zero_copy_only=False) for name in block.column_names})
-        for block in (files.slice(start, step) for start in range(0, files.num_rows, step)))
+    rows = pa.concat_tables(pipeline(numpy_batch(block)) for block in blocks)
     if not rows.num_rows:
         return
     fs, path = storage.resolve(faces_dir)

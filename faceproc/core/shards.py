@@ -106,6 +106,11 @@ def original_rows(rows: pa.Table) -> pa.Table:
     return rows.filter(pc.equal(rows["augment_index"], 0))
 
 
+def numpy_batch(rows: pa.Table | pa.RecordBatch) -> dict[str, Any]:
+    """Arrow rows as the numpy batch Ray Data hands a callable class, for calling one in the driver."""
+    return {name: rows[name].to_numpy(zero_copy_only=False) for name in rows.column_names}
+
+
 def keep_live_rows(dataset: Any, manifest: pa.Table) -> Any:
     """Rows of a Ray Dataset whose (source_path, source_sha256) the manifest lists as ok; a vectorised filter."""
     return dataset.map_batches(live_rows, batch_format="pyarrow", fn_kwargs={"keys": live_key_array(manifest)})

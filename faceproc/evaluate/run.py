@@ -32,7 +32,14 @@ from faceproc.core.errors import one_line_reason
 from faceproc.core.manifest import live_face_rows, load_manifest, rejected_count
 from faceproc.core.model_names import model_order
 from faceproc.core.schema import MODEL_INPUT_COLUMNS, Status
-from faceproc.core.shards import iter_live_faces, live_shard_files, original_rows, originals, read_live_faces
+from faceproc.core.shards import (
+    iter_live_faces,
+    live_shard_files,
+    numpy_batch,
+    original_rows,
+    originals,
+    read_live_faces,
+)
 from faceproc.evaluate.metrics import accuracy_rows
 from faceproc.evaluate.predictor import PREDICTION_SCHEMA, MultiPredictor
 from faceproc.evaluate.tables import write_accuracy
@@ -62,7 +69,7 @@ def _predict_here(out: str, names: list[str], config: Config, manifest: pa.Table
                                  batch_size=max(1, config.evaluate.batch_size)):
         faces = original_rows(faces)
         if faces.num_rows:
-            tables.append(predictor({name: faces[name].to_numpy(zero_copy_only=False) for name in faces.column_names}))
+            tables.append(predictor(numpy_batch(faces)))
     return _predictions(tables)
 
 

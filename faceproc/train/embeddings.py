@@ -17,7 +17,14 @@ import pyarrow.parquet as pq
 from faceproc.core import layout, storage
 from faceproc.core.images import decode_png
 from faceproc.core.manifest import load_manifest
-from faceproc.core.shards import LIVE_KEY_COLUMNS, keep_live_rows, live_key_array, live_rows, live_shard_files
+from faceproc.core.shards import (
+    LIVE_KEY_COLUMNS,
+    keep_live_rows,
+    live_key_array,
+    live_rows,
+    live_shard_files,
+    numpy_batch,
+)
 from faceproc.inference.openset import compute_centroids
 from faceproc.train.data import NoTrainingData, TrainingData, driver_datasets, split_holdout
 
@@ -112,8 +119,7 @@ def _embed_here(embedder: FaceNetEmbedder, fs: Any, shards: list[str]) -> pa.Tab
     tables = []
     for shard in shards:
         for batch in pq.read_table(shard, filesystem=fs, columns=["image", *EMBEDDING_COLUMNS]).to_batches(EMBED_BATCH):
-            columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
-            rows = embedder({**columns, SHARD_COLUMN: np.full(batch.num_rows, shard, dtype=object)})
+            rows = embedder({**numpy_batch(batch), SHARD_COLUMN: np.full(batch.num_rows, shard, dtype=object)})
             tables.append(pa.table({name: ArrowTensorArray.from_numpy(values) if name == "embedding" else values
                                     for name, values in rows.items()}))
     return pa.concat_tables(tables) if tables else None
