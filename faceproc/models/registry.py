@@ -36,6 +36,7 @@ and raise :class:`~faceproc.models.errors.WeightsUnavailable` (report the model 
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -47,7 +48,12 @@ if TYPE_CHECKING:  # the registry is read without TensorFlow: a rerun decides wh
     from faceproc.models.keras_env import keras
 
 FACENET_MODES = ("frozen", "finetune")
-OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}  # name -> keras.optimizers class
+# name -> tf-keras optimizer class. Adam and SGD are tf-keras' legacy classes: they apply each variable's
+# update as one fused kernel (ResourceApplyAdam, ...) where the newer classes build a dozen ops per
+# variable, and tracing those for ResNet50's 322 variables took 11 s of its 20 s first training step on
+# the 2-core machine (docs/benchmarks.md, "Training"). Their update rule is the same; the legacy RMSprop
+# puts epsilon inside the square root, and AdamW exists only as the newer class.
+OPTIMIZERS = {"adam": "legacy.Adam", "adamw": "AdamW", "sgd": "legacy.SGD", "rmsprop": "RMSprop"}
 RESNET_FROM_SCRATCH_BN_MOMENTUM = 0.9  # moving statistics that settle within its few hundred steps
 
 
@@ -102,7 +108,7 @@ class ModelSpec:
         from faceproc.models.keras_env import keras
 
         try:
-            optimizer_class = getattr(keras.optimizers, OPTIMIZERS[self.optimizer.lower()])
+            optimizer_class = operator.attrgetter(OPTIMIZERS[self.optimizer.lower()])(keras.optimizers)
         except KeyError:
             raise ValueError(
                 f"model {self.name!r}: unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}"
