@@ -2,7 +2,8 @@
 then the predictions, the accuracy table and the report are written under `OUT/reports/`.
 
 For each `OUT/models/<name>/` whose `result.json` says `ok`, the live validation faces
-(original crops only) go through one `MultiPredictor` that loads every model once, so the faces
+(original crops only) go through one `MultiPredictor` that loads every model once (a model this
+process has just trained and saved is used as it is in memory, `ModelArtifact.load`), so the faces
 are read and decoded once and TensorFlow is imported once: in the driver for up to
 `evaluate.driver_max_faces` faces when no GPU is asked for (after training the driver has TensorFlow
 loaded, and an actor would spend seconds importing it again), else in one Ray Data actor (1 CPU, or

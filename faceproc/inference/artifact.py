@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import uuid
 import zipfile
 from collections.abc import Sequence
@@ -32,6 +33,15 @@ log = logging.getLogger(__name__)
 MODEL_FILES = (layout.MODEL_FILE, layout.CLASSES_FILE, layout.HISTORY_FILE, layout.CENTROIDS_FILE,
                layout.TRAINED_PHOTOS_FILE, layout.CONFIG_FILE, layout.RESULT_FILE, layout.LAST_ATTEMPT_FILE)
 BACKBONE_LAYER = "facenet"  # faceproc.models.facenet.wrap_backbone's default name
+
+# The Keras models this process saved, by (OUT, model name) -> (model_version, model): evaluation right
+# after training in the same process takes its model from here instead of reading the file back
+# (loading resnet50 and FaceNet took about 15 s of a rerun's evaluation on the 2-core machine). An
+# entry serves only the version it was saved as, and only once, so nothing can change a model after
+# it is handed out; at most JUST_SAVED_LIMIT are held by a process that does not evaluate.
+_just_saved: dict[tuple[str, str], tuple[str, Any]] = {}
+_just_saved_lock = threading.Lock()  # models may train, and be saved, on threads of their own
+JUST_SAVED_LIMIT = 4
 
 
 class ArtifactError(RuntimeError):
@@ -112,6 +122,8 @@ class ModelArtifact:
             return
         version = uuid.uuid4().hex[:12]
         result["model_version"] = version
+        with _just_saved_lock:
+            _just_saved.pop((self.out, self.name), None)
         if storage.is_local(self.out):
             staging = layout.model_staging_dir(self.out, self.name)
             storage.delete_dir(staging)
@@ -127,6 +139,7 @@ class ModelArtifact:
                     storage.delete_dir(layout.model_version_dir(self.out, self.name, old))
             for name in MODEL_FILES:  # the flat folder an earlier faceproc wrote here
                 storage.delete_file(storage.join(layout.model_dir(self.out, self.name), name))
+        _remember(self.out, self.name, version, trained.model)
 
     @staticmethod
     def _write_files(folder: str, result: dict[str, Any], config: dict[str, Any], trained: TrainedFiles) -> None:
@@ -218,8 +231,9 @@ class ModelArtifact:
         self.check_usable()
         classes = self.classes()
         model_uri = self.file(layout.MODEL_FILE)
+        model = _recall(self.out, self.name, self.result().get("model_version"))
         try:
-            model = _load_keras(model_uri)
+            model = model if model is not None else _load_keras(model_uri)
         except Exception as exc:
             raise ArtifactError(f"cannot load {model_uri}: {type(exc).__name__}: {exc}") from exc
         centroids_uri = self.file(layout.CENTROIDS_FILE)
@@ -273,6 +287,24 @@ class TrainedModel:
         for one face as for dozens); one list of verdicts per group, in order."""
         verdicts = iter(self.classify([crop for group in groups for crop in group]))
         return [[next(verdicts) for _ in group] for group in groups]
+
+
+def _remember(out: str, name: str, version: str, model: Any) -> None:
+    """Hold `model`, just saved as `version` of OUT's model `name`, for one `_recall`."""
+    with _just_saved_lock:
+        _just_saved[(out, name)] = (version, model)
+        while len(_just_saved) > JUST_SAVED_LIMIT:
+            del _just_saved[next(iter(_just_saved))]  # the oldest
+
+
+def _recall(out: str, name: str, version: str | None) -> Any:
+    """The model this process saved as `version` of OUT's `name`, handed out once; else None."""
+    with _just_saved_lock:
+        held = _just_saved.get((out, name))
+        if held is None or held[0] != version:
+            return None
+        del _just_saved[(out, name)]
+        return held[1]
 
 
 def fit_to_input(faces: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
