@@ -173,6 +173,18 @@ def train_tiny_cnn(model_dir: Path, classes: list[str], seed: int = 0) -> None:
     )
 
 
+@pytest.fixture(autouse=True)
+def _no_model_saved_by_an_earlier_test() -> Iterator[None]:
+    """A model a test saved is not handed to the next test's load (`ModelArtifact.load` serves the
+    models its own process just saved): each test reads models from their files unless it saved them."""
+    yield
+    import sys
+
+    artifact = sys.modules.get("faceproc.inference.artifact")
+    if artifact is not None:
+        artifact.release_saved_models()
+
+
 LONG_MODULES = {"test_crash_safety.py", "test_jobs.py"}  # real process kills, a real `ray start` head
 
 

@@ -44,7 +44,7 @@ from faceproc.core.shards import (
 from faceproc.evaluate.metrics import accuracy_rows
 from faceproc.evaluate.predictor import PREDICTION_SCHEMA, MultiPredictor
 from faceproc.evaluate.tables import write_accuracy
-from faceproc.inference.artifact import ModelArtifact
+from faceproc.inference.artifact import ModelArtifact, release_saved_models
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,10 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
         else:
             usable.append(name)
     started = time.monotonic()
-    tables, failures = _predict_each(out, usable, config, use_gpu, manifest) if usable else ([], {})
+    try:
+        tables, failures = _predict_each(out, usable, config, use_gpu, manifest) if usable else ([], {})
+    finally:
+        release_saved_models(out)  # what training saved and prediction did not take is not needed again
     for name, reason in failures.items():
         results[name] = _failed(results[name], name, reason)
     done = [name for name in usable if name not in failures]

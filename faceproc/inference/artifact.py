@@ -36,9 +36,11 @@ BACKBONE_LAYER = "facenet"  # faceproc.models.facenet.wrap_backbone's default na
 
 # The Keras models this process saved, by (OUT, model name) -> (model_version, model): evaluation right
 # after training in the same process takes its model from here instead of reading the file back
-# (loading resnet50 and FaceNet took about 15 s of a rerun's evaluation on the 2-core machine). An
-# entry serves only the version it was saved as, and only once, so nothing can change a model after
-# it is handed out; at most JUST_SAVED_LIMIT are held by a process that does not evaluate.
+# (loading resnet50 and FaceNet took about 15 s of a rerun's evaluation on the 2-core machine); each
+# registry model predicts the same after a save and load (tests/unit/models). An entry serves only
+# the version it was saved as, and only once, so nothing can change a model after it is handed out;
+# evaluation and `faceproc run` release what is left when they end (`release_saved_models`), and at
+# most JUST_SAVED_LIMIT are held meanwhile.
 _just_saved: dict[tuple[str, str], tuple[str, Any]] = {}
 _just_saved_lock = threading.Lock()  # models may train, and be saved, on threads of their own
 JUST_SAVED_LIMIT = 4
@@ -227,7 +229,8 @@ class ModelArtifact:
 
     def load(self, open_set: bool = True) -> TrainedModel:
         """The model ready to classify face crops (checked first, see `check_usable`); with `open_set`
-        also its centroids, for the unknown check (evaluation, where every person is known, skips it)."""
+        also its centroids, for the unknown check (evaluation, where every person is known, skips it).
+        A model this process has just saved is handed out as it is in memory, once (`_recall`)."""
         self.check_usable()
         classes = self.classes()
         model_uri = self.file(layout.MODEL_FILE)
@@ -305,6 +308,14 @@ def _recall(out: str, name: str, version: str | None) -> Any:
             return None
         del _just_saved[(out, name)]
         return held[1]
+
+
+def release_saved_models(out: str | None = None) -> None:
+    """Drop the models `ModelArtifact.save` holds for OUT (for every output with None), once whatever
+    could use them in this process has run."""
+    with _just_saved_lock:
+        for key in [key for key in _just_saved if out is None or key[0] == out]:
+            del _just_saved[key]
 
 
 def fit_to_input(faces: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:

@@ -50,9 +50,10 @@ if TYPE_CHECKING:  # the registry is read without TensorFlow: a rerun decides wh
 FACENET_MODES = ("frozen", "finetune")
 # name -> tf-keras optimizer class. Adam and SGD are tf-keras' legacy classes: they apply each variable's
 # update as one fused kernel (ResourceApplyAdam, ...) where the newer classes build a dozen ops per
-# variable, and tracing those for ResNet50's 322 variables took 11 s of its 20 s first training step on
-# the 2-core machine (docs/benchmarks.md, "Training"). Their update rule is the same; the legacy RMSprop
-# puts epsilon inside the square root, and AdamW exists only as the newer class.
+# variable. For ResNet50's 322 variables that trace was 11 s of its first epoch's 20 s of tracing on
+# the 2-core machine, and its later epochs ran 0.73x as long with the fused kernels (docs/benchmarks.md,
+# "The optimizer's trace"). The update rule is the same; the legacy RMSprop puts epsilon inside the
+# square root, and AdamW exists only as the newer class.
 OPTIMIZERS = {"adam": "legacy.Adam", "adamw": "AdamW", "sgd": "legacy.SGD", "rmsprop": "RMSprop"}
 RESNET_FROM_SCRATCH_BN_MOMENTUM = 0.9  # moving statistics that settle within its few hundred steps
 
@@ -102,7 +103,7 @@ class ModelSpec:
         """This spec's uncompiled Keras model for `num_classes` classes."""
         return self.build(num_classes, context, self.image_size)
 
-    def make_optimizer(self, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    def make_optimizer(self, steps_per_epoch: int) -> keras.optimizers.Optimizer | keras.optimizers.legacy.Optimizer:
         """A fresh Keras optimizer of this spec's kind (adam, adamw, sgd, rmsprop), its learning rate on
         this spec's schedule over `epochs` of `steps_per_epoch` steps."""
         from faceproc.models.keras_env import keras

@@ -9,7 +9,7 @@ import pytest
 
 from faceproc.core import layout, storage
 from faceproc.inference import artifact as artifact_module
-from faceproc.inference.artifact import JUST_SAVED_LIMIT, ModelArtifact, TrainedFiles
+from faceproc.inference.artifact import JUST_SAVED_LIMIT, ModelArtifact, TrainedFiles, release_saved_models
 
 CLASSES = ["alice", "bob"]
 
@@ -70,3 +70,12 @@ def test_a_process_that_does_not_evaluate_holds_only_the_latest_models(tmp_path)
     last = str(tmp_path / f"out{JUST_SAVED_LIMIT}")
     assert ModelArtifact(last, "m").load(open_set=False).model is models[-1]
     assert json.loads((tmp_path / "out0" / "models" / "m" / "classes.json").read_text()) == CLASSES
+
+
+def test_released_models_are_read_from_their_files_and_other_outputs_keep_theirs(tmp_path):
+    kept, released = _cnn(), _cnn()
+    _save(str(tmp_path / "kept"), "m", kept)
+    _save(str(tmp_path / "released"), "m", released)
+    release_saved_models(str(tmp_path / "released"))
+    assert ModelArtifact(str(tmp_path / "released"), "m").load(open_set=False).model is not released
+    assert ModelArtifact(str(tmp_path / "kept"), "m").load(open_set=False).model is kept
