@@ -26,7 +26,6 @@ from faceproc.models import (
     resolve_spec,
 )
 from faceproc.models.cnn import build_cnn
-from faceproc.models.registry import OPTIMIZERS
 from faceproc.models.imagenet_weights import (
     KERAS_WEIGHTS_NAME,
     LOCAL_WEIGHTS_NAME,
@@ -37,6 +36,7 @@ from faceproc.models.imagenet_weights import (
 )
 from faceproc.models.keras_env import keras
 from faceproc.models.layers import PerImageStandardization, ResNetPreprocess, ScaledResidual
+from faceproc.models.registry import OPTIMIZERS
 from faceproc.models.resnet import build_resnet50, load_backbone_weights
 from faceproc.models.saving import load_model
 from tests.conftest import FACENET_WEIGHTS
