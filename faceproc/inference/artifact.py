@@ -18,7 +18,7 @@ import tempfile
 import threading
 import uuid
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,8 +39,8 @@ BACKBONE_LAYER = "facenet"  # faceproc.models.facenet.wrap_backbone's default na
 # (loading resnet50 and FaceNet took about 15 s of a rerun's evaluation on the 2-core machine); each
 # registry model predicts the same after a save and load (tests/unit/models). An entry serves only
 # the version it was saved as, and only once, so nothing can change a model after it is handed out;
-# evaluation and `faceproc run` release what is left when they end (`release_saved_models`), and at
-# most JUST_SAVED_LIMIT are held meanwhile.
+# evaluation releases what is left when it ends (`release_saved_models`), and at most
+# JUST_SAVED_LIMIT are held meanwhile.
 _just_saved: dict[tuple[str, str], tuple[str, Any]] = {}
 _just_saved_lock = threading.Lock()  # models may train, and be saved, on threads of their own
 JUST_SAVED_LIMIT = 4
@@ -124,8 +124,6 @@ class ModelArtifact:
             return
         version = uuid.uuid4().hex[:12]
         result["model_version"] = version
-        with _just_saved_lock:
-            _just_saved.pop((self.out, self.name), None)
         if storage.is_local(self.out):
             staging = layout.model_staging_dir(self.out, self.name)
             storage.delete_dir(staging)
@@ -234,11 +232,12 @@ class ModelArtifact:
         self.check_usable()
         classes = self.classes()
         model_uri = self.file(layout.MODEL_FILE)
-        model = _recall(self.out, self.name, self.result().get("model_version"))
-        try:
-            model = model if model is not None else _load_keras(model_uri)
-        except Exception as exc:
-            raise ArtifactError(f"cannot load {model_uri}: {type(exc).__name__}: {exc}") from exc
+        model = _recall(self.out, self.name, lambda: self.result().get("model_version"))
+        if model is None:
+            try:
+                model = _load_keras(model_uri)
+            except Exception as exc:
+                raise ArtifactError(f"cannot load {model_uri}: {type(exc).__name__}: {exc}") from exc
         centroids_uri = self.file(layout.CENTROIDS_FILE)
         centroids = None
         if open_set and storage.exists(centroids_uri):
@@ -300,11 +299,13 @@ def _remember(out: str, name: str, version: str, model: Any) -> None:
             del _just_saved[next(iter(_just_saved))]  # the oldest
 
 
-def _recall(out: str, name: str, version: str | None) -> Any:
-    """The model this process saved as `version` of OUT's `name`, handed out once; else None."""
+def _recall(out: str, name: str, live_version: Callable[[], str | None]) -> Any:
+    """The model this process saved of OUT's `name`, handed out once while `live_version()` (read
+    only when one is held: a load in any other process never pays for it) is still its version;
+    else None."""
     with _just_saved_lock:
         held = _just_saved.get((out, name))
-        if held is None or held[0] != version:
+        if held is None or held[0] != live_version():
             return None
         del _just_saved[(out, name)]
         return held[1]
