@@ -37,7 +37,7 @@ class LoopConfig:
     """What every worker needs to train one model; built by the driver, passed through Ray Train."""
 
     model: str  # the model's name, for the epoch lines
-    build: Callable[[int], Any]  # num_classes -> an uncompiled keras.Model
+    build: Callable[[int], Any]  # num_classes -> an uncompiled keras.Model (warm in the driver: the current one)
     optimizer: Callable[[int], Any]  # steps per epoch -> a fresh Keras optimizer on its schedule
     num_classes: int
     feature: str  # the dataset column the model takes: "image" or "embedding"
@@ -52,7 +52,7 @@ class LoopConfig:
     cache_in_worker: bool  # keep the shard in the worker's memory after the first epoch
     steps_per_epoch: int  # batches of this worker's share per epoch, for the learning-rate schedule
     augment: bool  # online augmentation of the fitting faces
-    initial_weights: Any = None  # ObjectRef of the current model's weight list: a warm start (warm_start.py)
+    initial_weights: Any = None  # ObjectRef of the current model's weight list: a warm start on workers (warm_start.py)
     in_driver: bool = False  # Ray Train's local mode: the driver's own thread pools, logging and console
     checkpoint_root: str | None = None  # where checkpoints are written; None: the system's temporary folder
 

@@ -63,10 +63,11 @@ def test_two_worker_cnn_gives_a_loadable_model_and_history(tmp_path):
     assert longer["trained_because"] == "recipe.epochs 2 -> 3"  # the worker count is not a reason
 
 
-def test_a_small_change_fine_tunes_the_current_model_and_a_new_person_starts_over(tmp_path):
+@pytest.mark.parametrize("workers", [1, None], ids=["worker", "driver"])  # None: a small split trains in the driver
+def test_a_small_change_fine_tunes_the_current_model_and_a_new_person_starts_over(tmp_path, workers):
     out = tmp_path / "out"
     write_face_shards(out, COLOURS, copies=1)
-    settings = dict(models=["cnn"], epochs=3, workers=1, holdout_fraction=0.25, warm_start_epochs=4)
+    settings = dict(models=["cnn"], epochs=3, workers=workers, holdout_fraction=0.25, warm_start_epochs=4)
     history = out / "models" / "cnn" / "history.json"
     (first,) = run_train(_config(out, **settings))
     assert (first["status"], first["start"]) == ("ok", "scratch"), first["reason"]
@@ -80,6 +81,7 @@ def test_a_small_change_fine_tunes_the_current_model_and_a_new_person_starts_ove
     assert any(not np.array_equal(a, b) for a, b in zip(warm_weights, scratch_weights))  # the fine-tuned ones
     # 1 of 9 photos changed (11%) against warm_start_max_change's 20%: 4 epochs x 0.11 / 0.2 -> 3 of the 4
     assert (warm["status"], warm["start"], warm["epochs_run"], warm["epochs"]) == ("ok", "warm", 3, 3), warm
+    assert warm["in_driver"] is (workers is None)  # the driver fine-tunes the loaded model, a worker a copy
     assert "1 of 9 train photos" in warm["start_reason"]
     assert warm["model_version"] != first["model_version"]  # new weights: identify re-identifies
     assert json.loads(history.read_text())["loss"][0] < scratch_losses[0]  # it started from the trained weights
