@@ -41,9 +41,9 @@ class PreprocessConfig:
     # draws new variants every epoch instead (train.online_augment), so stored copies only cost time
     seed: int = 0  # augmentation seed; with the file hash and copy index it fixes every copy
     detector_actors: int = 2  # MTCNN actors in the Ray Data pool
-    driver_max_photos: int = 32  # this many photos to read at most are detected in the driver on a one-node
-    # cluster (no detector GPUs): one actor would take them all (actor_batch_size), after 10-15 s of start-up
-    # on two cores; 0: always the actor pool
+    driver_max_photos: int = 256  # this many photos to read at most are detected in the driver on a one-node
+    # cluster (no detector GPUs): the pool's actors each start a process, import TensorFlow and build MTCNN
+    # first, which 118-708 photos did not repay on two cores (docs/benchmarks.md); 0: always the actor pool
     detector_num_cpus: float = 0.5  # below 1 so that Parquet write tasks can still be scheduled on 2 cores
     detector_num_gpus: float = 0.0
     detect_batch_size: int = 8  # photos per MTCNN call; small photos amortise per-call overhead
