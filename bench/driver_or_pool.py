@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                     run = throughput.run_faceproc(tree, work / f"out-x{copies}-{place}-{repeat}", files, "local",
                                                   ("--set", f"preprocess.driver_max_photos={limit}"))
                     phase.own_cpu = run["tree_cpu_seconds"]
-                runs[place].append({**run, **phase.to_dict()})
+                runs[place].append({**run, "phase": phase.to_dict()})  # the phase's own wall_seconds apart
         wall = {place: statistics.median(run["wall_seconds"] for run in runs[place]) for place in PLACES}
         results[str(files)] = {"runs": runs, "median_wall_seconds": wall,
                                "ratio_driver_over_pool": round(wall["driver"] / wall["pool"], 3)}

@@ -18,6 +18,7 @@ import tomllib
 from faceproc.core.model_names import MODEL_NAMES
 
 FACENET_FILE_NAME = "facenet_keras.h5"  # what `faceproc fetch-data` puts in models_dir
+DRIVER_LIMIT_POOL = 2  # detector actors the default driver_max_photos was measured against
 
 
 class ConfigError(ValueError):
@@ -43,7 +44,8 @@ class PreprocessConfig:
     detector_actors: int = 2  # MTCNN actors in the Ray Data pool
     driver_max_photos: int = 256  # this many photos to read at most are detected in the driver on a one-node
     # cluster (no detector GPUs): the pool's actors each start a process, import TensorFlow and build MTCNN
-    # first, which 118-708 photos did not repay on two cores (docs/benchmarks.md); 0: always the actor pool
+    # first, which 118-708 photos did not repay on two cores (docs/benchmarks.md); for a pool of two actors,
+    # less for a bigger one (`driver_photo_limit`); 0: always the actor pool
     detector_num_cpus: float = 0.5  # below 1 so that Parquet write tasks can still be scheduled on 2 cores
     detector_num_gpus: float = 0.0
     detect_batch_size: int = 8  # photos per MTCNN call; small photos amortise per-call overhead
@@ -52,6 +54,12 @@ class PreprocessConfig:
     rows_per_shard: int = 4096  # face rows per Parquet shard file at most
     max_reject_share: float = 0.25  # fail the job when more inputs than this are rejected
     verify_hashes: bool = False  # re-hash every known file in the driver, not trusting size and mtime
+
+    @property
+    def driver_photo_limit(self) -> int:
+        """`driver_max_photos` for this pool: it was measured against two actors, and a bigger pool repays
+        its actors' start-up sooner, so the limit shrinks in proportion (8 actors: a quarter)."""
+        return self.driver_max_photos * DRIVER_LIMIT_POOL // max(DRIVER_LIMIT_POOL, self.detector_actors)
 
     @property
     def draft_side(self) -> int | None:

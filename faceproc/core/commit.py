@@ -1,10 +1,10 @@
 """The commit protocol that preprocessing and identify share: stage, then publish in an order readers survive.
 
-A run's actors (or its driver, for a few photos) write face rows and rejects under `_staging/<run_id>/`.
-Publishing moves each staged shard to a run-named file, writes the rejects, and writes the manifest
-last: the manifest is the commit. Until it is replaced, readers see the previous run, because a shard
-or reject row counts only while the manifest names its run; what a run that died left behind is
-removed by the next run (`remove_leftovers`). On object storage each step is one PUT (a "move" there
+A run's actors (or its driver, for up to `driver_max_photos` photos) write face rows and rejects under
+`_staging/<run_id>/`. Publishing moves each staged shard to a run-named file, writes the rejects, and
+writes the manifest last: the manifest is the commit. Until it is replaced, readers see the previous
+run, because a shard or reject row counts only while the manifest names its run; what a run that died
+left behind is removed by the next run (`remove_leftovers`). On object storage each step is one PUT (a "move" there
 is a copy to a new name), so the same order holds.
 """
 
@@ -154,13 +154,13 @@ def stage_photos(files: pa.Table, udf: type, udf_args: tuple, prep: PreprocessCo
     """Run `udf` (a callable class built as `udf(prep, *udf_args)`: photo rows in, face rows out) over
     the photos in `files`, writing its rows as Parquet under `faces_dir`. Ray must be initialised.
 
-    At most `prep.driver_max_photos` photos on a one-node cluster without detector GPUs are done in
+    At most `prep.driver_photo_limit` photos on a one-node cluster without detector GPUs are done in
     the driver; more go to a Ray Data actor pool sized by `prep`."""
     from faceproc.core.ray_env import alive_nodes
 
     step = prep.actor_batch_size  # one block per actor call, so the pool shares the work from the start
     blocks = [files.slice(start, step) for start in range(0, files.num_rows, step)]
-    if files.num_rows <= prep.driver_max_photos and not prep.detector_num_gpus and alive_nodes() == 1:
+    if files.num_rows <= prep.driver_photo_limit and not prep.detector_num_gpus and alive_nodes() == 1:
         _stage_in_driver(blocks, udf, udf_args, prep, faces_dir, partition_cols)
     else:
         _stage_with_actor_pool(blocks, udf, udf_args, prep, faces_dir, partition_cols)

@@ -1,8 +1,8 @@
 """`faceproc preprocess`: photos to Parquet face shards with Ray Data, incrementally.
 
 list -> plan against the manifest (size and mtime; no photo is read) -> Arrow blocks of the files
-to do -> read, hash and decode, MTCNN, crop, augment and encode (one actor pool; a few photos in the
-driver, `preprocess.driver_max_photos`) -> staged Parquet
+to do -> read, hash and decode, MTCNN, crop, augment and encode (one actor pool; up to
+`preprocess.driver_max_photos` photos in the driver) -> staged Parquet
 -> publish: shards moved into place, rejects and then the manifest written atomically. Until the
 manifest is replaced, readers see the previous run (shard and reject rows count only when the
 manifest names their run).

@@ -24,8 +24,9 @@ from faceproc.train.placement import Placement
 def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build: Callable[[int], Any],
                        num_classes: int, feature: str, fit: Any, holdout: Any | None,
                        fit_rows: int, initial_weights: list | None = None) -> tuple[LoopState, list]:
-    """One TensorflowTrainer run over `fit` (`fit_rows` rows), from `initial_weights` when given (a warm
-    start) else from the spec's own initialisation; returns the loop's final state (history, best
+    """One TensorflowTrainer run over `fit` (`fit_rows` rows), from what `build` returns: with
+    `initial_weights` (a warm start on workers) set to them, else as built (a new model, or in the
+    driver's warm start the current one); returns the loop's final state (history, best
     epoch) and the weights of the epoch with the lowest holdout loss, from its last checkpoint."""
     run = functools.partial(_run_trainer, config, spec, where, build, num_classes, feature, fit, holdout, fit_rows,
                             initial_weights)

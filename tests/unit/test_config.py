@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from faceproc.config import Config, ConfigError, absolute_paths, load_config, parse_override
+from faceproc.config import Config, ConfigError, PreprocessConfig, absolute_paths, load_config, parse_override
 
 
 def test_defaults_round_trip_through_json():
@@ -83,3 +83,10 @@ def test_absolute_paths_keeps_a_named_facenet_file_even_when_missing(tmp_path, m
     resolved = absolute_paths(load_config(None, {"train.facenet_weights": "mine/facenet.h5"}))
     assert resolved.train.facenet_weights == str(tmp_path / "mine" / "facenet.h5")  # its error names this path
     assert resolved.train.imagenet_weights is None
+
+
+@pytest.mark.parametrize("driver_max_photos, actors, limit", [(256, 2, 256), (256, 1, 256), (256, 8, 64),
+                                                              (256, 3, 170), (0, 2, 0)])
+def test_a_bigger_detector_pool_takes_fewer_photos_from_the_driver(driver_max_photos, actors, limit):
+    prep = PreprocessConfig(driver_max_photos=driver_max_photos, detector_actors=actors)
+    assert prep.driver_photo_limit == limit
