@@ -19,6 +19,7 @@ from faceproc.core.model_names import MODEL_NAMES
 
 FACENET_FILE_NAME = "facenet_keras.h5"  # what `faceproc fetch-data` puts in models_dir
 DRIVER_LIMIT_POOL = 2  # detector actors the default driver_max_photos was measured against
+MAX_DRIVER_THREADS = 8  # each driver thread holds one batch of decoded photos
 
 
 class ConfigError(ValueError):
@@ -42,10 +43,12 @@ class PreprocessConfig:
     # draws new variants every epoch instead (train.online_augment), so stored copies only cost time
     seed: int = 0  # augmentation seed; with the file hash and copy index it fixes every copy
     detector_actors: int = 2  # MTCNN actors in the Ray Data pool
-    driver_max_photos: int = 256  # this many photos to read at most are detected in the driver on a one-node
-    # cluster (no detector GPUs): the pool's actors each start a process, import TensorFlow and build MTCNN
-    # first, which 118-708 photos did not repay on two cores (docs/benchmarks.md); for a pool of two actors,
-    # less for a bigger one (`driver_photo_limit`); 0: always the actor pool
+    driver_max_photos: int = 1024  # this many photos to read at most are detected in the driver on a one-node
+    # cluster (no detector GPUs), without starting Ray: the pool's start-up (Ray, then a process per actor that
+    # imports TensorFlow and builds MTCNN) was not repaid below about 2800 photos on two cores
+    # (docs/benchmarks.md); for a pool of two actors, less for a bigger one (`driver_photo_limit`); 0: always
+    # the actor pool
+    driver_threads: int = 0  # detection threads in the driver, each on its own batch; 0: one per core (at most 8)
     detector_num_cpus: float = 0.5  # below 1 so that Parquet write tasks can still be scheduled on 2 cores
     detector_num_gpus: float = 0.0
     detect_batch_size: int = 8  # photos per MTCNN call; small photos amortise per-call overhead
@@ -60,6 +63,14 @@ class PreprocessConfig:
         """`driver_max_photos` for this pool: it was measured against two actors, and a bigger pool repays
         its actors' start-up sooner, so the limit shrinks in proportion (8 actors: a quarter)."""
         return self.driver_max_photos * DRIVER_LIMIT_POOL // max(DRIVER_LIMIT_POOL, self.detector_actors)
+
+    @property
+    def driver_thread_count(self) -> int:
+        """`driver_threads`, or one per core this process may use: TensorFlow and the decoders release
+        the GIL, so two threads kept 1.7 of 2 cores busy where one kept 1.35 (docs/benchmarks.md)."""
+        if self.driver_threads > 0:
+            return self.driver_threads
+        return max(1, min(MAX_DRIVER_THREADS, len(os.sched_getaffinity(0))))
 
     @property
     def draft_side(self) -> int | None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ class StageSummary:
     unchanged: int = 0
     deleted: int = 0
     processed: int = 0  # photos read this run
+    detected_in: str = ""  # where they were read: the driver (no actor, maybe no Ray) or an actor pool
     rejects: int = 0  # this run
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
     live_rejects: int = 0
@@ -71,6 +73,9 @@ class StageSummary:
         """The summary's first lines, the same in every stage's console output."""
         changes = f"{self.new} / {self.changed} / {self.unchanged} / {self.deleted}"
         return [("skipped (hidden/system)", self.skipped_hidden), ("new / changed / unchanged / deleted", changes)]
+
+    def detection_lines(self) -> list[tuple[str, object]]:
+        return [("  detected in", self.detected_in)] if self.detected_in else []
 
     def reject_lines(self) -> list[tuple[str, object]]:
         return [("rejects this run", self.rejects),
@@ -150,55 +155,70 @@ def remove_leftovers(root: str, manifest: pa.Table, shard_folders: list[str]) ->
 
 
 def stage_photos(files: pa.Table, udf: type, udf_args: tuple, prep: PreprocessConfig, faces_dir: str,
-                 partition_cols: list[str] | None = None) -> None:
+                 ray_address: str | None, shared_paths: Mapping[str, str],
+                 partition_cols: list[str] | None = None) -> str:
     """Run `udf` (a callable class built as `udf(prep, *udf_args)`: photo rows in, face rows out) over
-    the photos in `files`, writing its rows as Parquet under `faces_dir`. Ray must be initialised.
+    the photos in `files`, writing its rows as Parquet under `faces_dir`.
 
     At most `prep.driver_photo_limit` photos on a one-node cluster without detector GPUs are done in
-    the driver; more go to a Ray Data actor pool sized by `prep`."""
-    from faceproc.core.ray_env import alive_nodes
+    the driver, without starting Ray; more go to a Ray Data actor pool sized by `prep`, on the cluster
+    at `ray_address` (joined here), once every node is seen to share `shared_paths` (name -> path).
+    Returns where the photos went, for the run's summary."""
+    from faceproc.core import ray_env
 
     step = prep.actor_batch_size  # one block per actor call, so the pool shares the work from the start
     blocks = [files.slice(start, step) for start in range(0, files.num_rows, step)]
-    if files.num_rows <= prep.driver_photo_limit and not prep.detector_num_gpus and alive_nodes() == 1:
-        _stage_in_driver(blocks, udf, udf_args, prep, faces_dir, partition_cols)
-    else:
-        _stage_with_actor_pool(blocks, udf, udf_args, prep, faces_dir, partition_cols)
+    in_driver = files.num_rows <= prep.driver_photo_limit and not prep.detector_num_gpus
+    if in_driver and not ray_env.would_start_here(ray_address):  # a cluster to join: is it one node?
+        ray_env.init_ray(ray_address)
+        in_driver = ray_env.alive_nodes() == 1
+    if in_driver:
+        return _stage_in_driver(blocks, udf, udf_args, prep, faces_dir, partition_cols)
+    ray_env.init_ray(ray_address)
+    ray_env.require_on_every_node(shared_paths)
+    return _stage_with_actor_pool(blocks, udf, udf_args, prep, faces_dir, partition_cols)
 
 
 def _stage_with_actor_pool(blocks: list[pa.Table], udf: type, udf_args: tuple, prep: PreprocessConfig,
-                           faces_dir: str, partition_cols: list[str] | None) -> None:
+                           faces_dir: str, partition_cols: list[str] | None) -> str:
     """The pool has no more actors than batches: an actor with nothing to do would still load its
     models, on the cores the busy one needs."""
     import ray.data as data
 
     fs, path = storage.resolve(faces_dir)
+    actors = min(prep.detector_actors, len(blocks))
     (
         data.from_arrow(blocks)
         .map_batches(udf, fn_constructor_args=(prep, *udf_args), batch_size=prep.actor_batch_size,
-                     compute=data.ActorPoolStrategy(size=min(prep.detector_actors, len(blocks))),
+                     compute=data.ActorPoolStrategy(size=actors),
                      num_cpus=prep.detector_num_cpus, num_gpus=prep.detector_num_gpus)
         .write_parquet(path, filesystem=fs, partition_cols=partition_cols, max_rows_per_file=prep.rows_per_shard)
     )
+    return f"a Ray Data pool of {actors} actor{'s' if actors > 1 else ''}"
 
 
 def _stage_in_driver(blocks: list[pa.Table], udf: type, udf_args: tuple, prep: PreprocessConfig, faces_dir: str,
-                     partition_cols: list[str] | None) -> None:
+                     partition_cols: list[str] | None) -> str:
     """`udf` in the driver over the pool's batches (detection batches photos by size, so the batches
-    shape the boxes), written as the pool writes (Hive partitions, the partition columns dropped from
-    the files): an actor would first import TensorFlow and build MTCNN on its own, 10-15 s on two
+    shape the boxes), `prep.driver_thread_count` batches at a time on one `udf`, written as the pool
+    writes (Hive partitions, the partition columns dropped from the files). The pool would first start
+    Ray, then a process per actor that imports TensorFlow and builds MTCNN on its own: 15-20 s on two
     cores, which a `run`'s driver does once for training anyway. The driver's TensorFlow keeps its
     thread pools (`detector_threads` is for actors sharing a node)."""
     import pyarrow.dataset as ds
 
     storage.makedirs(faces_dir)  # the run is staging from here on, as with the pool
     pipeline = udf(dataclasses.replace(prep, detector_threads=0), *udf_args)
-    rows = pa.concat_tables(pipeline(numpy_batch(block)) for block in blocks)
+    threads = min(prep.driver_thread_count, len(blocks))
+    where = f"the driver ({threads} thread{'s' if threads > 1 else ''})"
+    with ThreadPoolExecutor(threads, thread_name_prefix="faceproc-detect") as pool:
+        rows = pa.concat_tables(pool.map(lambda block: pipeline(numpy_batch(block)), blocks))
     if not rows.num_rows:
-        return
+        return where
     fs, path = storage.resolve(faces_dir)
     partitioning = (ds.partitioning(pa.schema([rows.schema.field(name) for name in partition_cols]), flavor="hive")
                     if partition_cols else None)
     ds.write_dataset(rows, path, filesystem=fs, format="parquet", partitioning=partitioning,
                      basename_template=f"{uuid.uuid4().hex}-{{i}}.parquet", max_rows_per_file=prep.rows_per_shard,
                      max_rows_per_group=prep.rows_per_shard, existing_data_behavior="overwrite_or_ignore")
+    return where

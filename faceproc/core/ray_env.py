@@ -39,11 +39,22 @@ def init_ray(address: str | None = None) -> None:
     runtime_env = {"env_vars": _env_not_set_by_job(job_env)}
     if "worker_process_setup_hook" not in job_env:  # Ray takes one hook per job
         runtime_env["worker_process_setup_hook"] = SETUP_HOOK
-    address = address or os.environ.get("RAY_ADDRESS")
-    address = address if address and address != "local" else "local"
+    address = _cluster_address(address)
     ray.init(address=address, runtime_env=runtime_env, logging_level=console.ray_log_level())
     if address == "local":  # on a cluster an autoscaler would see the never-scheduled actor's demand
         console.spend_actor_restart_warning()
+
+
+def _cluster_address(address: str | None) -> str:
+    """What init_ray joins: `address`, else $RAY_ADDRESS, else "local" (a Ray started in this process)."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    return address if address and address != "local" else "local"
+
+
+def would_start_here(address: str | None) -> bool:
+    """Whether init_ray(address) would start a new one-node Ray in this process: none is joined yet
+    and no address (nor $RAY_ADDRESS) names a cluster."""
+    return not ray.is_initialized() and _cluster_address(address) == "local"
 
 
 def setup_worker() -> None:

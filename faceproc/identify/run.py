@@ -63,6 +63,7 @@ class IdentifySummary(StageSummary):
             *self.plan_lines(),
             *([("identified again (model changed)", self.reidentified)] if self.reidentified else []),
             ("photos read this run", self.processed),
+            *self.detection_lines(),
             ("faces found this run", self.faces),
             *self.reject_lines(),
             ("photos with faces / faces (all)", f"{self.live_photos} / {self.live_faces}"),
@@ -109,7 +110,7 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
                  "version %s (--keep-old-results keeps the older results)", plan.resettled, name, version[:12])
 
     manifest = run_staged(root, summary.run_id, listing, plan, previous,
-                          stage=functools.partial(_stage, config, plan, version, summary.run_id, root=root),
+                          stage=functools.partial(_stage, config, plan, version, summary, root=root),
                           on_staged=functools.partial(_count_staged, summary))
     _fill_live_counts(summary, root, manifest)
     summary.seconds = time.monotonic() - started
@@ -129,21 +130,20 @@ def _as_judged(previous: pa.Table, version: str, keep_old_results: bool) -> pa.T
     return previous.set_column(index, "settings", pa.array([version] * previous.num_rows, pa.string()))
 
 
-def _stage(config: Config, plan: Plan, version: str, run_id: str, staging: str, *, root: str) -> Staged:
-    """Run the dataset over the photos in `plan`, staging identity rows and rejects under `staging`.
-    Ray starts here, when some photo is to be read (a run that only deletes needs none)."""
+def _stage(config: Config, plan: Plan, version: str, summary: IdentifySummary, staging: str, *, root: str) -> Staged:
+    """Identify the faces of the photos in `plan`, staging identity rows and rejects under `staging`;
+    Ray starts only when they need the actor pool (`stage_photos`)."""
     if plan.to_process.num_rows:
-        from faceproc.core.ray_env import init_ray, require_on_every_node
         from faceproc.identify.operators import IdentifyPipeline
 
-        init_ray(config.ray_address)
         storage.makedirs(root)  # so that the first run's check can find it on every node
-        require_on_every_node({"input": config.input, "output": config.output, "identities": root})
         files = pa.table({"path": plan.to_process["path"],
                           "layout_error": pc.fill_null(plan.to_process["layout_error"], "")})
         rejects = storage.join(staging, "rejects")
-        args = (config.output, config.identify.model, version, run_id, rejects)
-        stage_photos(files, IdentifyPipeline, args, config.preprocess, storage.join(staging, "faces"))
+        args = (config.output, config.identify.model, version, summary.run_id, rejects)
+        summary.detected_in = stage_photos(
+            files, IdentifyPipeline, args, config.preprocess, storage.join(staging, "faces"), config.ray_address,
+            {"input": config.input, "output": config.output, "identities": root})
     folders = [(storage.join(staging, "faces"), layout.identity_shards(root))]
     return read_staged(staging, folders, IDENTITY_SCHEMA, "photo_path", "photo_sha256")
 

@@ -65,6 +65,7 @@ class PreprocessSummary(StageSummary):
             *([("settings changed, redone", f"{self.resettled} ({self.settings_change})")] if self.resettled else []),
             ("hashed in the driver", self.hashed_in_driver),
             ("processed this run", self.processed),
+            *self.detection_lines(),
             ("photos with a face", self.face_photos),
             ("  aligned / margin crop", f"{self.aligned_faces} / {self.unaligned_faces}"),
             ("face rows written", self.face_rows),
@@ -106,7 +107,7 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
         storage.write_json_atomic(layout.preprocess_settings(out, plan.settings), settings)
 
     manifest = run_staged(out, summary.run_id, listing, plan, previous,
-                          stage=functools.partial(_stage, config, found, plan, summary.run_id), on_staged=before_commit)
+                          stage=functools.partial(_stage, config, found, plan, summary), on_staged=before_commit)
     _fill_live_counts(summary, manifest)
     summary.seconds = time.monotonic() - started
     storage.write_json_atomic(layout.config(out), config.to_dict())
@@ -117,13 +118,11 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     return summary
 
 
-def _stage(config: Config, found: Discovery, plan: Plan, run_id: str, staging: str) -> Staged:
-    """Run the dataset for the files in `plan`, staging faces and rejects under `staging`. Ray starts
-    here, when some file is to be read (a run that only deletes needs none)."""
+def _stage(config: Config, found: Discovery, plan: Plan, summary: PreprocessSummary, staging: str) -> Staged:
+    """Detect the faces of the files in `plan`, staging faces and rejects under `staging`; Ray starts
+    only when they need the actor pool (`stage_photos`)."""
     todo = plan.to_process
     if todo.num_rows:
-        from faceproc.core.ray_env import init_ray, require_on_every_node
-
         label_ids = pc.index_in(todo["label"], value_set=pa.array(found.labels, pa.string()))
         files = pa.table({
             "path": todo["path"],
@@ -132,10 +131,10 @@ def _stage(config: Config, found: Discovery, plan: Plan, run_id: str, staging: s
             "label_id": pc.fill_null(label_ids, -1).cast(pa.int32()),
             "layout_error": pc.fill_null(todo["layout_error"], ""),
         })
-        init_ray(config.ray_address)
-        require_on_every_node({"input": config.input, "output": config.output})
-        stage_photos(files, FacePipeline, (run_id, storage.join(staging, "rejects")), config.preprocess,
-                     storage.join(staging, "faces"), partition_cols=[PARTITION_COLUMN])
+        rejects = storage.join(staging, "rejects")
+        summary.detected_in = stage_photos(
+            files, FacePipeline, (summary.run_id, rejects), config.preprocess, storage.join(staging, "faces"),
+            config.ray_address, {"input": config.input, "output": config.output}, partition_cols=[PARTITION_COLUMN])
     folders = [(split_dir, layout.shard_dir(config.output, split_dir.rsplit("=", 1)[1]))
                for split_dir in _partition_dirs(storage.join(staging, "faces"))]
     return read_staged(staging, folders, FACE_SCHEMA, "source_path", "source_sha256", ("augment_index", "aligned"))

@@ -3,7 +3,15 @@ import os
 
 import pytest
 
-from faceproc.config import Config, ConfigError, PreprocessConfig, absolute_paths, load_config, parse_override
+from faceproc.config import (
+    MAX_DRIVER_THREADS,
+    Config,
+    ConfigError,
+    PreprocessConfig,
+    absolute_paths,
+    load_config,
+    parse_override,
+)
 
 
 def test_defaults_round_trip_through_json():
@@ -90,3 +98,8 @@ def test_absolute_paths_keeps_a_named_facenet_file_even_when_missing(tmp_path, m
 def test_a_bigger_detector_pool_takes_fewer_photos_from_the_driver(driver_max_photos, actors, limit):
     prep = PreprocessConfig(driver_max_photos=driver_max_photos, detector_actors=actors)
     assert prep.driver_photo_limit == limit
+
+
+def test_the_driver_detects_with_a_thread_per_core_unless_told():
+    assert PreprocessConfig(driver_threads=3).driver_thread_count == 3
+    assert PreprocessConfig().driver_thread_count == min(MAX_DRIVER_THREADS, len(os.sched_getaffinity(0)))

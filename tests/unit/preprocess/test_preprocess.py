@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -145,9 +149,10 @@ def test_a_few_photos_detected_in_the_driver_give_the_rows_and_rejects_of_the_ac
     _tree(root)
     outs = {where: tmp_path / where for where in ("actors", "driver")}
     actors_before = _detection_actors_started()
-    # batches of 4 in both (detection batches photos by size, so its batches shape the boxes)
+    # batches of 4 in both (detection batches photos by size, so its batches shape the boxes); the
+    # driver's three batches on three threads at once
     summaries = {where: run_preprocess(_config(root, out, max_reject_share=1.0, augment_copies=2, actor_batch_size=4,
-                                               driver_max_photos=0 if where == "actors" else 32))
+                                               driver_max_photos=0 if where == "actors" else 32, driver_threads=3))
                  for where, out in outs.items()}
     assert _detection_actors_started() - actors_before == 2  # the pool's two actors, for "actors" only
 
@@ -172,8 +177,6 @@ def test_a_few_photos_detected_in_the_driver_give_the_rows_and_rejects_of_the_ac
 def test_a_rerun_goes_by_the_listing_and_verify_hashes_reads_everything(tmp_path):
     """A file whose size and mtime are unchanged is not read (so content swapped under the same entry
     goes unnoticed); `verify_hashes` reads every file and catches it; a new mtime alone redoes a file."""
-    import os
-
     root, out = tmp_path / "photos", tmp_path / "out"
     for target in ("train/madonna/a.jpg", "train/ben_afflek/b.jpg"):
         (root / target).parent.mkdir(parents=True, exist_ok=True)
@@ -296,3 +299,25 @@ def test_a_settings_change_redoes_exactly_the_rows_it_shapes(tmp_path):
     assert (unaligned.resettled, unaligned.aligned_faces, unaligned.unaligned_faces) == (3, 0, 2)
     assert "align true -> false" in unaligned.settings_change
     assert not any(row["aligned"] for row in _live(out))
+
+
+def test_photos_the_driver_detects_do_not_start_ray(tmp_path):
+    """A fresh process with no Ray address (a laptop's `faceproc preprocess`) detects a few photos in
+    the driver without starting Ray: the pool's start-up is all Ray would add."""
+    root, out = tmp_path / "photos", tmp_path / "out"
+    for target in ("train/madonna/a.jpg", "train/ben_afflek/b.jpg"):
+        (root / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(DATASET / FACE_PHOTOS[target], root / target)
+    script = (
+        "import json, ray\n"
+        "from faceproc.config import Config\n"
+        "from faceproc.preprocess.run import run_preprocess\n"
+        f"summary = run_preprocess(Config(input={str(root)!r}, output={str(out)!r}))\n"
+        "print(json.dumps({'faces': summary.face_rows, 'ray_started': ray.is_initialized()}))\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"faces": 2, "ray_started": False}
+    assert sum(table.num_rows for table in iter_live_faces(str(out), "train", ["source_path"])) == 2
