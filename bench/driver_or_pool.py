@@ -13,8 +13,9 @@ fresh output, and the pool's its own local Ray (a run in the driver starts none)
     .venv/bin/python bench/driver_or_pool.py [--copies 1,6] [--repeats 2] [--out /tmp/DIR]
 
 Prints per size the median wall seconds of each, the ratios driver / pool and one thread / a thread
-per core, and the driver's peak RSS; each run's line gives the cores other jobs took meanwhile. Results: DIR/results.json. Write-up: docs/benchmarks.md,
-"Preprocessing" ("In the driver or in the pool").
+per core, and the driver's peak RSS; each run's line gives the cores other jobs took meanwhile.
+Results: DIR/results.json. Write-up: docs/benchmarks.md, "Preprocessing" ("In the driver or in the
+pool").
 """
 
 from __future__ import annotations

@@ -31,8 +31,9 @@ distinct file with identical pixels), in one invocation:
    fixed start-up cost can distort.
 
 Ray is started locally for every faceproc run that uses the actor pool (RAY_ADDRESS=local) so that
-the benchmark never joins somebody else's cluster; pass --ray-address to change that. Other jobs on the machine skew numbers:
-the load average and the machine's busy cores during each phase are printed with it.
+the benchmark never joins somebody else's cluster; pass --ray-address to change that. Other jobs on
+the machine skew numbers: the load average and the machine's busy cores during each phase are
+printed with it.
 
     .venv/bin/python bench/preprocess_throughput.py [--copies 9] [--scale-check] [--out /tmp/DIR]
 
