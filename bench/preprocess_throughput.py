@@ -26,9 +26,10 @@ distinct file with identical pixels), in one invocation:
    call; in batches of 8 with mtcnn's own numpy hand-over in place of faceproc's TensorBatchStage
    (the baseline of that choice); and that with mtcnn's own eager networks in place of faceproc's
    tf.function graphs too (mtcnn as shipped: the baseline of both).
-4. --scale-check: faceproc on 1x (--scale-base copies) and 10x that input; the driver's peak RSS
-   should stay flat. The two runs also give a marginal rate (extra photos / extra seconds) that no
-   fixed start-up cost can distort.
+4. --scale-check: faceproc on 1x (--scale-base copies) and 10x that input, both in the actor pool
+   (`preprocess.driver_max_photos=0`: in the driver the rows of a run are held until it writes them);
+   the driver's peak RSS should stay flat. The two runs also give a marginal rate (extra photos /
+   extra seconds) that no fixed start-up cost can distort.
 
 Ray is started locally for every faceproc run that uses the actor pool (RAY_ADDRESS=local) so that
 the benchmark never joins somebody else's cluster; pass --ray-address to change that. Other jobs on
@@ -387,8 +388,9 @@ def versions() -> dict:
 
 def print_table(r: dict) -> None:
     fp, base = r["faceproc"], r["baseline"]
-    # a run that detects in the driver starts no Ray (faceproc/core/commit.py, stage_photos)
-    ray_start = 0.0 if fp.get("detected_in", "").startswith("the driver") else r["ray_startup"]["init_seconds"]
+    # a run that detects in the driver without a cluster to join starts no Ray (faceproc.core.commit.stage_photos)
+    no_ray = fp.get("detected_in", "").startswith("the driver") and r["args"].get("ray_address", "local") == "local"
+    ray_start = 0.0 if no_ray else r["ray_startup"]["init_seconds"]
     steady = fp["files"] / max(1e-9, fp["summary_seconds"] - ray_start)
     rows = [
         ("input files (distinct copies)", f"{fp['files']}"),
@@ -546,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
             scale_tree = work / f"input-x{copies}"
             n = build_tree(scale_tree, copies)
             with Phase(f"faceproc preprocess scale {label}, {n} files") as phase:
-                results["scale"][label] = run_faceproc(scale_tree, work / f"faceproc-x{copies}", n, args.ray_address)
+                results["scale"][label] = run_faceproc(scale_tree, work / f"faceproc-x{copies}", n, args.ray_address,
+                                                       ("--set", "preprocess.driver_max_photos=0"))
                 phase.own_cpu = results["scale"][label]["tree_cpu_seconds"]
             results["phases"][f"scale_{label}"] = phase.to_dict()
 

@@ -44,10 +44,10 @@ class PreprocessConfig:
     seed: int = 0  # augmentation seed; with the file hash and copy index it fixes every copy
     detector_actors: int = 2  # MTCNN actors in the Ray Data pool
     driver_max_photos: int = 1024  # this many photos to read at most are detected in the driver on a one-node
-    # cluster (no detector GPUs), without starting Ray: the pool's start-up (Ray, then a process per actor that
-    # imports TensorFlow and builds MTCNN) was not repaid below about 2800 photos on two cores
-    # (docs/benchmarks.md); for a pool of two actors, less for a bigger one (`driver_photo_limit`); 0: always
-    # the actor pool
+    # cluster (no detector GPUs), without starting Ray when no Ray address is given: the pool's start-up (Ray,
+    # then a process per actor that imports TensorFlow and builds MTCNN) was not repaid up to the 2832 photos
+    # measured on two cores (docs/benchmarks.md), and the driver holds a run's rows until it writes them; for a
+    # pool of two actors, less for a bigger one (`driver_photo_limit`); 0: always the actor pool
     driver_threads: int = 0  # detection threads in the driver, each on its own batch; 0: one per core (at most 8)
     detector_num_cpus: float = 0.5  # below 1 so that Parquet write tasks can still be scheduled on 2 cores
     detector_num_gpus: float = 0.0
@@ -70,7 +70,8 @@ class PreprocessConfig:
         the GIL, so two threads kept 1.7 of 2 cores busy where one kept 1.35 (docs/benchmarks.md)."""
         if self.driver_threads > 0:
             return self.driver_threads
-        return max(1, min(MAX_DRIVER_THREADS, len(os.sched_getaffinity(0))))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # not on macOS
+        return max(1, min(MAX_DRIVER_THREADS, cores or 1))
 
     @property
     def draft_side(self) -> int | None:

@@ -75,6 +75,7 @@ class StageSummary:
         return [("skipped (hidden/system)", self.skipped_hidden), ("new / changed / unchanged / deleted", changes)]
 
     def detection_lines(self) -> list[tuple[str, object]]:
+        """Where this run's photos were read and detected, under "processed this run"."""
         return [("  detected in", self.detected_in)] if self.detected_in else []
 
     def reject_lines(self) -> list[tuple[str, object]]:
@@ -209,10 +210,13 @@ def _stage_in_driver(blocks: list[pa.Table], udf: type, udf_args: tuple, prep: P
 
     storage.makedirs(faces_dir)  # the run is staging from here on, as with the pool
     pipeline = udf(dataclasses.replace(prep, detector_threads=0), *udf_args)
-    threads = min(prep.driver_thread_count, len(blocks))
+    threads = max(1, min(prep.driver_thread_count, len(blocks)))
     where = f"the driver ({threads} thread{'s' if threads > 1 else ''})"
+    first, rest = blocks[:1], blocks[1:]  # the first alone: its lazy imports and graph traces happen once
+    tables = [pipeline(numpy_batch(block)) for block in first]
     with ThreadPoolExecutor(threads, thread_name_prefix="faceproc-detect") as pool:
-        rows = pa.concat_tables(pool.map(lambda block: pipeline(numpy_batch(block)), blocks))
+        tables += pool.map(lambda block: pipeline(numpy_batch(block)), rest)
+    rows = pa.concat_tables(tables)
     if not rows.num_rows:
         return where
     fs, path = storage.resolve(faces_dir)

@@ -6,10 +6,13 @@ bad input becomes a RejectError with a closed reason, so one odd file never fail
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import re
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,11 +122,22 @@ def _decode(data: bytes, max_pixels: int, min_side: int, longest_side: int | Non
     return Decoded(out, *((fy, fx) if turned else (fx, fy)))
 
 
+_FILTERS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _ignoring(category: type[Warning]) -> Iterator[None]:
+    """`category` ignored inside the block. catch_warnings swaps the process-wide filter list on entry
+    and exit, so threads (the driver decodes on several) take turns, or one could restore another's."""
+    with _FILTERS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", category)
+        yield
+
+
 def _open(data: bytes) -> Image.Image:
     """Read the header only; Pillow's bomb warning is silenced because our own max_pixels check follows."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _ignoring(Image.DecompressionBombWarning):
             return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         raise
@@ -147,8 +161,7 @@ def _plugin_error(data: bytes, fmt: str) -> str:
     if factory is None:
         return "no Pillow plugin for this format"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _ignoring(Warning):
             factory(io.BytesIO(data), "")
     except Exception as e:  # noqa: BLE001
         return f"{type(e).__name__}: {e}"
@@ -156,10 +169,13 @@ def _plugin_error(data: bytes, fmt: str) -> str:
 
 
 def _load(im: Image.Image, fmt: str) -> None:
-    """Decode the pixel data (the first frame of an animation); map failures to truncated or unsupported."""
+    """Decode the pixel data (the first frame of an animation); map failures to truncated or unsupported.
+    Only a photo declaring more than Pillow's MAX_IMAGE_PIXELS (whose bomb warning our own max_pixels
+    check has answered) is decoded with the warning filtered, one thread at a time; the rest in parallel."""
+    limit = Image.MAX_IMAGE_PIXELS
+    warns = bool(limit) and im.width * im.height > limit
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _ignoring(Image.DecompressionBombWarning) if warns else contextlib.nullcontext():
             im.load()
     except (Image.DecompressionBombError, MemoryError):
         raise

@@ -76,7 +76,9 @@ def test_identify_names_every_face_in_any_layout(pipeline, unlabelled, tmp_path)
     config, _ = pipeline
     photos, truth = unlabelled
     into = tmp_path / "ids"
-    _run("--input", str(photos), "--output", config.output, "--into", str(into))
+    # batches of 8 photos, three at a time on one IdentifyPipeline in the driver
+    _run("--input", str(photos), "--output", config.output, "--into", str(into),
+         "--set", "preprocess.actor_batch_size=8", "--set", "preprocess.driver_threads=3")
     rows = _identities(into)
     by_photo: dict[str, list[dict]] = {}
     for row in rows:
@@ -100,6 +102,7 @@ def test_identify_names_every_face_in_any_layout(pipeline, unlabelled, tmp_path)
     (record,) = (into / "runs").glob("*.identify.json")
     summary = json.loads(record.read_text())
     assert summary["processed"] == len(truth) + 3 and summary["live_faces"] == len(rows)
+    assert summary["detected_in"] == "the driver (3 threads)"
     assert summary["faces_by_person"].get("unknown", 0) >= 1
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -42,3 +45,17 @@ def test_the_cluster_is_the_address_given_then_ray_address_then_a_new_local_one(
 def test_a_process_that_joined_ray_starts_none_whatever_the_address(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert not ray_env.would_start_here(None)  # the session's Ray is joined already
+
+
+@pytest.mark.parametrize("env, starts", [(None, [True, True, False, False]), ("local", [True, True, False, False]),
+                                         ("10.0.0.1:6379", [False, True, False, False])])
+def test_a_fresh_process_starts_ray_only_when_no_cluster_is_named(env, starts):
+    """would_start_here(None, "local", "auto", an address) in a process that has not joined Ray."""
+    script = ("import json\nfrom faceproc.core.ray_env import would_start_here\n"
+              "print(json.dumps([would_start_here(a) for a in (None, 'local', 'auto', '10.0.0.2:6379')]))")
+    environ = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    if env is not None:
+        environ["RAY_ADDRESS"] = env
+    done = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True, timeout=120,
+                          check=True)
+    assert json.loads(done.stdout.splitlines()[-1]) == starts

@@ -310,3 +310,21 @@ def test_damaged_files_only_ever_raise_reject_error(encode_image, fmt):
         except RejectError:
             continue
         assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3
+
+
+def test_decoding_on_several_threads_leaves_the_warning_filters_as_they_were(image_bytes):
+    """The driver decodes on a thread per core; the warning filters decoding swaps in are process-wide,
+    so an interleaved swap could leave one thread's filter (ignore every warning) behind for good."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    photo, broken = image_bytes("JPEG", size=(400, 300)), b"\x89PNG\r\n\x1a\n" + b"\0" * 40
+    before = list(warnings.filters)
+
+    def decode_some(_: int) -> None:
+        for _ in range(100):
+            decode(photo)
+            reject(broken, RejectReason.TRUNCATED)
+
+    with ThreadPoolExecutor(4) as threads:
+        list(threads.map(decode_some, range(4)))
+    assert warnings.filters == before

@@ -155,6 +155,8 @@ def test_a_few_photos_detected_in_the_driver_give_the_rows_and_rejects_of_the_ac
                                                driver_max_photos=0 if where == "actors" else 32, driver_threads=3))
                  for where, out in outs.items()}
     assert _detection_actors_started() - actors_before == 2  # the pool's two actors, for "actors" only
+    assert summaries["driver"].detected_in == "the driver (3 threads)"
+    assert summaries["actors"].detected_in == "a Ray Data pool of 2 actors"
 
     def rows(out: Path) -> list[tuple]:
         columns = ["source_path", "split", "label", "augment_index", "aligned", "box", "faces_found"]
