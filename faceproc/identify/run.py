@@ -85,8 +85,9 @@ def identities_folder(config: Config) -> str:
 
 def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
     """Identify the photos under config.input that the identities folder does not hold for this model
-    version yet; Ray is started only when the work needs the actor pool (`stage_photos`). Detection and crop settings are the model's
-    (`crop_settings.training_preprocess`), and the run record saves the config with them."""
+    version yet; Ray is started only when the work needs the actor pool (`stage_photos`). Detection and
+    crop settings are the model's (`crop_settings.training_preprocess`), and the run record saves the
+    config with them."""
     from faceproc.identify.report import write_identities_report
     from faceproc.inference.crop_settings import training_preprocess
 
