@@ -162,8 +162,9 @@ def stage_photos(files: pa.Table, udf: type, udf_args: tuple, prep: PreprocessCo
     the photos in `files`, writing its rows as Parquet under `faces_dir`.
 
     At most `prep.driver_photo_limit` photos on a one-node cluster without detector GPUs are done in
-    the driver, without starting Ray; more go to a Ray Data actor pool sized by `prep`, on the cluster
-    at `ray_address` (joined here), once every node is seen to share `shared_paths` (name -> path).
+    the driver (with no Ray joined and none named by `ray_address` or $RAY_ADDRESS, Ray is not started
+    for them); more go to a Ray Data actor pool sized by `prep`, on the cluster at `ray_address` (joined
+    here), once every node is seen to share `shared_paths` (name -> path).
     Returns where the photos went, for the run's summary."""
     from faceproc.core import ray_env
 
