@@ -52,15 +52,15 @@ def trainer_seconds(backend_config: object, storage: str, name: str) -> float:
 def preparation_seconds(out: str, driver_max_rows: int) -> float:
     """Wall seconds to build and materialize the fitting and holdout datasets of `out`."""
     from faceproc.config import TrainConfig
-    from faceproc.train.data import decoded_faces, load_training_data
+    from faceproc.train.data import decoded_faces, load_training_data, object_store_dataset
 
     started = time.monotonic()
     defaults = TrainConfig()
     data = load_training_data(out, defaults.holdout_fraction, defaults.seed)
     fit, holdout = decoded_faces(out, data, originals_only=True, materialize=True, driver_max_rows=driver_max_rows)
-    for dataset in (fit, holdout):
-        if dataset is not None:
-            dataset.count()
+    for split in (fit, holdout):
+        if split is not None:  # as workers get it: columns decoded in the driver go to the object store
+            (object_store_dataset(split) if isinstance(split, dict) else split).count()
     return time.monotonic() - started
 
 

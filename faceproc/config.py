@@ -22,6 +22,12 @@ DRIVER_LIMIT_POOL = 2  # detector actors the default driver_max_photos was measu
 MAX_DRIVER_THREADS = 8  # each driver thread holds one batch of decoded photos
 
 
+def usable_cores() -> int:
+    """The cores this process may run on, as a Ray started here would count them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # not on macOS
+    return max(1, cores or 1)
+
+
 class ConfigError(ValueError):
     """A config file or override that cannot be applied; the message says which key and why."""
 
@@ -70,8 +76,7 @@ class PreprocessConfig:
         the GIL, so two threads kept 1.7 of 2 cores busy where one kept 1.35 (docs/benchmarks.md)."""
         if self.driver_threads > 0:
             return self.driver_threads
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # not on macOS
-        return max(1, min(MAX_DRIVER_THREADS, cores or 1))
+        return min(MAX_DRIVER_THREADS, usable_cores())
 
     @property
     def draft_side(self) -> int | None:
@@ -103,12 +108,14 @@ class TrainConfig:
     materialize: bool = True  # decode faces once into Ray's object store, not every epoch
     worker_cache_mb: int = 2048  # a worker keeps its materialized share in memory up to this size
     driver_decode_max_rows: int = 2000  # a train split of at most this many face rows is read and decoded
-    # in the driver and put in Ray's object store whole, whatever `materialize` says: a Ray Data pass
-    # costs 2-4 s of start-up there; as many new faces are embedded by the driver's FaceNet (no actor)
+    # in the driver and put in Ray's object store whole (or kept in memory when the driver trains it), whatever
+    # `materialize` says: a Ray Data pass costs 2-4 s of start-up there; as many new faces are embedded by the
+    # driver's FaceNet (no actor)
     driver_train_max_rows: int = 2000  # a train split of at most this many face rows trains in the driver
     # (Ray Train's local mode) on a one-node cluster without GPUs, `workers` unset, one model at a time: a worker
     # group's start-up and its own TensorFlow cost 15-25 s a model on two cores; no resume after a failure
-    # there. 0: always workers
+    # there. With no Ray joined or named, no GPU, and the split decoded in the driver too, Ray is not started
+    # at all. 0: always workers
     warm_start_max_change: float = 0.2  # fine-tune the current model when at most this share of the train
     # photos changed since its last from-scratch training (same people, same settings); 0: always scratch
     warm_start_epochs: int = 10  # epochs of a fine-tuning at that share of change; fewer in proportion below it

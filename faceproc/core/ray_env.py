@@ -57,6 +57,17 @@ def would_start_here(address: str | None) -> bool:
     return not ray.is_initialized() and _cluster_address(address) == "local"
 
 
+def starts_cpu_only_here(address: str | None) -> bool:
+    """`would_start_here` on a machine where TensorFlow sees no GPU: the cluster would be this process's
+    own cores, so work small enough for the driver needs no Ray at all (its start costs 5-7 s on two
+    cores). A GPU that TensorFlow sees goes to Ray's GPU workers, so Ray starts."""
+    if not would_start_here(address):
+        return False
+    from faceproc.models.keras_env import tf  # the caller is about to use TensorFlow anyway
+
+    return not tf.config.list_physical_devices("GPU")
+
+
 def setup_worker() -> None:
     """Ray's worker_process_setup_hook: runs in every worker process before its first task.
 

@@ -6,10 +6,11 @@ For each `OUT/models/<name>/` whose `result.json` says `ok`, the live validation
 process has just trained and saved is used as it is in memory, `ModelArtifact.load`), so the faces
 are read and decoded once and TensorFlow is imported once: in the driver for up to
 `evaluate.driver_max_faces` faces when no GPU is asked for (after training the driver has TensorFlow
-loaded, and an actor would spend seconds importing it again), else in one Ray Data actor (1 CPU, or
-1 GPU when the cluster has GPUs) from which only the small prediction rows come back, never the
-images. When that pass fails, each model gets a pass of its own, so a model whose loading or
-inference fails is reported `failed` with a one-line reason and the others go on.
+loaded, and an actor would spend seconds importing it again; with no Ray joined or named and no GPU,
+Ray is not even started), else in one Ray Data actor (1 CPU, or 1 GPU when the cluster has GPUs) from
+which only the small prediction rows come back, never the images. When that pass fails, each model
+gets a pass of its own, so a model whose loading or inference fails is reported `failed` with a
+one-line reason and the others go on.
 
 Outputs, each written atomically:
 - `reports/predictions.parquet` (PREDICTION_SCHEMA): one row per (model, validation face).
@@ -57,9 +58,13 @@ def _predict(out: str, names: list[str], config: Config, use_gpu: bool, manifest
     """The named models over the live validation faces: PREDICTION_SCHEMA rows. Up to
     `evaluate.driver_max_faces` faces without a GPU are predicted in this process, which after
     training has TensorFlow loaded already; more go through one Ray Data actor."""
-    if not use_gpu and live_face_rows(manifest, "val") <= config.evaluate.driver_max_faces:
+    if not use_gpu and _fits_driver(config, manifest):
         return _predict_here(out, names, config, manifest)
     return _predict_with_ray(out, names, config, use_gpu)
+
+
+def _fits_driver(config: Config, manifest: pa.Table) -> bool:
+    return live_face_rows(manifest, "val") <= config.evaluate.driver_max_faces
 
 
 def _predict_here(out: str, names: list[str], config: Config, manifest: pa.Table) -> pa.Table:
@@ -128,7 +133,7 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
     """
     import ray
 
-    from faceproc.core.ray_env import init_ray, require_on_every_node
+    from faceproc.core.ray_env import init_ray, require_on_every_node, starts_cpu_only_here
     from faceproc.evaluate.report.page import write_report
 
     out = config.output
@@ -141,9 +146,12 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
         raise EvaluateError(f"no validation face shards under {layout.shard_dir(out, 'val')}: "
                             f"run `faceproc preprocess --input DIR --output {out}` first")
 
-    init_ray(config.ray_address)
-    require_on_every_node({"output": out})
-    use_gpu = float(ray.cluster_resources().get("GPU", 0)) > 0
+    if _fits_driver(config, manifest) and starts_cpu_only_here(config.ray_address):
+        use_gpu = False  # the driver predicts every face, on the only machine there is: no Ray to start
+    else:
+        init_ray(config.ray_address)
+        require_on_every_node({"output": out})
+        use_gpu = float(ray.cluster_resources().get("GPU", 0)) > 0
     results: dict[str, dict[str, Any]] = {}
     usable: list[str] = []
     labels: set[str] = set()

@@ -1,9 +1,10 @@
 """The train split as Ray Datasets ready for Keras: the early-stopping holdout carved out by source
 photo, PNGs decoded, labels as ids.
 
-A small split (`train.driver_decode_max_rows`) is read and decoded in the driver and handed to Ray
-as materialized blocks: each Ray Data pass costs 2-4 s of start-up on two cores, more than reading
-and decoding a few hundred faces. A bigger one is read and decoded by Ray Data, never in the driver.
+A small split (`train.driver_decode_max_rows`) is read and decoded in the driver into numpy columns
+(handed to Ray as materialized blocks when workers train): each Ray Data pass costs 2-4 s of start-up
+on two cores, more than reading and decoding a few hundred faces. A bigger one is read and decoded
+by Ray Data, never in the driver.
 
 The holdout is whole source photos, seeded, stratified by person: all augmented copies of a photo
 stay on the same side, so it never sees a rotated twin of a training image. The `val` split is not
@@ -95,16 +96,19 @@ def split_table(rows: pa.Table, held: AbstractSet[str], originals_only: bool) ->
     return (original_rows(fit) if originals_only else fit), holdout
 
 
-def driver_datasets(rows: pa.Table, held: AbstractSet[str], originals_only: bool,
-                    to_arrays: Callable[[dict[str, list]], dict[str, np.ndarray]]) -> tuple[Any, Any | None]:
+Columns = dict[str, np.ndarray]  # a split read in the driver: equal-length numpy columns, images n-dimensional
+
+
+def driver_columns(rows: pa.Table, held: AbstractSet[str], originals_only: bool,
+                   to_arrays: Callable[[dict[str, list]], Columns]) -> tuple[Columns, Columns | None]:
     """(fit, holdout) of a split read in the driver: `split_table`, then each part's columns through
-    `to_arrays` (PNGs decoded, labels as ids, ...) into the object store."""
-    parts = split_table(rows, held, originals_only)
-    fit, holdout = (None if part is None else object_store_dataset(to_arrays(part.to_pydict())) for part in parts)
-    return fit, holdout
+    `to_arrays` (PNGs decoded, labels as ids, ...). The trainer feeds the driver's own loop from them,
+    or puts them in Ray's object store for workers (`object_store_dataset`)."""
+    fit, holdout = split_table(rows, held, originals_only)
+    return to_arrays(fit.to_pydict()), None if holdout is None else to_arrays(holdout.to_pydict())
 
 
-def object_store_dataset(columns: dict[str, np.ndarray]) -> Any:
+def object_store_dataset(columns: Columns) -> Any:
     """Equal-length numpy columns (images may be n-dimensional) as a MaterializedDataset of
     BLOCK_ROWS-row blocks, put in Ray's object store from the driver."""
     import ray.data
@@ -161,15 +165,15 @@ def load_training_data(out: str, holdout_fraction: float, seed: int) -> Training
 
 def decoded_faces(out: str, data: TrainingData, originals_only: bool, materialize: bool,
                   driver_max_rows: int) -> tuple[Any, Any | None]:
-    """(fit, holdout) datasets of {"image", "label"} ready for a model: decoded in the driver when
-    the split has at most `driver_max_rows` face rows, else by Ray Data (with `materialize`, once
-    into the object store instead of every epoch)."""
+    """(fit, holdout) of {"image", "label"} ready for a model: `Columns` decoded in the driver when
+    the split has at most `driver_max_rows` face rows, else Ray Datasets decoded by Ray Data (with
+    `materialize`, once into the object store instead of every epoch)."""
     if data.rows <= driver_max_rows:
         tables = list(iter_live_faces(out, "train", MODEL_INPUT_COLUMNS))
         if not tables:
             raise NoTrainingData(f"no live train face rows under {out}: run `faceproc preprocess` first")
-        return driver_datasets(pa.concat_tables(tables), data.held_paths, originals_only,
-                               functools.partial(decode_faces, classes=data.classes))
+        return driver_columns(pa.concat_tables(tables), data.held_paths, originals_only,
+                              functools.partial(decode_faces, classes=data.classes))
     live = read_live_faces(out, "train", MODEL_INPUT_COLUMNS)
     if live is None:
         raise NoTrainingData(f"no train face shards under {out}: run `faceproc preprocess --input DIR "

@@ -26,7 +26,7 @@ from faceproc.core.shards import (
     numpy_batch,
 )
 from faceproc.inference.openset import compute_centroids
-from faceproc.train.data import NoTrainingData, TrainingData, driver_datasets, split_holdout
+from faceproc.train.data import Columns, NoTrainingData, TrainingData, driver_columns, split_holdout
 
 EMBEDDING_COLUMNS = ["source_path", "source_sha256", "augment_index", "label"]
 SHARD_COLUMN = "path"  # the shard file a row came from (read_parquet's include_paths)
@@ -146,20 +146,20 @@ def live_embedding_table(out: str, files: list[str]) -> pa.Table:
 
 def embedding_datasets(out: str, embedder: FaceNetEmbedder, weights_path: str, data: TrainingData,
                        num_gpus: float, driver_max_rows: int) -> tuple[Any, Any]:
-    """(fit, holdout) datasets of {"embedding", "label" id} for the train faces, split like the images;
+    """(fit, holdout) of {"embedding", "label" id} for the train faces, split like the images;
     materialized once so the head's many cheap epochs do not re-read Parquet. A split of at most
-    `driver_max_rows` rows is read in the driver, like `data.decoded_faces` does, and as many new
-    faces are embedded there by `embedder` (the driver's FaceNet)."""
+    `driver_max_rows` rows is read in the driver into `Columns`, like `data.decoded_faces` does, and
+    as many new faces are embedded there by `embedder` (the driver's FaceNet)."""
     files = ensure_embeddings(out, weights_path, "train", num_gpus=num_gpus, embedder=embedder,
                               driver_max_rows=driver_max_rows)
     index = {name: i for i, name in enumerate(data.classes)}
 
-    def to_arrays(batch: dict[str, Any]) -> dict[str, np.ndarray]:
+    def to_arrays(batch: dict[str, Any]) -> Columns:
         return {"embedding": np.stack(batch["embedding"]).astype(np.float32),
                 "label": np.array([index[n] for n in batch["label"]], np.int32)}
 
     if data.rows <= driver_max_rows:
-        return driver_datasets(live_embedding_table(out, files), data.held_paths, False, to_arrays)
+        return driver_columns(live_embedding_table(out, files), data.held_paths, False, to_arrays)
     fit, holdout = split_holdout(read_live_embeddings(out, files), set(data.held_paths))
     return (fit.map_batches(to_arrays).materialize(),
             holdout.map_batches(to_arrays).materialize() if holdout is not None else None)

@@ -1,4 +1,4 @@
-"""A Ray Train worker's dataset shard as one tf.data.Dataset per epoch.
+"""A Ray Train worker's dataset shard (or the driver's columns) as one tf.data.Dataset per epoch.
 
 A shard that fits the worker's memory budget is read through Ray Data once and then served from
 memory with TensorFlow's own shuffle: `to_tf`'s Python generator costs about 10% of a resnet50 epoch
@@ -28,13 +28,16 @@ def static_pipeline(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 
 class ShardFeed:
-    """One epoch's batches of (feature, label) from a Ray Data shard, cached in memory when allowed."""
+    """One epoch's batches of (feature, label) from a Ray Data shard, cached in memory when allowed,
+    or from numpy columns the driver already holds (`data.Columns`)."""
 
     def __init__(self, shard: Any, feature: str, batch_size: int, cache: bool, shuffle: bool,
                  augment: bool = False) -> None:
         self.shard, self.feature, self.batch_size = shard, feature, batch_size
         self.cache, self.shuffle, self.augment = cache, shuffle, augment
         self.arrays: tuple[np.ndarray, np.ndarray] | None = None
+        if isinstance(shard, dict):
+            self.cache, self.arrays = True, (shard[feature], shard["label"])
 
     def epoch(self, seed: int) -> tf.data.Dataset:
         """This epoch's batches; shuffled and (with `augment`) new variants of every face per `seed`."""

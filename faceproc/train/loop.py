@@ -41,6 +41,7 @@ class LoopConfig:
     optimizer: Callable[[int], Any]  # steps per epoch -> a fresh Keras optimizer on its schedule
     num_classes: int
     feature: str  # the dataset column the model takes: "image" or "embedding"
+    in_memory: dict[str, dict[str, np.ndarray]]  # in the driver: splits ("fit", "holdout") it holds as columns
     has_holdout: bool
     epochs: int
     batch_size: int
@@ -175,11 +176,13 @@ def train_func(config: dict[str, LoopConfig]) -> None:
         # the learning-rate schedule goes on where the failed run stopped, not from its warm-up
         model.optimizer.iterations.assign(state.next_epoch * loop.steps_per_epoch)
 
+    def split(name: str) -> Any:  # the driver's own columns, else this worker's shard
+        return loop.in_memory[name] if name in loop.in_memory else ray.train.get_dataset_shard(name)
+
     feature, batch_size = loop.feature, loop.batch_size
-    fit_feed = ShardFeed(ray.train.get_dataset_shard("fit"), feature, batch_size, loop.cache_in_worker,
-                         shuffle=True, augment=loop.augment)
-    holdout_feed = (ShardFeed(ray.train.get_dataset_shard("holdout"), feature, batch_size,
-                              loop.cache_in_worker, shuffle=False) if loop.has_holdout else None)
+    fit_feed = ShardFeed(split("fit"), feature, batch_size, loop.cache_in_worker, shuffle=True, augment=loop.augment)
+    holdout_feed = (ShardFeed(split("holdout"), feature, batch_size, loop.cache_in_worker, shuffle=False)
+                    if loop.has_holdout else None)
     chief = context.get_world_rank() == 0  # the only worker whose checkpoints are kept
     for epoch in range(state.next_epoch, loop.epochs):
         started = time.perf_counter()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from faceproc.config import Config, TrainConfig
+from faceproc.config import Config, TrainConfig, usable_cores
 
 
 @dataclass
@@ -32,6 +32,20 @@ def placement(config: Config, trainers: int = 1, rows: int | None = None) -> Pla
 
     return plan_placement(config.train, cluster_cpus(), largest_node_cpus(), cluster_gpus(), cpu_nodes(), trainers,
                           rows, alive_nodes())
+
+
+def placement_without_ray(config: Config, trainers: int, rows: int) -> Placement | None:
+    """The driver's placement when training `rows` face rows needs no Ray: none joined or named and no
+    GPU (`ray_env.starts_cpu_only_here`), and a split small enough to decode
+    (`train.driver_decode_max_rows`) and train (`plan_placement` on this machine's cores) in the driver.
+    None: Ray starts and `placement` plans on the cluster."""
+    from faceproc.core.ray_env import starts_cpu_only_here
+
+    if rows > config.train.driver_decode_max_rows or not starts_cpu_only_here(config.ray_address):
+        return None
+    cores = usable_cores()
+    where = plan_placement(config.train, cores, cores, 0.0, 1, trainers, rows, 1)
+    return where if where.in_driver else None
 
 
 def plan_placement(train: TrainConfig, cpus: float, node_cpus: float, gpus: float, nodes: int = 1,

@@ -28,7 +28,7 @@ from faceproc.models.errors import UnknownModelError, WeightsError, WeightsUnava
 from faceproc.models.registry import BuildContext, ModelSpec, parse_model_names, resolve_spec
 from faceproc.train.data import HOLDOUT_METHOD, TrainingData, decoded_faces, load_training_data
 from faceproc.train.embeddings import FaceNetEmbedder, embedding_datasets, train_centroids, weights_digest
-from faceproc.train.placement import Placement, placement
+from faceproc.train.placement import Placement, placement, placement_without_ray
 from faceproc.train.trainer import fit_with_ray_train
 from faceproc.train.warm_start import choose_start, warm_epochs
 
@@ -48,7 +48,8 @@ def run_train(config: Config, force: bool = False) -> list[dict[str, Any]]:
 
     A model whose saved result was trained on the same live photos with the same settings is kept
     as it is (`up_to_date`), unless `force`; so is one skipped for want of weights that are still
-    not on this machine, for `SKIP_RETRY_SECONDS`. Ray starts only when some model trains.
+    not on this machine, for `SKIP_RETRY_SECONDS`. Ray starts only when some model trains, and not for
+    a small split that the driver trains alone (`placement_without_ray`).
     """
     names = parse_model_names(config.train.models)
     data = load_training_data(config.output, config.train.holdout_fraction, config.train.seed)
@@ -59,14 +60,10 @@ def run_train(config: Config, force: bool = False) -> list[dict[str, Any]]:
     results = {name: standing_result(config, name, data, force) for name in names}
     to_train = [name for name in names if results[name] is None]
     if to_train:
-        from faceproc.core.ray_env import init_ray, require_on_every_node
-
-        init_ray(config.ray_address)
-        context = BuildContext(train=config.train, models_dir=config.models_dir)
-        require_on_every_node({"output": config.output, **({"train.facenet_weights": context.facenet_weights_path}
-                                                          if "facenet" in to_train else {})})
         concurrent = config.train.concurrent and len(to_train) > 1
-        where = placement(config, trainers=len(to_train) if concurrent else 1, rows=data.rows)
+        trainers = len(to_train) if concurrent else 1
+        where = placement_without_ray(config, trainers, data.rows) or _placement_on_ray(config, to_train, trainers,
+                                                                                          data.rows)
         if concurrent:
             for module in TRAINING_IMPORTS:
                 importlib.import_module(module)
@@ -76,6 +73,17 @@ def run_train(config: Config, force: bool = False) -> list[dict[str, Any]]:
         else:
             results.update((name, train_model(config, name, data, where, force)) for name in to_train)
     return [results[name] for name in names]
+
+
+def _placement_on_ray(config: Config, to_train: list[str], trainers: int, rows: int) -> Placement:
+    """Join (or start) Ray, check that every node sees the paths training reads, and plan on it."""
+    from faceproc.core.ray_env import init_ray, require_on_every_node
+
+    init_ray(config.ray_address)
+    context = BuildContext(train=config.train, models_dir=config.models_dir)
+    require_on_every_node({"output": config.output, **({"train.facenet_weights": context.facenet_weights_path}
+                                                      if "facenet" in to_train else {})})
+    return placement(config, trainers=trainers, rows=rows)
 
 
 def standing_result(config: Config, name: str, data: TrainingData, force: bool) -> dict[str, Any] | None:

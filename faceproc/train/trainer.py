@@ -2,7 +2,8 @@
 
 Everything the workers need travels in one typed `LoopConfig`; `loop.train_func` is what they run.
 When the placement says so (`Placement.in_driver`), the same `train_func` runs in the driver through
-Ray Train's local mode instead: no worker group to start and no second TensorFlow to import.
+Ray Train's local mode instead: no worker group to start and no second TensorFlow to import, and with
+the split in the driver's memory (`data.Columns`) no Ray at all.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Callable
 from faceproc.config import Config
 from faceproc.core import layout
 from faceproc.models.registry import ModelSpec
+from faceproc.train.data import object_store_dataset
 from faceproc.train.loop import LoopConfig, LoopState, read_state, read_weights, train_func
 from faceproc.train.placement import Placement
 
@@ -24,7 +26,9 @@ from faceproc.train.placement import Placement
 def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build: Callable[[int], Any],
                        num_classes: int, feature: str, fit: Any, holdout: Any | None,
                        fit_rows: int, initial_weights: list | None = None) -> tuple[LoopState, list]:
-    """One TensorflowTrainer run over `fit` (`fit_rows` rows), from what `build` returns: with
+    """One TensorflowTrainer run over `fit` (`fit_rows` rows; `fit` and `holdout` are Ray Datasets, or
+    `data.Columns` the driver decoded: its own loop trains from them in memory, workers get them
+    through the object store), from what `build` returns: with
     `initial_weights` (a warm start on workers) set to them, else as built (a new model, or in the
     driver's warm start the current one); returns the loop's final state (history, best
     epoch) and the weights of the epoch with the lowest holdout loss, from its last checkpoint."""
@@ -43,20 +47,22 @@ def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Calla
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
-    datasets = {"fit": fit}
-    if holdout is not None:
-        datasets["holdout"] = holdout
+    splits = {"fit": fit} if holdout is None else {"fit": fit, "holdout": holdout}
+    in_memory = {name: split for name, split in splits.items() if where.in_driver and isinstance(split, dict)}
+    datasets = {name: object_store_dataset(split) if isinstance(split, dict) else split
+                for name, split in splits.items() if name not in in_memory}
     for dataset in datasets.values():  # workers print one line per epoch instead (loop.epoch_line)
         dataset.context.enable_progress_bars = False
     loop = LoopConfig(
         model=spec.name, build=build, optimizer=spec.make_optimizer, num_classes=num_classes, feature=feature,
-        has_holdout=holdout is not None, epochs=spec.epochs, batch_size=spec.batch_size,
+        in_memory=in_memory, has_holdout=holdout is not None, epochs=spec.epochs, batch_size=spec.batch_size,
         patience=config.train.patience, min_epochs=spec.min_epochs, seed=config.train.seed, use_gpu=where.use_gpu,
         cpus_per_worker=where.cpus_per_worker,
-        cache_in_worker=fits_worker_cache(config.train.worker_cache_mb, where.workers, fit, holdout),
+        cache_in_worker=fits_worker_cache(config.train.worker_cache_mb, where.workers, datasets.get("fit"),
+                                          datasets.get("holdout")),
         steps_per_epoch=max(1, math.ceil(fit_rows / where.workers / spec.batch_size)),
         augment=feature == "image" and spec.online_augment and config.train.online_augment,
-        initial_weights=None if initial_weights is None else ray.put(initial_weights),
+        initial_weights=None if initial_weights is None else ray.put(initial_weights),  # workers only
         in_driver=where.in_driver, checkpoint_root=checkpoint_root,
     )
     resources = {"CPU": where.cpus_per_worker}
@@ -97,15 +103,17 @@ def backend(workers: int) -> Any:
     return TensorflowConfig() if workers > 1 else BackendConfig()
 
 
-def fits_worker_cache(cache_mb: int, workers: int, fit: Any, holdout: Any | None) -> bool:
+def fits_worker_cache(cache_mb: int, workers: int, fit: Any | None = None, holdout: Any | None = None) -> bool:
     """Whether each worker may hold its share of the fitting rows plus the whole holdout in its own
-    memory; only materialized datasets know their size, the others stream every epoch."""
+    memory; only materialized datasets know their size, the others stream every epoch. Splits the
+    driver holds in memory (`LoopConfig.in_memory`) are not among these and are always served from
+    memory."""
     from ray.data.dataset import MaterializedDataset
 
-    datasets = [fit] if holdout is None else [fit, holdout]
+    datasets = [dataset for dataset in (fit, holdout) if dataset is not None]
     if not all(isinstance(dataset, MaterializedDataset) for dataset in datasets):
         return False
-    share = fit.size_bytes() / workers + (holdout.size_bytes() if holdout is not None else 0)
+    share = sum(dataset.size_bytes() / (workers if dataset is fit else 1) for dataset in datasets)
     return share <= cache_mb * 2**20
 
 

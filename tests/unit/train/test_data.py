@@ -1,5 +1,5 @@
-"""The train split's datasets: decoded in the driver for a small split, by Ray Data for a big one,
-with the same rows either way."""
+"""The train split: decoded in the driver (numpy columns) for a small split, by Ray Data for a big
+one, with the same rows either way."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def _rows(dataset) -> list[tuple[int, str]]:
     if dataset is None:
         return []
     rows = []
-    for batch in dataset.iter_batches(batch_size=50, batch_format="numpy"):
+    batches = [dataset] if isinstance(dataset, dict) else dataset.iter_batches(batch_size=50, batch_format="numpy")
+    for batch in batches:
         assert batch["image"].shape[1:] == (160, 160, 3) and batch["image"].dtype == np.uint8
         rows += [(int(label), hashlib.sha256(image.tobytes()).hexdigest())
                  for label, image in zip(batch["label"], batch["image"])]
@@ -46,6 +47,8 @@ def test_driver_and_ray_data_give_the_same_rows(tmp_path, monkeypatch, originals
     assert len(holdout) == data.holdout_photos  # originals only, whatever the fitting rows are
     assert not set(fit) & set(holdout)  # whole photos on one side
     assert sorted({label for label, _ in fit}) == [0, 1, 2]
-    assert in_driver[0].num_blocks() == -(-len(fit) // 4)  # blocks that workers can share
-    first_block = next(iter(in_driver[0].iter_batches(batch_size=4, batch_format="numpy")))
+    for_workers = train_data.object_store_dataset(in_driver[0])
+    assert _rows(for_workers) == fit
+    assert for_workers.num_blocks() == -(-len(fit) // 4)  # blocks that workers can share
+    first_block = next(iter(for_workers.iter_batches(batch_size=4, batch_format="numpy")))
     assert len(set(first_block["label"].tolist())) > 1  # people mixed, not one per block

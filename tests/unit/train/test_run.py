@@ -258,6 +258,55 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
     assert ray.is_initialized()
 
 
+def test_a_small_split_trains_and_evaluates_without_starting_ray(tmp_path):
+    """A fresh process with no Ray address and no GPU (a laptop's `faceproc train` and `evaluate`)
+    trains a split small enough for the driver, and predicts its validation faces, without starting
+    Ray: no worker would take part, so Ray's start is all it would add."""
+    out = tmp_path / "out"
+    write_face_shards(out, COLOURS)
+    write_face_shards(out, COLOURS, split="val", copies=1)
+    script = (
+        "import json, ray\n"
+        "from faceproc.config import Config\n"
+        "from faceproc.evaluate.run import run_evaluate\n"
+        "from faceproc.train.run import run_train\n"
+        f"config = Config(output={str(out)!r})\n"
+        "config.train.models, config.train.epochs, config.train.holdout_fraction = ['cnn'], 2, 0.25\n"
+        "(result,) = run_train(config)\n"
+        "(row,) = run_evaluate(config)\n"
+        "print(json.dumps({'status': result['status'], 'in_driver': result['in_driver'],\n"
+        "                  'epochs': result['epochs_run'], 'n': row['n'], 'ray_started': ray.is_initialized()}))\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"status": "ok", "in_driver": True, "epochs": 2, "n": 8,
+                                                        "ray_started": False}
+    assert ModelArtifact(str(out), "cnn").classes() == ["blue", "red"]
+
+
+@pytest.mark.parametrize("address, rows, free", [
+    (None, 100, True),  # a laptop: no Ray needed
+    ("auto", 100, False),  # a cluster named: Ray plans
+    (None, 2001, False),  # over train.driver_decode_max_rows: Ray Data decodes
+])
+def test_placement_without_ray_only_for_a_small_split_and_no_cluster(address, rows, free):
+    script = (
+        "import json, sys, ray\n"
+        "from faceproc.config import Config\n"
+        "from faceproc.train.placement import placement_without_ray\n"
+        f"config = Config(output='/tmp/unused', ray_address={address!r})\n"
+        f"where = placement_without_ray(config, 1, {rows})\n"
+        "print(json.dumps({'free': where is not None and where.in_driver, 'ray_started': ray.is_initialized()}))\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"free": free, "ray_started": False}
+
+
 @pytest.mark.slow
 def test_facenet_default_reaches_092_on_the_val_photos(real_out):
     from faceproc.core.images import decode_png

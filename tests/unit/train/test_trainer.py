@@ -47,8 +47,11 @@ def _noise(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.normal(size=(rows, EMBEDDING_DIM)).astype(np.float32), rng.integers(0, 2, rows).astype(np.int32)
 
 
-@pytest.mark.parametrize("in_driver", [True, False])
-def test_the_kept_weights_are_the_best_holdout_epochs_in_the_driver_and_on_a_worker(ray_session, tmp_path, in_driver):
+@pytest.mark.parametrize("in_driver, columns", [(True, False), (False, False), (True, True), (False, True)])
+def test_the_kept_weights_are_the_best_holdout_epochs_in_the_driver_and_on_a_worker(ray_session, tmp_path, in_driver,
+                                                                                     columns):
+    """Ray Datasets or the driver's numpy columns (`data.Columns`: kept in memory for the driver's
+    loop, put in the object store for a worker) train the same way."""
     import ray
 
     fit_x, fit_y = _noise(64, 0)
@@ -64,8 +67,11 @@ def test_the_kept_weights_are_the_best_holdout_epochs_in_the_driver_and_on_a_wor
     spec = dataclasses.replace(resolve_spec("facenet", config.train), epochs=6, learning_rate=0.5)
     where = Placement(workers=1, use_gpu=False, cpus_per_worker=1.0, gpus_per_worker=0.0, in_driver=in_driver)
     leftovers = set(Path(tempfile.gettempdir()).glob("faceproc-train-*"))
-    fit = ray.data.from_items([{"embedding": x, "label": y} for x, y in zip(fit_x, fit_y)])
-    holdout = ray.data.from_items([{"embedding": x, "label": y} for x, y in zip(holdout_x, holdout_y)])
+    if columns:
+        fit, holdout = {"embedding": fit_x, "label": fit_y}, {"embedding": holdout_x, "label": holdout_y}
+    else:
+        fit = ray.data.from_items([{"embedding": x, "label": y} for x, y in zip(fit_x, fit_y)])
+        holdout = ray.data.from_items([{"embedding": x, "label": y} for x, y in zip(holdout_x, holdout_y)])
     state, weights = fit_with_ray_train(config, spec, where, build, 2, "embedding", fit, holdout, fit_rows=64)
 
     assert (int(pid_file.read_text()) == os.getpid()) is in_driver
