@@ -1,5 +1,5 @@
-"""The train split as Ray Datasets ready for Keras: the early-stopping holdout carved out by source
-photo, PNGs decoded, labels as ids.
+"""The train split ready for Keras, as Ray Datasets or the driver's numpy columns: the early-stopping
+holdout carved out by source photo, PNGs decoded, labels as ids.
 
 A small split (`train.driver_decode_max_rows`) is read and decoded in the driver into numpy columns
 (handed to Ray as materialized blocks when workers train): each Ray Data pass costs 2-4 s of start-up
