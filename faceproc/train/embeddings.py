@@ -73,7 +73,8 @@ def ensure_embeddings(out: str, weights_path: str, split: str, num_gpus: float =
     The missing shards go through one Ray Data pipeline (one actor loading FaceNet once), not one
     per shard: each pipeline's actor spends ~12 s importing TensorFlow and loading the weights. When
     the caller has loaded FaceNet already (`embedder`), no GPU is asked for and the missing shards
-    hold at most `driver_max_rows` faces (a rerun's few new photos), they are embedded here instead."""
+    hold at most `driver_max_rows` faces (a rerun's few new photos) or no Ray runs (a training that
+    needs none, `placement_without_ray`, counted live rows only), they are embedded here instead."""
     cache = embeddings_dir(out, weights_path, split)
     cached = set(storage.list_files(cache, ".parquet"))
     files, missing = [], {}
@@ -83,9 +84,12 @@ def ensure_embeddings(out: str, weights_path: str, split: str, num_gpus: float =
         if target not in cached:
             missing[storage.resolve(shard)[1]] = target
     if missing:
+        import ray
+
         fs, _ = storage.resolve(out)
-        here = (embedder is not None and not num_gpus
-                and sum(pq.read_metadata(path, filesystem=fs).num_rows for path in missing) <= driver_max_rows)
+        here = embedder is not None and not num_gpus and (
+            not ray.is_initialized()  # a training that runs without Ray must not start one for its embeddings
+            or sum(pq.read_metadata(path, filesystem=fs).num_rows for path in missing) <= driver_max_rows)
         embedded = (_embed_here(embedder, fs, list(missing)) if here
                     else _embed_with_ray(weights_path, fs, list(missing), num_gpus))
         for path, target in missing.items():

@@ -113,7 +113,8 @@ def fits_worker_cache(cache_mb: int, workers: int, fit: Any | None = None, holdo
     datasets = [dataset for dataset in (fit, holdout) if dataset is not None]
     if not all(isinstance(dataset, MaterializedDataset) for dataset in datasets):
         return False
-    share = sum(dataset.size_bytes() / (workers if dataset is fit else 1) for dataset in datasets)
+    share = fit.size_bytes() / workers if fit is not None else 0
+    share += holdout.size_bytes() if holdout is not None else 0
     return share <= cache_mb * 2**20
 
 

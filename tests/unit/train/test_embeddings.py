@@ -1,9 +1,12 @@
 """The FaceNet embedding cache: one file per shard, missing shards embedded together, then reused; a
-few new faces embedded by the caller's FaceNet instead of an actor (slow)."""
+few new faces (or any, when no Ray runs) embedded by the caller's FaceNet instead of an actor (slow)."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -67,3 +70,25 @@ def test_missing_shards_are_embedded_in_one_pass_and_then_reused_and_a_few_new_f
     first_red = pq.read_table(sorted(files)[0]).to_pylist()[0]
     assert first_red["source_path"] == "/photos/train/red/0.jpg"
     assert np.allclose(vector[0], first_red["embedding"], atol=1e-4)  # same pixels as red/0
+
+
+def test_without_ray_the_callers_facenet_embeds_whatever_the_limit(tmp_path):
+    """A training that runs without Ray (`placement_without_ray` counts live rows only) must not have
+    its embeddings start one: with no Ray running, the caller's FaceNet embeds shards over the limit."""
+    out = tmp_path / "out"
+    write_face_shards(out, {"red": [(200, 40, 40)], "blue": [(40, 40, 200)]}, copies=2)
+    script = (
+        "import json, ray\n"
+        "from faceproc.train.embeddings import FaceNetEmbedder, ensure_embeddings\n"
+        f"embedder = FaceNetEmbedder({str(FACENET_WEIGHTS)!r})\n"
+        f"files = ensure_embeddings({str(out)!r}, {str(FACENET_WEIGHTS)!r}, 'train', embedder=embedder,\n"
+        "                          driver_max_rows=1)\n"
+        "print(json.dumps({'files': len(files), 'ray_started': ray.is_initialized()}))\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"files": 1, "ray_started": False}
+    (cached,) = (out / "embeddings").rglob("*.parquet")
+    assert pq.read_metadata(cached).num_rows == 4  # 2 photos x 2 copies, over the limit of 1
