@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -67,6 +71,18 @@ def encode_image() -> Callable[..., bytes]:
 REPO = Path(__file__).resolve().parent.parent
 DATASET = REPO / "data" / "5-celebrity-faces-dataset"
 FACENET_WEIGHTS = REPO / "models" / "facenet_keras.h5"
+
+
+def run_in_fresh_process(script: str, ray_address: str | None = None, timeout: int = 600) -> Any:
+    """Run `script` in a new Python process that has joined no Ray ($RAY_ADDRESS `ray_address`, else
+    unset), as a user's command starts; the JSON it prints last."""
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    if ray_address is not None:
+        env["RAY_ADDRESS"] = ray_address
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 @pytest.fixture(scope="session")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from faceproc import TF_ENV
 from faceproc.core import ray_env
+from tests.conftest import run_in_fresh_process
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -53,9 +51,4 @@ def test_a_fresh_process_starts_ray_only_when_no_cluster_is_named(env, starts):
     """would_start_here(None, "local", "auto", an address) in a process that has not joined Ray."""
     script = ("import json\nfrom faceproc.core.ray_env import would_start_here\n"
               "print(json.dumps([would_start_here(a) for a in (None, 'local', 'auto', '10.0.0.2:6379')]))")
-    environ = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    if env is not None:
-        environ["RAY_ADDRESS"] = env
-    done = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True, timeout=120,
-                          check=True)
-    assert json.loads(done.stdout.splitlines()[-1]) == starts
+    assert run_in_fresh_process(script, ray_address=env, timeout=120) == starts

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +20,7 @@ from faceproc.core.manifest import load_manifest
 from faceproc.core.schema import FACE_SCHEMA, REJECT_SCHEMA
 from faceproc.core.shards import iter_live_faces, live_shard_files, read_live_faces
 from faceproc.preprocess.run import PreprocessError, run_preprocess
-from tests.conftest import DATASET, raw_png
+from tests.conftest import DATASET, raw_png, run_in_fresh_process
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -317,9 +314,5 @@ def test_photos_the_driver_detects_do_not_start_ray(tmp_path):
         f"summary = run_preprocess(Config(input={str(root)!r}, output={str(out)!r}))\n"
         "print(json.dumps({'faces': summary.face_rows, 'ray_started': ray.is_initialized()}))\n"
     )
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.splitlines()[-1]) == {"faces": 2, "ray_started": False}
+    assert run_in_fresh_process(script) == {"faces": 2, "ray_started": False}
     assert sum(table.num_rows for table in iter_live_faces(str(out), "train", ["source_path"])) == 2

@@ -3,17 +3,14 @@ few new faces (or any, when no Ray runs) embedded by the caller's FaceNet instea
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from faceproc.train.embeddings import FaceNetEmbedder, ensure_embeddings
-from tests.conftest import FACENET_WEIGHTS, write_face_shards
+from tests.conftest import FACENET_WEIGHTS, run_in_fresh_process, write_face_shards
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 
@@ -85,10 +82,6 @@ def test_without_ray_the_callers_facenet_embeds_whatever_the_limit(tmp_path):
         "                          driver_max_rows=1)\n"
         "print(json.dumps({'files': len(files), 'ray_started': ray.is_initialized()}))\n"
     )
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.splitlines()[-1]) == {"files": 1, "ray_started": False}
+    assert run_in_fresh_process(script) == {"files": 1, "ray_started": False}
     (cached,) = (out / "embeddings").rglob("*.parquet")
     assert pq.read_metadata(cached).num_rows == 4  # 2 photos x 2 copies, over the limit of 1

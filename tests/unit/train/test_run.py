@@ -19,7 +19,7 @@ from faceproc.config import Config, TrainConfig
 from faceproc.inference.artifact import ModelArtifact
 from faceproc.train.placement import plan_placement
 from faceproc.train.run import run_train
-from tests.conftest import write_face_shards
+from tests.conftest import run_in_fresh_process, write_face_shards
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -277,12 +277,8 @@ def test_a_small_split_trains_and_evaluates_without_starting_ray(tmp_path):
         "print(json.dumps({'status': result['status'], 'in_driver': result['in_driver'],\n"
         "                  'epochs': result['epochs_run'], 'n': row['n'], 'ray_started': ray.is_initialized()}))\n"
     )
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.splitlines()[-1]) == {"status": "ok", "in_driver": True, "epochs": 2, "n": 8,
-                                                        "ray_started": False}
+    assert run_in_fresh_process(script) == {"status": "ok", "in_driver": True, "epochs": 2, "n": 8,
+                                            "ray_started": False}
     assert ModelArtifact(str(out), "cnn").classes() == ["blue", "red"]
 
 
@@ -300,11 +296,7 @@ def test_placement_without_ray_only_for_a_small_split_and_no_cluster(address, ro
         f"where = placement_without_ray(config, 1, {rows})\n"
         "print(json.dumps({'free': where is not None and where.in_driver, 'ray_started': ray.is_initialized()}))\n"
     )
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.splitlines()[-1]) == {"free": free, "ray_started": False}
+    assert run_in_fresh_process(script, timeout=300) == {"free": free, "ray_started": False}
 
 
 @pytest.mark.slow
