@@ -58,8 +58,9 @@ def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Calla
         in_memory=in_memory, has_holdout=holdout is not None, epochs=spec.epochs, batch_size=spec.batch_size,
         patience=config.train.patience, min_epochs=spec.min_epochs, seed=config.train.seed, use_gpu=where.use_gpu,
         cpus_per_worker=where.cpus_per_worker,
-        cache_in_worker=fits_worker_cache(config.train.worker_cache_mb, where.workers, datasets.get("fit"),
-                                          datasets.get("holdout")),
+        cache_in_worker=("fit" not in datasets  # the driver's columns: in memory already
+                         or fits_worker_cache(config.train.worker_cache_mb, where.workers, datasets["fit"],
+                                              datasets.get("holdout"))),
         steps_per_epoch=max(1, math.ceil(fit_rows / where.workers / spec.batch_size)),
         augment=feature == "image" and spec.online_augment and config.train.online_augment,
         initial_weights=None if initial_weights is None else ray.put(initial_weights),  # workers only
@@ -103,18 +104,15 @@ def backend(workers: int) -> Any:
     return TensorflowConfig() if workers > 1 else BackendConfig()
 
 
-def fits_worker_cache(cache_mb: int, workers: int, fit: Any | None = None, holdout: Any | None = None) -> bool:
+def fits_worker_cache(cache_mb: int, workers: int, fit: Any, holdout: Any | None) -> bool:
     """Whether each worker may hold its share of the fitting rows plus the whole holdout in its own
-    memory; only materialized datasets know their size, the others stream every epoch. Splits the
-    driver holds in memory (`LoopConfig.in_memory`) are not among these and are always served from
-    memory."""
+    memory; only materialized datasets know their size, the others stream every epoch."""
     from ray.data.dataset import MaterializedDataset
 
-    datasets = [dataset for dataset in (fit, holdout) if dataset is not None]
+    datasets = [fit] if holdout is None else [fit, holdout]
     if not all(isinstance(dataset, MaterializedDataset) for dataset in datasets):
         return False
-    share = fit.size_bytes() / workers if fit is not None else 0
-    share += holdout.size_bytes() if holdout is not None else 0
+    share = fit.size_bytes() / workers + (holdout.size_bytes() if holdout is not None else 0)
     return share <= cache_mb * 2**20
 
 
