@@ -1,8 +1,9 @@
 """Accuracy of every model over seeds, with and without face alignment, against the notebook.
 
 For each alignment setting the fetched dataset is preprocessed once; then for each seed every model
-is trained from scratch (`train.seed`, `--force`) and evaluated on the 25 validation photos. One
-Ray for the whole run. Prints one table: val accuracy per seed, mean and min, the holdout accuracy
+is trained from scratch (`train.seed`, `--force`) and evaluated on the 25 validation photos, where
+`faceproc run` would train it (in the driver, without Ray, for this dataset on one machine without a
+GPU; on `RAY_ADDRESS` when that is set). Prints one table: val accuracy per seed, mean and min, the holdout accuracy
 at the kept epoch (what training decisions use), training seconds and epochs, and the notebook's
 number beside; `--json` keeps every row.
 
@@ -32,13 +33,11 @@ DATASET = ROOT / "data" / "5-celebrity-faces-dataset"
 def run(out_root: Path, seeds: list[int], aligns: list[bool], models: list[str]) -> list[dict]:
     from faceproc.config import Config
     from faceproc.core import layout, storage
-    from faceproc.core.ray_env import init_ray
     from faceproc.evaluate.run import run_evaluate
     from faceproc.inference.artifact import ModelArtifact
     from faceproc.preprocess.run import run_preprocess
     from faceproc.train.run import run_train
 
-    init_ray(None)
     rows = []
     for align in aligns:
         out = out_root / f"align-{'on' if align else 'off'}"
