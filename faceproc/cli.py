@@ -7,20 +7,32 @@ import logging
 import sys
 from typing import Callable, Sequence
 
+import pyarrow.fs as pafs
+
+from faceproc import __version__
 from faceproc.config import Config, ConfigError, absolute_paths, load_config, parse_override
 from faceproc.core import layout, storage
 from faceproc.core.errors import first_line
 from faceproc.core.lock import output_lock
+from faceproc.core.model_names import MODEL_NAMES
 from faceproc.core.schema import Status
 
 log = logging.getLogger("faceproc")
 
 
-def _common(parser: argparse.ArgumentParser, on_ray: bool = True) -> None:
-    """--config and --set; for the commands that run on Ray and lock OUT, also --ray-address and --wait."""
+DESCRIPTION = """Batch face recognition on Ray: photos in <root>/<split>/<person>/<photo> -> face crops
+(Parquet), four trained classifiers, an accuracy report; then the people in new photos named.
+`faceproc run` does the whole pipeline, incrementally. Paths are relative to the current directory."""
+
+
+def _common(parser: argparse.ArgumentParser, on_ray: bool = True,
+            example: str = "preprocess.face_margin=0.2") -> None:
+    """--config, --set and -v; for the commands that run on Ray and lock OUT, also --ray-address and --wait."""
     parser.add_argument("--config", help="TOML or YAML file with config values (see README)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config value, e.g. --set preprocess.face_margin=0.2")
+                        help=f"override one config value, e.g. --set {example}")
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show every library's logs and debug lines")
     if not on_ray:
         return
     parser.add_argument("--ray-address", help="Ray cluster to join: an address, or 'auto' for a `ray start` head "
@@ -30,13 +42,34 @@ def _common(parser: argparse.ArgumentParser, on_ray: bool = True) -> None:
 
 
 def _config(args: argparse.Namespace, **values: object) -> Config:
+    """The command's config, checked before anything is locked, created or loaded: its values
+    (`load_config`) and, on a local disk, that its output folders are not files."""
     overrides = dict(parse_override(text) for text in args.overrides)
     for key, value in values.items():
         if value is not None:
             overrides[key] = value
     if getattr(args, "ray_address", None):
         overrides["ray_address"] = args.ray_address
-    return absolute_paths(load_config(args.config, overrides))
+    config = absolute_paths(load_config(args.config, overrides))
+    for what, folder in (("output", config.output), ("identify.into", config.identify.into)):
+        if folder and _local_type(folder) == pafs.FileType.File:
+            raise ConfigError(f"{what} {folder} is a file, not a folder")
+    return config
+
+
+def _require_input(config: Config) -> None:
+    """A local input folder that is missing stops the command before OUT is locked or created (object
+    storage is listed by the stage itself, which says the same)."""
+    if _local_type(config.input) not in (None, pafs.FileType.Directory):
+        raise FileNotFoundError(f"input folder {config.input} does not exist or is not a folder")
+
+
+def _local_type(uri: str) -> pafs.FileType | None:
+    """What a local path or file:// URI names (NotFound, File, Directory); None for object storage."""
+    if not storage.is_local(uri):
+        return None
+    fs, path = storage.resolve(uri)
+    return fs.get_file_info(path).type
 
 
 def cmd_fetch_data(args: argparse.Namespace) -> int:
@@ -52,6 +85,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     from faceproc.preprocess.run import run_preprocess
 
     config = _config(args, input=args.input, output=args.output)
+    _require_input(config)
     with output_lock(config.output, args.wait):
         summary = run_preprocess(config)
     if not summary.processed and not summary.deleted:
@@ -70,7 +104,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         results = run_train(config, force=args.force)
     for result in results:
         reason = f"  ({result['reason']})" if result["reason"] else ""
-        print(f"{result['model']:<18} {result['status']:<8} {result['train_seconds']:>7.1f} s{reason}")
+        status = str(result["status"])
+        if result.get("up_to_date"):  # kept from an earlier run: its seconds are that run's
+            status, seconds = ("up to date" if status == Status.OK else f"{status}, kept"), "not retrained"
+        else:
+            seconds = f"{result['train_seconds']:>7.1f} s"
+        print(f"{result['model']:<18} {status:<13} {seconds}{reason}")
     return 1 if any(r["status"] == Status.FAILED for r in results) else 0
 
 
@@ -88,11 +127,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from faceproc.evaluate.tables import format_table
-    from faceproc.pipeline import run_pipeline
+    from faceproc.pipeline import fetches_the_dataset, run_pipeline
 
     config = _config(args, input=args.input, output=args.output, **{"train.models": args.models,
                      "train.epochs": args.epochs, "train.workers": args.workers,
                      "train.gpus_per_worker": args.gpus_per_worker})
+    if not fetches_the_dataset(config):  # the default dataset is fetched when missing
+        _require_input(config)
     result = run_pipeline(config, force=args.force, wait_seconds=args.wait)
     accuracy = result.accuracy
     accuracy_uri = layout.report_file(config.output, layout.ACCURACY_JSON)
@@ -105,22 +146,31 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from faceproc.inference.predict import format_predictions, json_lines, predict_images
+    """Exit 1 when no image could be read; a missing local file stops it before any model loads."""
+    from faceproc.inference.predict import format_predictions, json_lines, predict_images, unreadable
 
-    rows = predict_images(_config(args, output=args.output), args.images, model=args.model)
+    config = _config(args, output=args.output, **{"identify.model": args.model})
+    missing = [path for path in args.images if _local_type(path) not in (None, pafs.FileType.File)]
+    if missing:
+        raise FileNotFoundError(f"no such image file: {', '.join(missing)}")
+    rows = predict_images(config, args.images, model=config.identify.model)
     print(json_lines(rows) if args.json else format_predictions(rows), end="" if args.json else "\n")
-    return 0
+    return 1 if unreadable(rows) == len(set(args.images)) else 0
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
     from faceproc.identify.run import identities_folder, run_identify
+    from faceproc.inference.artifact import ModelArtifact
 
     config = _config(args, input=args.input, output=args.output, **{
         "identify.model": args.model, "identify.into": args.into,
         "identify.keep_old_results": True if args.keep_old_results else None})
+    _require_input(config)
     folder = identities_folder(config)
-    with output_lock(config.output, args.wait), output_lock(folder, args.wait):  # OUT: no training swaps the model
-        summary = run_identify(config)
+    with output_lock(config.output, args.wait):  # OUT's lock first: no training swaps the model meanwhile
+        ModelArtifact(config.output, config.identify.model).check_usable()  # before the identities folder exists
+        with output_lock(folder, args.wait):
+            summary = run_identify(config)
     print(summary.format())
     print(f"identities: {folder}\nreport: {layout.identities_report(config.output, folder)}")
     return 0
@@ -135,13 +185,14 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="faceproc", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs")
+    parser = argparse.ArgumentParser(prog="faceproc", description=DESCRIPTION)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show every library's logs and debug lines")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     fetch = sub.add_parser("fetch-data", help="download the dataset and FaceNet weights (idempotent)")
-    fetch.add_argument("--data-dir", default="data")
-    fetch.add_argument("--models-dir", default="models")
+    fetch.add_argument("--data-dir", default="data", help="where the dataset goes (default: data)")
+    fetch.add_argument("--models-dir", default="models", help="where facenet_keras.h5 goes (default: models)")
     fetch.set_defaults(func=cmd_fetch_data)
 
     pre = sub.add_parser("preprocess", help="photos -> face shards, rejects and manifest (Ray Data)")
@@ -171,19 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     identify = sub.add_parser("identify", help="name every face in a tree of unlabelled photos (Ray Data, incremental)")
     identify.add_argument("--input", required=True, help="folder or URI of photos, any layout")
     identify.add_argument("--output", required=True, help="the folder or URI holding models/")
-    identify.add_argument("--model", help="model to use (default facenet)")
+    identify.add_argument("--model", help=f"model to use: {', '.join(MODEL_NAMES)} (default: identify.model, "
+                          f"{Config().identify.model})")
     identify.add_argument("--into", help="identities folder or URI (default OUT/identities)")
     identify.add_argument("--keep-old-results", action="store_true",
                           help="after a retrain, keep faces the older model version named (only new photos are read)")
-    _common(identify)
+    _common(identify, example="preprocess.detector_actors=4")
     identify.set_defaults(func=cmd_identify)
 
     predict = sub.add_parser("predict", help="name and probability for each face in each image")
     predict.add_argument("--output", required=True, help="the folder or URI holding models/")
-    predict.add_argument("--model", default="facenet", help="model to use (default facenet)")
+    predict.add_argument("--model", help=f"model to use: {', '.join(MODEL_NAMES)} (default: identify.model, "
+                         f"{Config().identify.model})")
     predict.add_argument("--json", action="store_true", help="one JSON object per face per line")
     predict.add_argument("images", nargs="+", help="image files")
-    _common(predict, on_ray=False)
+    _common(predict, on_ray=False, example="identify.model=cnn")
     predict.set_defaults(func=cmd_predict)
     return parser
 

@@ -11,11 +11,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import tomllib
 
-from faceproc.core.model_names import MODEL_NAMES
+from faceproc.core.model_names import FACENET_MODES, MODEL_NAMES
 
 FACENET_FILE_NAME = "facenet_keras.h5"  # what `faceproc fetch-data` puts in models_dir
 DRIVER_LIMIT_POOL = 2  # detector actors the default driver_max_photos was measured against
@@ -169,14 +169,103 @@ class Config:
 
 
 def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Defaults, then the file at `path` (TOML or YAML), then `overrides` ("section.key" -> value)."""
+    """Defaults, then the file at `path` (TOML or YAML), then `overrides` ("section.key" -> value),
+    checked by `validate` before any work starts."""
     data: dict[str, Any] = {}
     if path:
         data = _read_file(Path(path))
     config = Config.from_dict(data)
     for dotted, value in (overrides or {}).items():
         set_value(config, dotted, value)
+    validate(config)
     return config
+
+
+Rule = tuple[Callable[[Any], bool], str]  # (test of one value, what it requires)
+
+
+def _at_least(low: float) -> Rule:
+    return (lambda value: value >= low), f"must be at least {low}"
+
+
+def _above(low: float) -> Rule:
+    return (lambda value: value > low), f"must be above {low}"
+
+
+def _between(low: float, high: float) -> Rule:
+    return (lambda value: low <= value <= high), f"must be between {low} and {high}"
+
+
+def _one_of(options: Iterable[str]) -> Rule:
+    options = tuple(options)
+    return (lambda value: value in options), f"must be one of {', '.join(options)}"
+
+
+# What each setting must hold for a run to make sense (None, where a key allows it, always passes).
+# Checked when the config is built, so a bad value fails at once with its key, not minutes later.
+RULES: dict[str, Rule] = {
+    "preprocess.max_pixels": _at_least(1),
+    "preprocess.min_side": _at_least(1),
+    "preprocess.detect_max_side": _at_least(32),
+    "preprocess.min_face_confidence": _between(0, 1),
+    "preprocess.min_face_size": _at_least(1),
+    "preprocess.face_margin": _between(0, 1),
+    "preprocess.face_size": _at_least(16),
+    "preprocess.augment_copies": _at_least(0),
+    "preprocess.detector_actors": _at_least(1),
+    "preprocess.driver_max_photos": _at_least(0),
+    "preprocess.driver_threads": _at_least(0),
+    "preprocess.detector_num_cpus": _at_least(0),
+    "preprocess.detector_num_gpus": _at_least(0),
+    "preprocess.detect_batch_size": _at_least(1),
+    "preprocess.actor_batch_size": _at_least(1),
+    "preprocess.detector_threads": _at_least(0),
+    "preprocess.rows_per_shard": _at_least(1),
+    "preprocess.max_reject_share": _between(0, 1),
+    "train.models": _one_of(("all", *MODEL_NAMES)),
+    "train.epochs": _at_least(1),
+    "train.model_epochs": _at_least(1),
+    "train.batch_size": _at_least(1),
+    "train.learning_rate": _above(0),
+    "train.workers": _at_least(1),
+    "train.gpus_per_worker": _at_least(0),
+    "train.holdout_fraction": _between(0, 0.9),
+    "train.patience": _at_least(1),
+    "train.facenet_mode": _one_of(FACENET_MODES),
+    "train.max_failures": _at_least(0),
+    "train.worker_cache_mb": _at_least(0),
+    "train.driver_decode_max_rows": _at_least(0),
+    "train.driver_train_max_rows": _at_least(0),
+    "train.warm_start_max_change": _at_least(0),  # above 1: always warm (removed photos count too)
+    "train.warm_start_epochs": _at_least(1),
+    "train.warm_start_learning_rate": _above(0),
+    "evaluate.batch_size": _at_least(1),
+    "evaluate.driver_max_faces": _at_least(0),
+    "evaluate.unknown_far": _between(0, 1),
+    "evaluate.unknown_quantile": _between(0, 1),
+    "identify.model": _one_of(MODEL_NAMES),
+}
+
+
+def validate(config: Config) -> None:
+    """Raise ConfigError naming every setting that breaks its `RULES` entry; a list is checked item by
+    item, a mapping by its values (and `train.model_epochs` by its keys, which must be model names)."""
+    problems = []
+    for dotted, (test, requirement) in RULES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(config, section), key)
+        values = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
+        bad = [item for item in values if item is not None and not test(item)]
+        if bad:
+            problems.append(f"{dotted} {', '.join(map(repr, bad))} {requirement}")
+    if not config.train.models:
+        problems.append("train.models is empty: name at least one model")
+    unknown_models = sorted(set(config.train.model_epochs) - set(MODEL_NAMES))
+    if unknown_models:
+        problems.append(f"train.model_epochs names {', '.join(map(repr, unknown_models))}: "
+                        f"models are {', '.join(MODEL_NAMES)}")
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))
 
 
 def absolute_paths(config: Config) -> Config:
@@ -241,11 +330,17 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist")
     text = path.read_text()
     if path.suffix == ".toml":
-        return tomllib.loads(text)
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        loaded = yaml.safe_load(text) or {}
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping")
         return loaded

@@ -59,7 +59,8 @@ def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0)
         changed = summary.processed + summary.deleted
         stages["preprocess"] = (f"{summary.new} new, {summary.changed} changed, {summary.deleted} deleted, "
                                 f"{summary.unchanged} unchanged")
-        print(summary.format(), flush=True)
+        print(summary.format() if changed else f"nothing to do: all {summary.unchanged} files already processed "
+              f"({summary.live_rejects} of them rejected)", flush=True)
         result = PipelineResult(run_id, summary, stages=stages)
 
         stage(3, "train", ", ".join(config.train.models))
@@ -93,13 +94,20 @@ def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0)
     return result
 
 
-def _fetch_if_needed(config: Config) -> str:
-    """Fetch the default dataset (`<data_dir>/5-celebrity-faces-dataset`) when it is the input and
-    missing; any other input is used as is. Paths are compared resolved: the CLI made them absolute."""
-    from faceproc.fetch import DATASET_NAME, fetch_data
+def fetches_the_dataset(config: Config) -> bool:
+    """Whether the input is the default dataset (`<data_dir>/5-celebrity-faces-dataset`), which `run`
+    fetches when it is missing. Paths are compared resolved: the CLI made them absolute."""
+    from faceproc.fetch import DATASET_NAME
 
     dataset = Path(config.data_dir, DATASET_NAME)
-    if not storage.is_local(config.input) or Path(config.input).resolve() != dataset.resolve():
+    return "://" not in config.input and Path(config.input).resolve() == dataset.resolve()
+
+
+def _fetch_if_needed(config: Config) -> str:
+    """Fetch the default dataset when it is the input and missing; any other input is used as is."""
+    from faceproc.fetch import fetch_data
+
+    if not fetches_the_dataset(config):
         return f"using {config.input}"
     if fetch_data(config.data_dir, config.models_dir).downloaded:
         return "downloaded the dataset and FaceNet weights"

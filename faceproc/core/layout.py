@@ -20,6 +20,10 @@ LAST_ATTEMPT_FILE = "last_attempt.json"  # a training that failed or was skipped
 MODEL_POINTER_FILE = "current.json"  # object storage: {"version": ...}, the model folder's commit
 MODEL_VERSIONS_DIR = "versions"
 
+# The splits of <input>/<split>/<person>/<photo> that faceproc reads: training the first, evaluation the second.
+TRAIN_SPLIT = "train"
+VAL_SPLIT = "val"
+
 LOCK_FILE = ".faceproc.lock"
 LEASE_FILE = ".faceproc.lease"  # object storage: who runs on OUT, until when
 SHARDS_DIR = "shards"

@@ -203,5 +203,11 @@ def live_face_rows(manifest: pa.Table, split: str) -> int:
     return int(pc.sum(manifest.filter(live).column("face_rows")).as_py() or 0)
 
 
+def live_settings(manifest: pa.Table, split: str) -> set[str]:
+    """The preprocessing settings fingerprints the face rows of `split`'s live files were made with."""
+    live = pc.and_(pc.equal(manifest.column("status"), "ok"), pc.equal(manifest.column("split"), split))
+    return set(pc.unique(manifest.filter(live).column("settings")).to_pylist()) - {None}
+
+
 def live_runs(manifest: pa.Table) -> set[str]:
     return set(pc.unique(manifest.column("run_id")).to_pylist())

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 MODEL_NAMES: tuple[str, ...] = ("cnn", "resnet50", "resnet50_imagenet", "facenet")
+FACENET_MODES: tuple[str, ...] = ("frozen", "finetune")  # train.facenet_mode: cached embeddings + head, or all
 
 # The reference notebook's validation accuracy per model (its 25 validation photos). Its CNN varied
 # between runs (0.44-0.60); the best run is the reference.

@@ -22,3 +22,8 @@ def key_values(lines: Sequence[tuple[str, Any]]) -> str:
     """One `name  value` line per pair, the values in one column: a stage's summary."""
     width = max(len(name) for name, _ in lines)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in lines)
+
+
+def plural(count: int, noun: str) -> str:
+    """"1 epoch", "3 epochs"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -1,7 +1,8 @@
 """`faceproc evaluate`: every trained model predicts every validation face (Ray Data batch inference),
 then the predictions, the accuracy table and the report are written under `OUT/reports/`.
 
-For each `OUT/models/<name>/` whose `result.json` says `ok`, the live validation faces
+For each `OUT/models/<name>/` whose `result.json` says `ok` (and that was trained on rows made with the
+preprocessing settings the validation faces now have; otherwise it is `stale`), the live validation faces
 (original crops only) go through one `MultiPredictor` that loads every model once (a model this
 process has just trained and saved is used as it is in memory, `ModelArtifact.load`), so the faces
 are read and decoded once and TensorFlow is imported once: in the driver for up to
@@ -31,7 +32,7 @@ import pyarrow as pa
 from faceproc.config import Config
 from faceproc.core import layout, storage
 from faceproc.core.errors import one_line_reason
-from faceproc.core.manifest import live_face_rows, load_manifest, rejected_count
+from faceproc.core.manifest import live_face_rows, live_settings, load_manifest, rejected_count
 from faceproc.core.model_names import model_order
 from faceproc.core.schema import MODEL_INPUT_COLUMNS, Status
 from faceproc.core.shards import (
@@ -120,6 +121,23 @@ def _predict_each(out: str, names: list[str], config: Config, use_gpu: bool,
     return tables, failures
 
 
+def stale_reason(out: str, result: dict[str, Any], val_settings: set[str]) -> str | None:
+    """Why a model is not evaluated on the validation faces as they are now, or None when it can be.
+
+    A model trained on rows made with other preprocessing settings (another margin, alignment off, ...)
+    would be scored on crops it never saw; a model whose result.json records no settings (an earlier
+    faceproc) is evaluated as before."""
+    from faceproc.preprocess.settings import describe_change, saved_settings  # MTCNN's and OpenCV's constants
+
+    trained_on = set(result.get("row_settings") or [])
+    if not trained_on or not val_settings or val_settings <= trained_on:
+        return None
+    now = saved_settings(out, min(val_settings))
+    change = describe_change(saved_settings(out, min(trained_on)), now) if now else "the current ones are not recorded"
+    return (f"trained on other preprocessing settings than the validation faces now hold ({change}): not "
+            f"evaluated; `faceproc train --models {result.get('model')}` retrains it")
+
+
 def _failed(result: dict[str, Any], name: str, reason: str) -> dict[str, Any]:
     log.warning("evaluate: %s: evaluation failed: %s", name, reason)
     return {**result, "status": Status.FAILED, "reason": f"evaluation failed: {reason}"}
@@ -152,6 +170,7 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
         init_ray(config.ray_address)
         require_on_every_node({"output": out})
         use_gpu = float(ray.cluster_resources().get("GPU", 0)) > 0
+    val_settings = live_settings(manifest, layout.VAL_SPLIT)
     results: dict[str, dict[str, Any]] = {}
     usable: list[str] = []
     labels: set[str] = set()
@@ -159,6 +178,11 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
         artifact = ModelArtifact(out, name)
         results[name] = artifact.result()
         if results[name]["status"] != Status.OK:
+            continue
+        stale = stale_reason(out, results[name], val_settings)
+        if stale:
+            log.warning("evaluate: %s: %s", name, stale)
+            results[name] = {**results[name], "status": Status.STALE, "reason": stale}
             continue
         try:
             artifact.check_usable()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from faceproc.config import Config, PreprocessConfig
 from faceproc.core import storage
 from faceproc.core.errors import describe
+from faceproc.core.schema import RejectError, RejectReason
 from faceproc.core.text import aligned_table
 from faceproc.inference.artifact import ModelArtifact
 
@@ -78,7 +79,6 @@ def predict_images(config: Config, image_paths: list[str], model: str = "facenet
 
 def _faces_in(path: str, detector: FaceDetector, prep: PreprocessConfig) -> _ImageFaces:
     """The confident faces of the image at `path` (at least one), or its failure row."""
-    from faceproc.core.schema import RejectError, RejectReason
     from faceproc.preprocess.decode import decode_reduced
     from faceproc.preprocess.full_resolution import to_full_resolution
 
@@ -96,6 +96,11 @@ def _faces_in(path: str, detector: FaceDetector, prep: PreprocessConfig) -> _Ima
         failure = _failure(path, RejectReason.UNSUPPORTED.value, f"face detection failed: {describe(exc)}")
         return _ImageFaces(failure=failure)
     return _ImageFaces(faces) if faces else _ImageFaces(failure=_failure(path, RejectReason.NO_FACE.value))
+
+
+def unreadable(rows: Sequence[dict[str, Any]]) -> int:
+    """Images that could not be read or decoded (an image with no face was read)."""
+    return len({row["image"] for row in rows if row.get("reason") not in (None, RejectReason.NO_FACE.value)})
 
 
 def _probability_text(value: Any) -> str:

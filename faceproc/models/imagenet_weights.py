@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -115,12 +116,19 @@ def resolve_imagenet_weights(
             return keras.utils.get_file(KERAS_WEIGHTS_NAME, origin, cache_subdir=KERAS_CACHE_SUBDIR,
                                         file_hash=md5, cache_dir=cache_dir)
     except Exception as exc:  # get_file raises a bare Exception on URL errors, ValueError on a bad hash
-        reason = " ".join(str(exc).split()) or type(exc).__name__
         raise WeightsUnavailable(
-            f"ResNet50 ImageNet weights could not be downloaded ({reason}). "
-            f"Put Keras' {KERAS_WEIGHTS_NAME} (from {url}) at {local} "
-            f"or at {keras_cache_path(cache_dir)}, or name it with --set train.imagenet_weights=PATH"
+            f"ResNet50 ImageNet weights could not be downloaded from {origin} ({_download_error(exc)}). "
+            f"Put {KERAS_WEIGHTS_NAME} at {local} or at {keras_cache_path(cache_dir)}, or name it with "
+            "--set train.imagenet_weights=PATH"
         ) from exc
+
+
+def _download_error(exc: Exception) -> str:
+    """What went wrong, without the URL Keras repeats: "URL fetch failure on <url>: None -- [Errno -2] Name
+    or service not known" -> "[Errno -2] Name or service not known"."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    match = re.fullmatch(r"URL fetch failure on \S+: (?:None -- )?(.+)", text)
+    return match.group(1) if match else text
 
 
 @contextlib.contextmanager

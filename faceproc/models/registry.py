@@ -42,12 +42,12 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from faceproc.config import TrainConfig, facenet_weights_path
 from faceproc.core import storage
+from faceproc.core.model_names import FACENET_MODES
 from faceproc.models.errors import UnknownModelError
 
 if TYPE_CHECKING:  # the registry is read without TensorFlow: a rerun decides what to train before importing it
     from faceproc.models.keras_env import keras
 
-FACENET_MODES = ("frozen", "finetune")
 # name -> tf-keras optimizer class. Adam and SGD are tf-keras' legacy classes: they apply each variable's
 # update as one fused kernel (ResourceApplyAdam, ...) where the newer classes build a dozen ops per
 # variable. For ResNet50's 322 variables that trace was 11 s of its first epoch's 20 s of tracing on

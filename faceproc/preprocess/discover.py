@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from faceproc.core import storage
+from faceproc.core import layout, storage
 
 SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "icon\r"})
 LISTING_THREADS = 16  # folders listed at once; pyarrow's listing releases the GIL
@@ -33,6 +33,14 @@ LISTING_SCHEMA = pa.schema([
 class Discovery:
     files: pa.Table  # LISTING_SCHEMA, one row per non-hidden file, sorted by path
     skipped: int = 0  # hidden and system files, counted but never processed
+
+    @property
+    def unused_splits(self) -> dict[str, int]:
+        """Photos per split folder that neither training nor evaluation reads (`Train/`, `test/`, ...):
+        preprocessed like the others, so they are said, not silently left out."""
+        counts = pc.value_counts(pc.drop_null(self.files["split"])).to_pylist()  # one entry per split
+        return {entry["values"]: entry["counts"] for entry in sorted(counts, key=lambda entry: entry["values"])
+                if entry["values"] not in (layout.TRAIN_SPLIT, layout.VAL_SPLIT)}
 
     @property
     def labels(self) -> list[str]:

@@ -36,7 +36,7 @@ from faceproc.core.schema import FACE_SCHEMA
 from faceproc.core.text import key_values
 from faceproc.preprocess.discover import Discovery, discover
 from faceproc.preprocess.operators import PARTITION_COLUMN, FacePipeline
-from faceproc.preprocess.settings import describe_change, fingerprint, row_settings
+from faceproc.preprocess.settings import describe_change, fingerprint, row_settings, saved_settings
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,10 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     summary = PreprocessSummary(run_id=run_id or new_run_id())
     out = config.output
     found = discover(config.input)
+    unused = found.unused_splits
+    if unused:
+        log.warning("photos in split folders that training (%s/) and evaluation (%s/) do not read: %s",
+                    layout.TRAIN_SPLIT, layout.VAL_SPLIT, ", ".join(f"{split}/ {n}" for split, n in unused.items()))
 
     previous = load_manifest(out)
     splits = storage.list_dirs(layout.shards_root(out))
@@ -97,7 +101,7 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     summary.hashed_in_driver = plan.hashed
     if plan.resettled:
         summary.resettled = plan.resettled
-        summary.settings_change = "; ".join(describe_change(_saved_settings(out, old), settings)
+        summary.settings_change = "; ".join(describe_change(saved_settings(out, old), settings)
                                             for old in sorted(plan.old_settings, key=str))
         log.info("preprocessing settings changed: %s; %d photos to redo", summary.settings_change, plan.resettled)
 
@@ -114,7 +118,7 @@ def run_preprocess(config: Config, run_id: str | None = None) -> PreprocessSumma
     if plan.has_work:
         storage.write_json_atomic(layout.run_record(out, summary.run_id, "preprocess"),
                                   summary.to_dict())
-    _check_reject_share(summary, config.preprocess.max_reject_share)
+    _check_reject_share(summary, manifest, out, config.preprocess.max_reject_share)
     return summary
 
 
@@ -151,12 +155,6 @@ def _count_staged(summary: PreprocessSummary, staged: Staged) -> None:
     summary.count_rejects(staged)
 
 
-def _saved_settings(out: str, made_with: str | None) -> dict[str, Any] | None:
-    """The settings a fingerprint stood for, as the run that published it recorded them."""
-    uri = layout.preprocess_settings(out, made_with) if made_with else None
-    return storage.read_json(uri) if uri and storage.exists(uri) else None
-
-
 def _partition_dirs(faces_dir: str) -> list[str]:
     fs, path = storage.resolve(faces_dir)
     if fs.get_file_info(path).type != pafs.FileType.Directory:
@@ -175,10 +173,15 @@ def _fill_live_counts(summary: PreprocessSummary, manifest: pa.Table) -> None:
     summary.leakage = leaked.column("path").to_pylist()
 
 
-def _check_reject_share(summary: PreprocessSummary, max_share: float) -> None:
+def _check_reject_share(summary: PreprocessSummary, manifest: pa.Table, out: str, max_share: float) -> None:
+    """Fail a run whose published inputs are mostly rejects (a wrong folder, a broken export), saying why."""
     if summary.live_files and summary.live_rejects / summary.live_files > max_share:
+        rejected = manifest.filter(pc.equal(manifest["status"], "rejected"))
+        counts = sorted(pc.value_counts(pc.fill_null(rejected["reason"], "unknown")).to_pylist(),
+                        key=lambda entry: (-entry["counts"], entry["values"]))
+        reasons = ", ".join(f"{entry['values']} {entry['counts']}" for entry in counts)
         raise PreprocessError(
             f"{summary.live_rejects} of {summary.live_files} input files were rejected "
             f"({summary.live_rejects / summary.live_files:.0%} > preprocess.max_reject_share "
-            f"{max_share:.0%}); see rejects.parquet for the reasons"
+            f"{max_share:.0%}): {reasons}; each file and its reason are in {layout.rejects(out)}"
         )

@@ -14,6 +14,7 @@ import typing
 from typing import Any
 
 from faceproc.config import PreprocessConfig
+from faceproc.core import layout, storage
 from faceproc.preprocess import augment, detector, geometry
 
 ROW_FIELDS = ("max_pixels", "min_side", "detect_max_side", "draft_decode", "min_face_confidence", "min_face_size",
@@ -50,3 +51,9 @@ def describe_change(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
 
 def _text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (bool, list, dict)) or value is None else str(value)
+
+
+def saved_settings(out: str, made_with: str | None) -> dict[str, Any] | None:
+    """The settings a fingerprint stood for, as the run that published it recorded them."""
+    uri = layout.preprocess_settings(out, made_with) if made_with else None
+    return storage.read_json(uri) if uri and storage.exists(uri) else None

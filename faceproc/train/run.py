@@ -23,6 +23,7 @@ from faceproc.config import Config, TrainConfig
 from faceproc.core import storage
 from faceproc.core.errors import describe
 from faceproc.core.schema import Status
+from faceproc.core.text import plural
 from faceproc.inference.artifact import ModelArtifact, TrainedFiles
 from faceproc.models.errors import UnknownModelError, WeightsError, WeightsUnavailable
 from faceproc.models.registry import BuildContext, ModelSpec, parse_model_names, resolve_spec
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 
 SKIP_RETRY_SECONDS = 3600  # a model skipped for want of weights tries to get them again after this
+WEIGHTS_INPUTS = ("imagenet_weights", "facenet_weights")  # `model_inputs` keys naming pretrained weights
 # What training imports lazily in the driver. Models trained at once run in threads, and Python's
 # imports must not race there (a thread can see another's half-imported module, e.g. h5py's), so
 # `run_train` imports these first, in the main thread.
@@ -89,24 +91,26 @@ def _placement_on_ray(config: Config, to_train: list[str], trainers: int, rows: 
 def standing_result(config: Config, name: str, data: TrainingData, force: bool) -> dict[str, Any] | None:
     """The saved result this run keeps instead of training `name`, or None to train it.
 
-    Kept: a model trained with the same inputs (`up_to_date`), and a model `skipped` with the same
-    inputs less than `SKIP_RETRY_SECONDS` ago whose weights are still not on this machine (the
-    download is not retried on every scheduled rerun; a weights file put in place is used at once)."""
+    Kept: a model trained with the same inputs (`up_to_date`), and a model `skipped` less than
+    `SKIP_RETRY_SECONDS` ago whose weights are still not on this machine, whatever photos or recipe
+    changed since (the download is not retried on every scheduled rerun; a weights file put in place,
+    or another weights setting, is tried at once)."""
     if force:
         return None
     artifact = ModelArtifact(config.output, name)
     try:
         spec = resolve_spec(name, config.train)
-        fingerprint = settings_fingerprint(config, spec, data)
+        inputs = model_inputs(config, spec, data)
     except Exception:  # noqa: BLE001 - train_model records the failure with its reason
         return None
-    saved = artifact.up_to_date_result(fingerprint)
+    saved = artifact.up_to_date_result(_hash(inputs))
     if saved is not None:
         log.info("%s: up to date (same photos and settings), not retrained", name)
         return {**saved, "up_to_date": True}
     last = artifact.result()
     context = BuildContext(train=config.train, models_dir=config.models_dir)
-    if (last.get("status") == Status.SKIPPED and last.get("fingerprint") == fingerprint
+    same_weights = all((last.get("inputs") or {}).get(key) == inputs.get(key) for key in WEIGHTS_INPUTS)
+    if (last.get("status") == Status.SKIPPED and same_weights
             and time.time() - float(last.get("finished_at_unix") or 0) < SKIP_RETRY_SECONDS
             and spec.local_weights is not None and spec.local_weights(context) is None):
         log.info("%s: still skipped, its weights are not here (tried again hourly or with --force): %s",
@@ -117,7 +121,11 @@ def standing_result(config: Config, name: str, data: TrainingData, force: bool) 
 
 def settings_fingerprint(config: Config, spec: ModelSpec, data: TrainingData) -> str:
     """The hash of `model_inputs`: equal fingerprints, the same model."""
-    return hashlib.sha256(json.dumps(model_inputs(config, spec, data), sort_keys=True).encode()).hexdigest()
+    return _hash(model_inputs(config, spec, data))
+
+
+def _hash(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def model_inputs(config: Config, spec: ModelSpec, data: TrainingData) -> dict[str, Any]:
@@ -186,13 +194,19 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
         result.update(fingerprint=fingerprint, inputs=inputs, trained_because=retrain_reason(previous, inputs, force),
                       start="warm" if start.warm else "scratch", start_reason=start.reason)
         recipe = warm_spec(spec, config.train, start.changed_share) if start.warm else spec
-        how = (f"fine-tuning the current model for {recipe.epochs} epochs" if start.warm else
+        if spec.local_weights is not None and not frozen_head and not (start.warm and where.in_driver):
+            # skip or fail on the pretrained weights before saying what training does (a warm start in the
+            # driver fine-tunes the current model; FaceNet's embedder checks its file first)
+            spec.make(len(data.classes), BuildContext(train=config.train, models_dir=config.models_dir))
+        how = (f"fine-tuning the current model for {plural(recipe.epochs, 'epoch')}" if start.warm else
                "refitting the head" if frozen_head else "training from scratch")
         log.info("%s: %s (%s)", name, how, "; ".join(dict.fromkeys([result["trained_because"], start.reason])))
         trained, facts = _fit(config, spec, recipe, data, where, artifact if start.warm else None)
         result.update(facts)
     except WeightsUnavailable as exc:
         result.update(status=Status.SKIPPED, reason=str(exc))
+        for started_how in ("start", "start_reason"):  # nothing started
+            result.pop(started_how, None)
     except (WeightsError, UnknownModelError) as exc:
         result.update(status=Status.FAILED, reason=str(exc))
     except Exception as exc:  # a model that breaks must not stop the others
@@ -235,8 +249,6 @@ def _fit(config: Config, spec: ModelSpec, recipe: ModelSpec, data: TrainingData,
         feature = "embedding"
         fit_count = data.fit_rows  # an embedding per face row
     else:
-        if spec.local_weights is not None and not in_place:
-            spec.make(num_classes, context)  # resolve pretrained weights in the driver: skip or fail fast
         build = functools.partial(_same_model, current) if in_place else functools.partial(spec.make, context=context)
         online = spec.online_augment and config.train.online_augment
         # with online augmentation, new variants each epoch stand for the stored copies

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from faceproc.core.schema import Status
+from faceproc.core.text import plural
 
 PHOTO_COLUMNS = ["path", "sha256", "settings"]  # what identifies a train photo's rows
 
@@ -34,13 +35,32 @@ class Start:
     changed_share: float = 0.0  # of the live train photos, since the last from-scratch training (warm only)
 
 
-def changed_photos(base: pa.Table, current: pa.Table) -> int:
-    """Paths added, removed, or with other content or preprocessing settings, between two photo tables."""
-    def keyed(table: pa.Table) -> set[tuple[str, str, str]]:
-        columns = [pc.fill_null(table[name], "").to_pylist() for name in PHOTO_COLUMNS]
-        return set(zip(*columns))
+@dataclass(frozen=True)
+class PhotoChanges:
+    """Train photos since the last from-scratch training, by path."""
 
-    return len({path for path, _, _ in keyed(base) ^ keyed(current)})
+    added: int
+    removed: int
+    changed: int  # other content or other preprocessing settings
+
+    @property
+    def total(self) -> int:
+        return self.added + self.removed + self.changed
+
+    def describe(self) -> str:
+        return f"{plural(self.added, 'train photo')} added, {self.removed} removed and {self.changed} changed"
+
+
+def changed_photos(base: pa.Table, current: pa.Table) -> PhotoChanges:
+    """Paths added, removed, or with other content or preprocessing settings, between two photo tables."""
+    def keyed(table: pa.Table) -> dict[str, tuple[str, str]]:
+        paths, *rest = (pc.fill_null(table[name], "").to_pylist() for name in PHOTO_COLUMNS)
+        return dict(zip(paths, zip(*rest)))
+
+    before, now = keyed(base), keyed(current)
+    kept = before.keys() & now.keys()
+    return PhotoChanges(added=len(now.keys() - kept), removed=len(before.keys() - kept),
+                        changed=sum(before[path] != now[path] for path in kept))
 
 
 def choose_start(frozen_head: bool, saved: dict[str, Any] | None, base_photos: pa.Table | None,
@@ -52,7 +72,7 @@ def choose_start(frozen_head: bool, saved: dict[str, Any] | None, base_photos: p
     if force:
         return Start(False, "forced (--force)")
     if frozen_head:
-        return Start(False, "on all live embeddings; only new faces are embedded")
+        return Start(False, "the head is refitted on all live embeddings; only new faces are embedded")
     if max_change <= 0:
         return Start(False, "warm start is off (train.warm_start_max_change = 0)")
     if saved is None or saved.get("status") != Status.OK:
@@ -68,9 +88,10 @@ def choose_start(frozen_head: bool, saved: dict[str, Any] | None, base_photos: p
     if before != now:
         keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         return Start(False, f"training settings changed ({', '.join(keys)})")
-    changed = changed_photos(base_photos, photos)
-    share = changed / max(1, photos.num_rows)
-    words = f"{changed} of {photos.num_rows} train photos differ from the last full training ({share:.0%}"
+    changes = changed_photos(base_photos, photos)
+    share = changes.total / max(1, photos.num_rows)
+    words = (f"since the last full training {changes.describe()} ({share:.0%} of the {photos.num_rows} live "
+             f"ones")
     if share > max_change:
         return Start(False, f"{words} > {max_change:.0%})")
     return Start(True, f"{words} <= {max_change:.0%})", share)

@@ -57,8 +57,12 @@ def test_run_history_and_a_rerun_with_nothing_new(pipeline, capsys):
     out = Path(config.output)
     record = json.loads((out / "runs" / f"{result.run_id}.json").read_text())
     assert set(record["stages"]) == {"fetch", "preprocess", "train", "evaluate"}
+    capsys.readouterr()
     again = run_pipeline(config)
     assert (again.preprocess.processed, again.accuracy) == (0, None)
+    printed = capsys.readouterr().out
+    assert f"nothing to do: all {again.preprocess.unchanged} files already processed" in printed
+    assert "new / changed" not in printed  # no table of zeros
     assert all(r.get("up_to_date") or r["status"] == "skipped" for r in again.training)
     assert again.stages["evaluate"].startswith("skipped")
 
@@ -103,6 +107,10 @@ def test_predict_a_stranger_is_unknown_and_a_wall_has_no_face(pipeline, tmp_path
     assert no_face["person"] is None and no_face["reason"] == "no_face"
     assert main(["predict", "--output", config.output, str(wall)]) == 0
     assert "no face" in capsys.readouterr().out.lower()
+    junk = tmp_path / "notes.jpg"
+    junk.write_text("not an image")
+    assert main(["predict", "--output", config.output, "--model", "cnn", str(junk)]) == 1  # no image could be read
+    assert "not_an_image" in capsys.readouterr().out
 
 
 def test_strangers_come_out_unknown_and_known_val_faces_do_not(pipeline):

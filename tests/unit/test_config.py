@@ -1,16 +1,20 @@
+import dataclasses
 import json
 import os
+import re
 
 import pytest
 
 from faceproc.config import (
     MAX_DRIVER_THREADS,
+    RULES,
     Config,
     ConfigError,
     PreprocessConfig,
     absolute_paths,
     load_config,
     parse_override,
+    validate,
 )
 
 
@@ -54,6 +58,45 @@ def test_yaml_file(tmp_path):
 def test_bad_overrides_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"preprocess.face_margin": "-0.5"}, "preprocess.face_margin -0.5 must be between 0 and 1"),
+        ({"train.epochs": "-5"}, "train.epochs -5 must be at least 1"),
+        ({"train.facenet_mode": "finetun"}, "train.facenet_mode 'finetun' must be one of frozen, finetune"),
+        ({"train.models": "cnn,nosuchmodel"}, "train.models 'nosuchmodel' must be one of all, cnn"),
+        ({"train.model_epochs": "facenett=3"}, "train.model_epochs names 'facenett'"),
+        ({"train.model_epochs": "cnn=0"}, "train.model_epochs 0 must be at least 1"),
+        ({"identify.model": "nosuch"}, "identify.model 'nosuch' must be one of cnn"),
+        ({"evaluate.unknown_far": "2"}, "evaluate.unknown_far 2.0 must be between 0 and 1"),
+    ],
+)
+def test_values_a_run_cannot_use_fail_when_the_config_is_built(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, overrides)
+
+
+def test_every_problem_is_named_at_once_and_defaults_pass():
+    validate(Config())
+    with pytest.raises(ConfigError, match="preprocess.face_size 8 .*; train.patience 0"):
+        load_config(None, {"preprocess.face_size": "8", "train.patience": "0"})
+
+
+def test_every_rule_names_a_config_key():
+    for dotted in RULES:
+        section, key = dotted.split(".")
+        assert key in {f.name for f in dataclasses.fields(getattr(Config(), section))}, dotted
+
+
+@pytest.mark.parametrize("name, text, kind", [("c.toml", "[preprocess\n", "TOML"),
+                                              ("c.yaml", "preprocess: [1,\n", "YAML")])
+def test_a_malformed_file_is_a_config_error_naming_the_file(tmp_path, name, text, kind):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"config file {re.escape(str(path))} is not valid {kind}: .*line"):
+        load_config(str(path))
 
 
 def test_unknown_key_in_file(tmp_path):

@@ -41,10 +41,11 @@ def line_chart(
     y_max: float | None = None,
     marker_x: float | None = None,
     marker_label: str = "",
+    x_label: str = "epoch",
 ) -> str:
     """An inline SVG line chart: `series` is (name, values, css class); None/NaN values are gaps.
 
-    `marker_x` draws a labelled vertical line (the epoch whose weights were kept).
+    `marker_x` draws a labelled vertical line (the epoch whose weights were kept, a threshold).
     """
     W, H = 300, 200
     left, right, top, bottom = 40, 10, 28, 30
@@ -99,7 +100,7 @@ def line_chart(
             f'<text class="axis" x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle">{_tick_label(t)}</text>'
         )
     parts.append(f'<line class="frame" x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}"/>')
-    parts.append(f'<text class="axis" x="{left + pw}" y="{H - 2}" text-anchor="end">epoch</text>')
+    parts.append(f'<text class="axis" x="{left + pw}" y="{H - 2}" text-anchor="end">{e(x_label)}</text>')
     for name, pts, cls in clean:
         coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
         parts.append(f'<polyline class="line {e(cls)}" points="{coords}"><title>{e(name)}</title></polyline>')
@@ -107,13 +108,13 @@ def line_chart(
             for x, y in pts:
                 parts.append(
                     f'<circle class="dot {e(cls)}" cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.4">'
-                    f"<title>{e(name)} epoch {x:g}: {y:.4g}</title></circle>"
+                    f"<title>{e(name)} at {e(x_label)} {x:g}: {y:.4g}</title></circle>"
                 )
     if marker_x is not None and x0 <= marker_x <= x1:
         mx = px(marker_x)
         parts.append(
             f'<line class="marker" x1="{mx:.1f}" x2="{mx:.1f}" y1="{top}" y2="{top + ph}">'
-            f"<title>{e(marker_label)} (epoch {marker_x:g})</title></line>"
+            f"<title>{e(marker_label)} ({e(x_label)} {marker_x:g})</title></line>"
         )
         anchor = "end" if mx > left + pw * 0.8 else "start"
         dx = -4 if anchor == "end" else 4

@@ -248,6 +248,10 @@ FACT_ORDER = (
 )
 
 
+# result.json keys a model's card leaves out: in its title, or for programs (when a skipped model may retry).
+HIDDEN_FACTS = frozenset({"model", "status", "reason", "finished_at_unix"})
+
+
 def training_section(data: RunData) -> str:
     """A card per model: status, the facts of its result.json and its loss/accuracy curves."""
     if not data.models:
@@ -258,15 +262,25 @@ def training_section(data: RunData) -> str:
         acc_row = next((r for r in data.accuracy or [] if r.get("model") == model), {})
         status = result.get("status") or acc_row.get("status")
         reason = result.get("reason") or acc_row.get("reason")
+        if acc_row.get("status") == Status.STALE:  # trained fine, but not on the crops evaluated now
+            status, reason = acc_row["status"], acc_row.get("reason")
         facts = []
         first = [k for k in FACT_ORDER if k in result]
         for key, value in [(k, result[k]) for k in first] + [
             (k, v) for k, v in result.items() if k not in FACT_ORDER
         ]:
-            if key in ("model", "status", "reason") or value is None or isinstance(value, (dict, list)):
+            if key in HIDDEN_FACTS or value is None or isinstance(value, (dict, list)):
                 continue
             if key == "train_seconds" and isinstance(value, (int, float)):
                 value = f"{value:.1f} s"
+            elif key == "best_epoch" and isinstance(value, int):
+                if value < 0:  # no epoch was recorded
+                    continue
+                value = value + 1  # result.json holds the index into history.json; the console counts from 1
+            elif isinstance(value, bool):
+                value = "yes" if value else "no"
+            elif key in ("fingerprint", "model_version") and isinstance(value, str):
+                value = value[:12]
             elif isinstance(value, float):
                 value = f"{value:.4g}"
             elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
@@ -299,13 +313,14 @@ def _history_charts(hist: Mapping[str, Any], best_epoch: Any = None) -> str:
         len(hist.get("holdout_loss") or []),
         len(hist.get("holdout_accuracy") or []),
     )
-    epochs = list(hist.get("epoch") or [])
-    if len(epochs) != n or not all(isinstance(x, (int, float)) for x in epochs):
-        epochs = list(range(1, n + 1))
+    indices = list(hist.get("epoch") or [])  # history.json counts epochs from 0, the console from 1
+    if len(indices) != n or not all(isinstance(x, (int, float)) for x in indices):
+        indices = list(range(n))
+    epochs = [index + 1 for index in indices]
     if n == 0:
         return note("The history is empty.")
     marker = (
-        dict(marker_x=float(best_epoch), marker_label="kept") if isinstance(best_epoch, (int, float)) else {}
+        dict(marker_x=float(best_epoch) + 1, marker_label="kept") if isinstance(best_epoch, (int, float)) else {}
     )
     loss_chart = line_chart(
         "loss",
@@ -342,8 +357,9 @@ def _open_set(calibration: Mapping[str, Any]) -> str:
     html = f'<p class="open-set">{text}).</p>'
     curve = calibration.get("curve")
     if isinstance(curve, Mapping) and curve.get("threshold"):
-        html += line_chart("strangers accepted / known rejected", list(curve["threshold"]),
-                           [("false accept", curve.get("far") or [], "holdout"),
-                            ("false reject", curve.get("frr") or [], "train")],
-                           y_min=0.0, y_max=1.0, marker_x=float(threshold), marker_label="threshold")
+        html += '<div class="charts one">' + line_chart(
+            "error rates", list(curve["threshold"]),
+            [("FAR", curve.get("far") or [], "holdout"), ("FRR", curve.get("frr") or [], "train")],
+            y_min=0.0, y_max=1.0, marker_x=float(threshold), marker_label="threshold",
+            x_label="distance") + "</div>"
     return html

@@ -137,7 +137,8 @@ def build_out(root: Path, *, with_accuracy_json: bool = False) -> tuple[str, Pat
     )
 
     results = [
-        {"model": "cnn", "status": "ok", "reason": None, "train_seconds": 41.2, "epochs": 6},
+        {"model": "cnn", "status": "ok", "reason": None, "train_seconds": 41.2, "epochs": 6, "best_epoch": 3,
+         "in_driver": True, "finished_at_unix": 1797000000.0, "fingerprint": "f1" * 32},
         {
             "model": "resnet50_imagenet",
             "status": "skipped",
@@ -149,7 +150,7 @@ def build_out(root: Path, *, with_accuracy_json: bool = False) -> tuple[str, Pat
     for r in results:
         storage.write_json_atomic(f"{o}/models/{r['model']}/result.json", r)
     for name, (l0, a0) in (("cnn", (1.6, 0.3)), ("facenet", (0.9, 0.6))):
-        epochs = list(range(1, 7))
+        epochs = list(range(6))  # as training writes them: from 0
         storage.write_json_atomic(
             f"{o}/models/{name}/history.json",
             {
@@ -278,6 +279,11 @@ def test_report_is_self_contained_and_complete(tmp_path):
     assert confusion.count('<table class="confusion">') == 2  # the two ok models only
     training = page.split('id="training"')[1].split("</section>")[0]
     assert training.count("<polyline") == 8  # 2 models x (loss, accuracy) x (train, holdout)
+    assert "<title>kept (epoch 4)</title>" in training and "<dt>best epoch</dt><dd>4</dd>" in training  # from 1
+    first_chart = training.split('aria-label="loss"')[1].split("</svg>")[0]
+    assert re.findall(r'y="186" text-anchor="middle">([^<]*)</text>', first_chart) == ["1", "2", "3", "4", "5", "6"]
+    assert "<dt>in driver</dt><dd>yes</dd>" in training and f"<dd>{'f1' * 6}</dd>" in training
+    assert "finished at unix" not in training
     rejects = page.split('id="rejects"')[1].split("</section>")[0]
     for name in ("landscape.jpg", "broken.jpg", "stray.jpg"):
         assert name in rejects
@@ -306,6 +312,10 @@ def test_report_shows_the_unknown_threshold_and_its_curve(tmp_path):
     assert f"false accepts {calibration['estimated_far']:.1%} of 60 strangers" in training
     assert "leave-one-person-out" in training
     assert training.count("<polyline") == 8 + 2  # the histories, and false accept / false reject
+    curve = training.split('aria-label="error rates"')[1].split("</svg>")[0]
+    assert ">distance</text>" in curve and f"<title>threshold (distance {table['threshold']:g})</title>" in curve
+    assert "epoch" not in curve
+    assert training.split('aria-label="error rates"')[0].endswith('<div class="charts one"><svg class="chart" viewBox="0 0 300 200" role="img" ')
 
 
 def test_report_uses_accuracy_json_when_present(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -12,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from faceproc.config import Config
-from faceproc.core import storage
+from faceproc.core import layout, storage
 from faceproc.core.errors import one_line_reason
 from faceproc.core.layout import shard_name
 from faceproc.core.model_names import model_order
@@ -72,9 +73,11 @@ def write_out_tree(out: Path) -> None:
 
     manifest = [
         {"path": p, "sha256": f"sha-{p}", "split": "val", "label": label, "status": "ok", "reason": None,
-         "face_rows": 1, "leakage": False, "run_id": RUN}
+         "face_rows": 1, "leakage": False, "run_id": RUN, "settings": "margin-0.2"}
         for p, label in VAL_PHOTOS
     ]
+    for fingerprint, margin in (("margin-0.2", 0.2), ("margin-0.1", 0.1)):
+        storage.write_json_atomic(layout.preprocess_settings(str(out), fingerprint), {"face_margin": margin})
     manifest.append({"path": REJECTED_VAL[0], "sha256": "sha-rej", "split": "val", "label": "carol",
                      "status": "rejected", "reason": "no_face", "face_rows": 0, "leakage": False, "run_id": RUN})
     manifest.append({"path": "/data/train/dave/d1.jpg", "sha256": "sha-train-rej", "split": "train", "label": "dave",
@@ -105,6 +108,11 @@ def evaluated(request, tmp_path_factory, ray_session):
     (broken / "model.keras").write_bytes(b"PK\x03\x04 this is not a keras archive")
     (broken / "classes.json").write_text(json.dumps(PEOPLE))
     (broken / "result.json").write_text(json.dumps({"model": "resnet50", "status": "ok", "train_seconds": 2.0}))
+
+    # a model trained on rows cut with another margin than the val rows now have: not evaluated
+    shutil.copytree(out / "models" / "cnn", out / "models" / "older_crops")
+    (out / "models" / "older_crops" / "result.json").write_text(json.dumps({
+        "model": "older_crops", "status": "ok", "train_seconds": 1.0, "row_settings": ["margin-0.1"]}))
 
     # a model that loads but does not match its classes.json: fails while predicting
     train_tiny_cnn(out / "models" / "mismatch", PEOPLE)
@@ -142,8 +150,8 @@ def test_accuracy_table(evaluated):
     out, _, returned, _ = evaluated
     acc = json.loads((out / "reports" / "accuracy.json").read_text())
     assert acc == returned
-    assert [r["model"] for r in acc] == ["cnn", "resnet50", "resnet50_imagenet", "mismatch"]
-    cnn, broken, skipped, mismatch = acc
+    assert [r["model"] for r in acc] == ["cnn", "resnet50", "resnet50_imagenet", "mismatch", "older_crops"]
+    cnn, broken, skipped, mismatch, older = acc
 
     preds = pq.read_table(out / "reports" / "predictions.parquet").to_pylist()
     correct = sum(r["predicted"] == r["label"] for r in preds)
@@ -165,6 +173,10 @@ def test_accuracy_table(evaluated):
     assert mismatch["reason"].startswith("evaluation failed:")
     assert "\n" not in mismatch["reason"] and len(mismatch["reason"]) <= 300
     assert "the model has 4 outputs but classes.json names 3 people" in mismatch["reason"]
+
+    assert older["status"] == "stale" and older["accuracy"] is None
+    assert "other preprocessing settings than the validation faces now hold (face_margin 0.1 -> 0.2)" in older["reason"]
+    assert "faceproc train --models older_crops" in older["reason"]
 
     assert skipped["status"] == "skipped" and skipped["accuracy"] is None
     assert "ImageNet weights unavailable" in skipped["reason"]

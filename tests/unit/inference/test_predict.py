@@ -12,7 +12,7 @@ from faceproc.config import Config
 from faceproc.core import storage
 from faceproc.inference.artifact import ArtifactError, ModelArtifact
 from faceproc.inference.openset import UNKNOWN, compute_centroids, decide, nearest_centroid
-from faceproc.inference.predict import format_predictions, json_lines, predict_images
+from faceproc.inference.predict import format_predictions, json_lines, predict_images, unreadable
 from tests.conftest import train_tiny_cnn
 
 PEOPLE = ["ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling"]
@@ -69,6 +69,7 @@ def test_real_photo_gives_faces_with_box_and_person(config, dataset_dir, tmp_pat
 
     (gone,) = [r for r in rows if r["image"] == str(missing)]
     assert gone["person"] is None and gone["reason"] == "read_error"
+    assert unreadable(rows) == 2  # the junk and the missing file; the blank image was read
 
     # output order follows the input order
     assert [r["image"] for r in rows] == [str(photo)] * len(faces) + [str(blank), str(junk), str(missing)]

@@ -252,7 +252,8 @@ def test_failed_download_says_where_to_put_the_file(tmp_path, capfd, caplog):
     assert keras.utils.is_interactive_logging_enabled()  # Keras' setting is put back
     message = str(info.value)
     assert "\n" not in message
-    assert "could not be downloaded" in message
+    assert f"could not be downloaded from {UNREACHABLE} (" in message
+    assert message.count(UNREACHABLE) == 1 and "URL fetch failure" not in message, message
     assert str(tmp_path / "models" / LOCAL_WEIGHTS_NAME) in message
     assert keras_cache_path(str(cache)) in message
     assert keras_cache_path(str(cache)) == str(cache / "models" / KERAS_WEIGHTS_NAME)

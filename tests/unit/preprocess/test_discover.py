@@ -21,6 +21,15 @@ def test_layout_hidden_files_and_misplaced_files(tmp_path):
     assert [f["path"] for f in files] == sorted(f["path"] for f in files)
     assert all(f["size"] == 1 and f["mtime_ns"] for f in files)
     assert found.labels == ["ann", "bob"]
+    assert found.unused_splits == {}
+
+
+def test_split_folders_that_nothing_reads_are_counted(tmp_path):
+    for rel in ["train/ann/1.jpg", "Train/ann/2.jpg", "test/bob/1.jpg", "test/bob/2.jpg", "val/bob/3.jpg"]:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    assert discover(str(tmp_path)).unused_splits == {"Train": 1, "test": 2}
 
 
 def test_missing_input_is_a_clear_error(tmp_path):

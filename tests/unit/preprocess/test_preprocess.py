@@ -204,9 +204,14 @@ def test_leakage_and_reject_share(tmp_path):
     root, out = tmp_path / "photos", tmp_path / "out"
     _tree(root)
     shutil.copy(root / "val/madonna/c.jpg", root / "train/madonna/c_again.jpg")
-    with pytest.raises(PreprocessError, match=r"7 of 11 input files were rejected"):
+    with pytest.raises(PreprocessError, match=r"7 of 11 input files were rejected") as failure:
         run_preprocess(_config(root, out, max_reject_share=0.5))
     manifest = load_manifest(str(out))  # the outputs are published before the verdict
+    rejected = manifest.filter(pc.equal(manifest["status"], "rejected"))["reason"].to_pylist()
+    reasons = ", ".join(f"{reason} {rejected.count(reason)}"
+                        for reason in sorted(set(rejected), key=lambda r: (-rejected.count(r), r)))
+    assert f"(64% > preprocess.max_reject_share 50%): {reasons}; each file and its reason are in {out}/rejects.parquet" \
+        in str(failure.value)
     leaked = manifest.filter(manifest.column("leakage")).column("path").to_pylist()
     assert sorted(Path(p).name for p in leaked) == ["c.jpg", "c_again.jpg"]
 

@@ -82,7 +82,7 @@ def test_a_small_change_fine_tunes_the_current_model_and_a_new_person_starts_ove
     # 1 of 9 photos changed (11%) against warm_start_max_change's 20%: 4 epochs x 0.11 / 0.2 -> 3 of the 4
     assert (warm["status"], warm["start"], warm["epochs_run"], warm["epochs"]) == ("ok", "warm", 3, 3), warm
     assert warm["in_driver"] is (workers is None)  # the driver fine-tunes the loaded model, a worker a copy
-    assert "1 of 9 train photos" in warm["start_reason"]
+    assert "1 train photo added, 0 removed and 0 changed (11% of the 9 live ones" in warm["start_reason"]
     assert warm["model_version"] != first["model_version"]  # new weights: identify re-identifies
     assert json.loads(history.read_text())["loss"][0] < scratch_losses[0]  # it started from the trained weights
     import pyarrow.parquet as pq
@@ -125,6 +125,14 @@ def test_imagenet_weights_unavailable_is_skipped_with_the_path(tmp_path, monkeyp
     monkeypatch.setenv("FACEPROC_IMAGENET_WEIGHTS_URL", "http://127.0.0.1:9/moved.h5")  # a retry would name it
     (again,) = run_train(config)
     assert again["up_to_date"] and "moved.h5" not in again["reason"]  # the skip stands, nothing downloaded
+    assert "start" not in again  # nothing was started
+    config.train.seed = 1  # other settings (or photos): the weights are still not here, no new attempt
+    (changed,) = run_train(config)
+    assert changed["up_to_date"] and "moved.h5" not in changed["reason"]
+    config.train.imagenet_weights = str(tmp_path / "typo.h5")  # another weights setting is tried at once
+    (named,) = run_train(config)
+    assert not named.get("up_to_date") and named["status"] == "skipped" and "typo.h5" in named["reason"]
+    config.train.imagenet_weights = None
     (tmp_path / "models").mkdir(exist_ok=True)
     (tmp_path / "models" / "resnet50_imagenet_notop.h5").write_bytes(b"not weights")
     (retried,) = run_train(config)  # a weights file put in place is tried at once
@@ -200,7 +208,7 @@ def test_a_small_split_on_one_node_trains_in_the_driver(train, gpus, nodes, trai
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--models", "cnn,vgg"], "unknown model 'vgg'; valid models: cnn, resnet50"),
+    (["--models", "cnn,vgg"], "train.models 'vgg' must be one of all, cnn, resnet50"),
     (["--models", "cnn"], "no train face shards under"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
@@ -368,3 +376,8 @@ def test_models_trained_at_once_in_a_fresh_process(tmp_path):
     results = {name: json.loads((out / "models" / name / "result.json").read_text())
                for name in ("cnn", "resnet50_imagenet")}
     assert {name: r["status"] for name, r in results.items()} == {"cnn": "ok", "resnet50_imagenet": "skipped"}, results
+    again = subprocess.run(done.args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    lines = {line.split()[0]: line for line in again.stdout.splitlines() if line.strip()}
+    assert "up to date" in lines["cnn"] and "not retrained" in lines["cnn"], again.stdout
+    assert "skipped, kept" in lines["resnet50_imagenet"], again.stdout  # no new download attempt within the hour

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from faceproc.train.warm_start import changed_photos, choose_start, warm_epochs
+from faceproc.train.warm_start import PhotoChanges, changed_photos, choose_start, warm_epochs
 
 CLASSES = ["a", "b"]
 INPUTS = {"data": "d1", "recipe": {"epochs": 45}, "seed": 0}
@@ -31,13 +31,16 @@ def test_counts_added_removed_and_changed_photos():
     base = photos(10)
     changed = pa.table({"path": ["/p/0.jpg", "/p/1.jpg", "/p/10.jpg"], "sha256": ["x0", "new", "x10"],
                         "settings": ["s1", "s1", "s1"]})
-    assert changed_photos(base, changed) == 8 + 1 + 1  # 8 gone, 1 new content, 1 added
-    assert changed_photos(base, photos(10, settings="s2")) == 10  # other preprocessing: every photo
+    assert changed_photos(base, changed) == PhotoChanges(added=1, removed=8, changed=1)  # /p/1.jpg: new content
+    assert changed_photos(base, photos(10, settings="s2")) == PhotoChanges(0, 0, 10)  # other preprocessing: all
+    moved = pa.table({"path": [f"/q/{i}.jpg" for i in range(12)], "sha256": [f"x{i}" for i in range(12)],
+                      "settings": ["s1"] * 12})
+    assert changed_photos(base, moved).describe() == "12 train photos added, 10 removed and 0 changed"
 
 
 def test_a_few_new_photos_of_the_same_people_warm_start():
     start = decide()
-    assert start.warm and "5 of 105 train photos" in start.reason
+    assert start.warm and "5 train photos added, 0 removed and 0 changed (5% of the 105 live ones <= 20%)" in start.reason
     assert start.changed_share == pytest.approx(5 / 105)
 
 
@@ -64,8 +67,8 @@ def test_fine_tuning_length_never_passes_the_configured_epochs():
     (dict(previous={"status": "failed"}), "no usable model"),
     (dict(classes=["a", "b", "c"]), "people changed (+c)"),
     (dict(inputs={**INPUTS, "data": "d2", "seed": 1}), "training settings changed (seed)"),
-    (dict(current=photos(130)), "30 of 130"),
-    (dict(current=photos(100, settings="s2")), "100 of 100"),
+    (dict(current=photos(130)), "30 train photos added, 0 removed and 0 changed (23% of the 130 live ones > 20%)"),
+    (dict(current=photos(100, settings="s2")), "0 removed and 100 changed (100% of the 100"),
 ])
 def test_scratch_when_it_must(case, why):
     start = decide(**case)

@@ -1,0 +1,90 @@
+"""The command line refuses what it cannot run in one line, exit status 2, before it locks, creates or
+loads anything."""
+
+import pytest
+
+from faceproc.cli import main
+
+
+def _refused(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and error.startswith("faceproc: error: ") and "\n" not in error, error
+    return error
+
+
+@pytest.mark.parametrize("command", [["run", "--input", "{photos}"], ["preprocess", "--input", "{photos}"],
+                                     ["identify", "--input", "{photos}"], ["evaluate"], ["predict", "{photos}/a.jpg"]])
+def test_an_output_that_is_a_file(tmp_path, capsys, command):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
+    out = tmp_path / "out.txt"
+    out.write_text("not a folder")
+    argv = [part.format(photos=tmp_path / "photos") for part in command]
+    assert f"output {out} is a file, not a folder" in _refused(capsys, [argv[0], "--output", str(out), *argv[1:]])
+    assert out.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("command", ["run", "preprocess", "identify"])
+def test_a_missing_input_creates_no_output(tmp_path, capsys, command):
+    out = tmp_path / "out"
+    error = _refused(capsys, [command, "--input", str(tmp_path / "nowhere"), "--output", str(out)])
+    assert "nowhere does not exist" in error and not out.exists()
+
+
+def test_an_unknown_model_stops_run_before_preprocessing(tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    out = tmp_path / "out"
+    error = _refused(capsys, ["run", "--input", str(tmp_path / "photos"), "--output", str(out),
+                              "--models", "cnn,nosuchmodel"])
+    assert "train.models 'nosuchmodel' must be one of all, cnn" in error and not out.exists()
+
+
+def test_a_malformed_config_file(tmp_path, capsys):
+    config = tmp_path / "faceproc.toml"
+    config.write_text("[preprocess\nface_margin = 0.2\n")
+    error = _refused(capsys, ["train", "--output", str(tmp_path / "out"), "--config", str(config)])
+    assert f"config file {config} is not valid TOML" in error and not (tmp_path / "out").exists()
+
+
+def test_predict_names_missing_images_before_loading_a_model(tmp_path, capsys):
+    error = _refused(capsys, ["predict", "--output", str(tmp_path / "out"), str(tmp_path / "gone.jpg")])
+    assert f"no such image file: {tmp_path / 'gone.jpg'}" in error
+
+
+def test_identify_without_a_trained_model_creates_nothing(tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    out = tmp_path / "out"
+    code = main(["identify", "--input", str(tmp_path / "photos"), "--output", str(out), "--model", "cnn"])
+    error = capsys.readouterr().err
+    assert code != 0 and "cnn" in error and "faceproc train" in error
+    assert not (out / "identities").exists()
+
+
+@pytest.mark.parametrize("argv, verbose", [(["train", "--output", "o"], False), (["-v", "train", "--output", "o"], True),
+                                           (["train", "--output", "o", "-v"], True)])
+def test_verbose_before_or_after_the_command(argv, verbose):
+    from faceproc.cli import build_parser
+
+    assert build_parser().parse_args(argv).verbose is verbose
+
+
+def test_local_paths_are_checked_as_paths_or_file_uris(tmp_path):
+    from faceproc.cli import _require_input
+    from faceproc.config import Config
+
+    (tmp_path / "photos").mkdir()
+    for given in (str(tmp_path / "photos"), f"file://{tmp_path / 'photos'}", "s3://bucket/photos"):
+        _require_input(Config(input=given))  # object storage: listed by the stage itself
+    for missing in (str(tmp_path / "nowhere"), f"file://{tmp_path / 'nowhere'}"):
+        with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
+            _require_input(Config(input=missing))
+
+
+def test_run_on_the_default_dataset_is_not_refused_when_it_is_still_to_be_fetched(tmp_path, monkeypatch):
+    from faceproc.config import Config, absolute_paths
+    from faceproc.pipeline import fetches_the_dataset
+
+    monkeypatch.chdir(tmp_path)  # a fresh clone: no data/ yet
+    assert fetches_the_dataset(absolute_paths(Config()))
+    assert not fetches_the_dataset(absolute_paths(Config(input="photos")))
