@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable, Sequence
 
 import pyarrow.fs as pafs
 
 from faceproc import __version__
-from faceproc.config import Config, ConfigError, absolute_paths, load_config, parse_override
+from faceproc.config import Config, ConfigError, absolute_paths, file_uri_to_path, load_config, parse_override
 from faceproc.core import layout, storage
 from faceproc.core.errors import first_line
 from faceproc.core.lock import output_lock
@@ -58,10 +59,27 @@ def _config(args: argparse.Namespace, **values: object) -> Config:
 
 
 def _require_input(config: Config) -> None:
-    """A local input folder that is missing stops the command before OUT is locked or created (object
-    storage is listed by the stage itself, which says the same)."""
+    """A local input folder that is missing, or that holds the output, stops the command before OUT is
+    locked or created (object storage is listed by the stage itself, which says the same)."""
     if _local_type(config.input) not in (None, pafs.FileType.Directory):
         raise FileNotFoundError(f"input folder {config.input} does not exist or is not a folder")
+    for what, folder in (("output", config.output), ("identify.into", config.identify.into)):
+        if folder and "://" not in folder + config.input and _inside(folder, config.input):
+            raise ConfigError(f"{what} {folder} is inside the input folder {config.input}: the next run would "
+                              "read its files as photos; name a folder outside it")
+
+
+def _require_output(config: Config) -> None:
+    """The commands that read what `preprocess` wrote refuse a local output folder that does not exist,
+    before their lock would create it."""
+    if _local_type(config.output) == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"output folder {config.output} does not exist: run `faceproc run --input DIR "
+                                f"--output {config.output}` (or `faceproc preprocess`) first")
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _local_type(uri: str) -> pafs.FileType | None:
@@ -100,6 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args, output=args.output, **{
         "train.models": args.models, "train.epochs": args.epochs, "train.workers": args.workers,
         "train.gpus_per_worker": args.gpus_per_worker})
+    _require_output(config)
     with output_lock(config.output, args.wait):
         results = run_train(config, force=args.force)
     for result in results:
@@ -109,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             status, seconds = ("up to date" if status == Status.OK else f"{status}, kept"), "not retrained"
         else:
             seconds = f"{result['train_seconds']:>7.1f} s"
-        print(f"{result['model']:<18} {status:<13} {seconds}{reason}")
+        print(f"{result['model']:<18} {status:<14} {seconds}{reason}")
     return 1 if any(r["status"] == Status.FAILED for r in results) else 0
 
 
@@ -118,6 +137,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from faceproc.evaluate.tables import format_table
 
     config = _config(args, output=args.output)
+    _require_output(config)
     with output_lock(config.output, args.wait):
         rows = run_evaluate(config)
     print(format_table(rows))
@@ -150,12 +170,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from faceproc.inference.predict import format_predictions, json_lines, predict_images, unreadable
 
     config = _config(args, output=args.output, **{"identify.model": args.model})
-    missing = [path for path in args.images if _local_type(path) not in (None, pafs.FileType.File)]
+    _require_output(config)
+    images = [file_uri_to_path(image) for image in args.images]
+    missing = [path for path in images if _local_type(path) not in (None, pafs.FileType.File)]
     if missing:
-        raise FileNotFoundError(f"no such image file: {', '.join(missing)}")
-    rows = predict_images(config, args.images, model=config.identify.model)
+        raise FileNotFoundError(f"not an image file (missing, or a folder): {', '.join(missing)}")
+    rows = predict_images(config, images, model=config.identify.model)
     print(json_lines(rows) if args.json else format_predictions(rows), end="" if args.json else "\n")
-    return 1 if unreadable(rows) == len(set(args.images)) else 0
+    return 1 if unreadable(rows) == len(set(images)) else 0
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
@@ -166,6 +188,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
         "identify.model": args.model, "identify.into": args.into,
         "identify.keep_old_results": True if args.keep_old_results else None})
     _require_input(config)
+    _require_output(config)
     folder = identities_folder(config)
     with output_lock(config.output, args.wait):  # OUT's lock first: no training swaps the model meanwhile
         ModelArtifact(config.output, config.identify.model).check_usable()  # before the identities folder exists

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
-
-import tomllib
 
 from faceproc.core.model_names import FACENET_MODES, MODEL_NAMES
 
@@ -254,10 +254,12 @@ def validate(config: Config) -> None:
     for dotted, (test, requirement) in RULES.items():
         section, key = dotted.split(".")
         value = getattr(getattr(config, section), key)
-        values = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
-        bad = [item for item in values if item is not None and not test(item)]
+        items = value.items() if isinstance(value, dict) else [(None, v) for v in (value if isinstance(value, list)
+                                                                                    else [value])]
+        bad = [repr(item) if key is None else f"{key}={item!r}" for key, item in items
+               if item is not None and not test(item)]
         if bad:
-            problems.append(f"{dotted} {', '.join(map(repr, bad))} {requirement}")
+            problems.append(f"{dotted} {', '.join(bad)} {requirement}")
     if not config.train.models:
         problems.append("train.models is empty: name at least one model")
     unknown_models = sorted(set(config.train.model_epochs) - set(MODEL_NAMES))
@@ -297,9 +299,21 @@ def facenet_weights_path(weights: str, models_dir: str) -> str:
 
 
 def _absolute(path: str | None) -> str | None:
-    if path is None or "://" in path:
+    if path is None:
+        return None
+    path = file_uri_to_path(path)
+    if "://" in path:
         return path
     return os.path.abspath(os.path.expanduser(path))
+
+
+def file_uri_to_path(uri: str) -> str:
+    """`file:///photos/my%20trip` -> `/photos/my trip`; anything else as it is. A local tree is then
+    one tree however it was named, and the paths listed under it need no URI escaping (a file name
+    with a space or a `#` is not a valid URI)."""
+    if not uri.startswith("file://"):
+        return uri
+    return urllib.parse.unquote(urllib.parse.urlparse(uri).path)
 
 
 def set_value(config: Config, dotted: str, value: Any) -> None:

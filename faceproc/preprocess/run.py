@@ -14,7 +14,6 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc

@@ -205,8 +205,8 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
         result.update(facts)
     except WeightsUnavailable as exc:
         result.update(status=Status.SKIPPED, reason=str(exc))
-        for started_how in ("start", "start_reason"):  # nothing started
-            result.pop(started_how, None)
+        for how_it_ran in ("start", "start_reason", "trained_because", "workers", "device", "in_driver"):
+            result.pop(how_it_ran, None)  # nothing was trained
     except (WeightsError, UnknownModelError) as exc:
         result.update(status=Status.FAILED, reason=str(exc))
     except Exception as exc:  # a model that breaks must not stop the others

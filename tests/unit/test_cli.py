@@ -48,20 +48,42 @@ def test_a_malformed_config_file(tmp_path, capsys):
 
 
 def test_predict_names_missing_images_before_loading_a_model(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
     error = _refused(capsys, ["predict", "--output", str(tmp_path / "out"), str(tmp_path / "gone.jpg")])
-    assert f"no such image file: {tmp_path / 'gone.jpg'}" in error
+    assert f"not an image file (missing, or a folder): {tmp_path / 'gone.jpg'}" in error
 
 
 def test_identify_without_a_trained_model_creates_nothing(tmp_path, capsys):
     (tmp_path / "photos").mkdir()
     out = tmp_path / "out"
+    out.mkdir()
     code = main(["identify", "--input", str(tmp_path / "photos"), "--output", str(out), "--model", "cnn"])
     error = capsys.readouterr().err
-    assert code != 0 and "cnn" in error and "faceproc train" in error
+    assert code != 0 and f"faceproc train --output {out} --models cnn" in error
     assert not (out / "identities").exists()
 
 
-@pytest.mark.parametrize("argv, verbose", [(["train", "--output", "o"], False), (["-v", "train", "--output", "o"], True),
+@pytest.mark.parametrize("command", [["train"], ["evaluate"], ["identify", "--input", "{photos}"],
+                                     ["predict", "{photos}/a.jpg"]])
+def test_commands_that_read_an_output_refuse_one_that_does_not_exist(tmp_path, capsys, command):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
+    out = tmp_path / "never"
+    argv = [part.format(photos=tmp_path / "photos") for part in command]
+    error = _refused(capsys, [argv[0], "--output", str(out), *argv[1:]])
+    assert f"output folder {out} does not exist" in error and not out.exists()
+
+
+@pytest.mark.parametrize("command", ["run", "preprocess", "identify"])
+def test_an_output_inside_the_input_is_refused(tmp_path, capsys, command):
+    (tmp_path / "photos" / "train").mkdir(parents=True)
+    out = tmp_path / "photos" / "train" / "out"
+    error = _refused(capsys, [command, "--input", f"file://{tmp_path / 'photos'}", "--output", str(out)])
+    assert f"output {out} is inside the input folder {tmp_path / 'photos'}" in error and not out.exists()
+
+
+@pytest.mark.parametrize("argv, verbose", [(["train", "--output", "o"], False),
+                                           (["-v", "train", "--output", "o"], True),
                                            (["train", "--output", "o", "-v"], True)])
 def test_verbose_before_or_after_the_command(argv, verbose):
     from faceproc.cli import build_parser
@@ -75,10 +97,19 @@ def test_local_paths_are_checked_as_paths_or_file_uris(tmp_path):
 
     (tmp_path / "photos").mkdir()
     for given in (str(tmp_path / "photos"), f"file://{tmp_path / 'photos'}", "s3://bucket/photos"):
-        _require_input(Config(input=given))  # object storage: listed by the stage itself
+        _require_input(Config(input=given, output=str(tmp_path / "out")))  # object storage: listed by the stage
     for missing in (str(tmp_path / "nowhere"), f"file://{tmp_path / 'nowhere'}"):
         with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
             _require_input(Config(input=missing))
+
+
+def test_a_file_uri_names_the_same_local_tree_as_its_path(tmp_path):
+    from faceproc.config import Config, absolute_paths, file_uri_to_path
+
+    assert file_uri_to_path("file:///photos/my%20trip/d%C3%ADa%232") == "/photos/my trip/día#2"
+    assert file_uri_to_path("s3://bucket/my%20trip") == "s3://bucket/my%20trip"
+    config = absolute_paths(Config(input=f"file://{tmp_path}/my%20photos", output=f"file://{tmp_path}/out"))
+    assert (config.input, config.output) == (f"{tmp_path}/my photos", f"{tmp_path}/out")
 
 
 def test_run_on_the_default_dataset_is_not_refused_when_it_is_still_to_be_fetched(tmp_path, monkeypatch):

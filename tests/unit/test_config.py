@@ -68,7 +68,7 @@ def test_bad_overrides_name_the_key(overrides, message):
         ({"train.facenet_mode": "finetun"}, "train.facenet_mode 'finetun' must be one of frozen, finetune"),
         ({"train.models": "cnn,nosuchmodel"}, "train.models 'nosuchmodel' must be one of all, cnn"),
         ({"train.model_epochs": "facenett=3"}, "train.model_epochs names 'facenett'"),
-        ({"train.model_epochs": "cnn=0"}, "train.model_epochs 0 must be at least 1"),
+        ({"train.model_epochs": "cnn=0"}, "train.model_epochs cnn=0 must be at least 1"),
         ({"identify.model": "nosuch"}, "identify.model 'nosuch' must be one of cnn"),
         ({"evaluate.unknown_far": "2"}, "evaluate.unknown_far 2.0 must be between 0 and 1"),
     ],

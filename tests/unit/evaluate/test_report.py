@@ -315,7 +315,8 @@ def test_report_shows_the_unknown_threshold_and_its_curve(tmp_path):
     curve = training.split('aria-label="error rates"')[1].split("</svg>")[0]
     assert ">distance</text>" in curve and f"<title>threshold (distance {table['threshold']:g})</title>" in curve
     assert "epoch" not in curve
-    assert training.split('aria-label="error rates"')[0].endswith('<div class="charts one"><svg class="chart" viewBox="0 0 300 200" role="img" ')
+    before_chart = training.split('aria-label="error rates"')[0]
+    assert before_chart.endswith('<div class="charts one"><svg class="chart" viewBox="0 0 300 200" role="img" ')
 
 
 def test_report_uses_accuracy_json_when_present(tmp_path):

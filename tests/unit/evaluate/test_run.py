@@ -176,7 +176,7 @@ def test_accuracy_table(evaluated):
 
     assert older["status"] == "stale" and older["accuracy"] is None
     assert "other preprocessing settings than the validation faces now hold (face_margin 0.1 -> 0.2)" in older["reason"]
-    assert "faceproc train --models older_crops" in older["reason"]
+    assert f"faceproc train --output {out} --models older_crops" in older["reason"]
 
     assert skipped["status"] == "skipped" and skipped["accuracy"] is None
     assert "ImageNet weights unavailable" in skipped["reason"]

@@ -210,8 +210,8 @@ def test_leakage_and_reject_share(tmp_path):
     rejected = manifest.filter(pc.equal(manifest["status"], "rejected"))["reason"].to_pylist()
     reasons = ", ".join(f"{reason} {rejected.count(reason)}"
                         for reason in sorted(set(rejected), key=lambda r: (-rejected.count(r), r)))
-    assert f"(64% > preprocess.max_reject_share 50%): {reasons}; each file and its reason are in {out}/rejects.parquet" \
-        in str(failure.value)
+    assert (f"(64% > preprocess.max_reject_share 50%): {reasons}; each file and its reason are in "
+            f"{out}/rejects.parquet") in str(failure.value)
     leaked = manifest.filter(manifest.column("leakage")).column("path").to_pylist()
     assert sorted(Path(p).name for p in leaked) == ["c.jpg", "c_again.jpg"]
 

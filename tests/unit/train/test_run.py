@@ -119,6 +119,7 @@ def test_imagenet_weights_unavailable_is_skipped_with_the_path(tmp_path, monkeyp
     config.models_dir = str(tmp_path / "models")
     (result,) = run_train(config)
     assert result["status"] == "skipped"
+    assert not {"start", "in_driver", "trained_because"} & set(result)  # nothing was trained
     assert str(tmp_path / "models" / "resnet50_imagenet_notop.h5") in result["reason"]
     assert json.loads((out / "models" / "resnet50_imagenet" / "result.json").read_text())["status"] == "skipped"
 
@@ -212,6 +213,7 @@ def test_a_small_split_on_one_node_trains_in_the_driver(train, gpus, nodes, trai
     (["--models", "cnn"], "no train face shards under"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
+    (tmp_path / "empty").mkdir()
     code = main(["train", "--output", str(tmp_path / "empty"), *argv])
     err = capsys.readouterr().err
     assert code != 0 and message in err and "Traceback" not in err and err.count("\n") == 1

@@ -40,7 +40,8 @@ def test_counts_added_removed_and_changed_photos():
 
 def test_a_few_new_photos_of_the_same_people_warm_start():
     start = decide()
-    assert start.warm and "5 train photos added, 0 removed and 0 changed (5% of the 105 live ones <= 20%)" in start.reason
+    assert start.warm
+    assert "5 train photos added, 0 removed and 0 changed (5% of the 105 live ones <= 20%)" in start.reason
     assert start.changed_share == pytest.approx(5 / 105)
 
 
