@@ -55,13 +55,13 @@ def run_train(config: Config, force: bool = False) -> list[dict[str, Any]]:
     """
     names = parse_model_names(config.train.models)
     data = load_training_data(config.output, config.train.holdout_fraction, config.train.seed)
-    log.info("training %s on %d photos (+%d held out for early stopping), %d people",
-             ", ".join(names), data.fit_photos, data.holdout_photos, len(data.classes))
     for name in names:
         ModelArtifact(config.output, name).recover()  # before anything reads or replaces a model's folder
     results = {name: standing_result(config, name, data, force) for name in names}
     to_train = [name for name in names if results[name] is None]
     if to_train:
+        log.info("training %s on %d photos (+%d held out for early stopping), %d people",
+                 ", ".join(to_train), data.fit_photos, data.holdout_photos, len(data.classes))
         concurrent = config.train.concurrent and len(to_train) > 1
         trainers = len(to_train) if concurrent else 1
         where = placement_without_ray(config, trainers, data.rows) or _placement_on_ray(config, to_train, trainers,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -34,7 +35,7 @@ def _config(out: Path, **train) -> Config:
     return config
 
 
-def test_two_worker_cnn_gives_a_loadable_model_and_history(tmp_path):
+def test_two_worker_cnn_gives_a_loadable_model_and_history(tmp_path, caplog):
     out = tmp_path / "out"
     write_face_shards(out, COLOURS)
     (result,) = run_train(_config(out, models=["cnn"], epochs=2, workers=2, holdout_fraction=0.25))
@@ -56,8 +57,11 @@ def test_two_worker_cnn_gives_a_loadable_model_and_history(tmp_path):
     assert probabilities.shape == (2, 2) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
 
     # same photos and settings: kept as is; --force (or new settings) retrains
-    (again,) = run_train(_config(out, models=["cnn"], epochs=2, workers=2, holdout_fraction=0.25))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="faceproc"):
+        (again,) = run_train(_config(out, models=["cnn"], epochs=2, workers=2, holdout_fraction=0.25))
     assert again.get("up_to_date") is True and again["train_seconds"] == result["train_seconds"]
+    assert not [r for r in caplog.records if r.getMessage().startswith("training ")]  # nothing is said to train
     assert result["trained_because"] == "no usable model yet"
     (longer,) = run_train(_config(out, models=["cnn"], epochs=3, workers=1, holdout_fraction=0.25))
     assert longer["trained_because"] == "recipe.epochs 2 -> 3"  # the worker count is not a reason
