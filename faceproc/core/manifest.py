@@ -199,14 +199,18 @@ def rejected_count(manifest: pa.Table, split: str) -> int:
 
 def live_face_rows(manifest: pa.Table, split: str) -> int:
     """Face rows the live (ok) files of `split` hold, as the manifest counts them."""
-    live = pc.and_(pc.equal(manifest.column("status"), "ok"), pc.equal(manifest.column("split"), split))
-    return int(pc.sum(manifest.filter(live).column("face_rows")).as_py() or 0)
+    return int(pc.sum(_live_files(manifest, split).column("face_rows")).as_py() or 0)
 
 
 def live_settings(manifest: pa.Table, split: str) -> set[str]:
     """The preprocessing settings fingerprints the face rows of `split`'s live files were made with."""
+    return set(pc.unique(_live_files(manifest, split).column("settings")).to_pylist()) - {None}
+
+
+def _live_files(manifest: pa.Table, split: str) -> pa.Table:
+    """The manifest rows of `split`'s live (ok) files."""
     live = pc.and_(pc.equal(manifest.column("status"), "ok"), pc.equal(manifest.column("split"), split))
-    return set(pc.unique(manifest.filter(live).column("settings")).to_pylist()) - {None}
+    return manifest.filter(live)
 
 
 def live_runs(manifest: pa.Table) -> set[str]:

@@ -135,7 +135,7 @@ def stale_reason(out: str, result: dict[str, Any], val_settings: set[str]) -> st
     now = saved_settings(out, min(val_settings))
     change = describe_change(saved_settings(out, min(trained_on)), now) if now else "the current ones are not recorded"
     return (f"trained on other preprocessing settings than the validation faces now hold ({change}): not "
-            f"evaluated; `faceproc train --output {out} --models {result.get('model')}` retrains it")
+            f"evaluated; `{ModelArtifact(out, result['model']).train_command}` retrains it")
 
 
 def _failed(result: dict[str, Any], name: str, reason: str) -> dict[str, Any]:

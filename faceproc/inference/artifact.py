@@ -76,7 +76,7 @@ class ModelArtifact:
         return layout.model_version_dir(self.out, self.name, storage.read_json(pointer)["version"])
 
     @property
-    def _train_command(self) -> str:
+    def train_command(self) -> str:
         """What a user runs to (re)train this model, for messages."""
         return f"faceproc train --output {self.out} --models {self.name}"
 
@@ -170,7 +170,7 @@ class ModelArtifact:
         uri = self.file(layout.RESULT_FILE)
         if not storage.exists(uri):
             return {"model": self.name, "status": Status.FAILED,
-                    "reason": f"{rel} is missing (training did not finish): run `{self._train_command}`"}
+                    "reason": f"{rel} is missing (training did not finish): run `{self.train_command}`"}
         try:
             saved = storage.read_json(uri)
         except (OSError, ValueError) as exc:
@@ -185,7 +185,7 @@ class ModelArtifact:
         try:
             classes = storage.read_json(uri)
         except FileNotFoundError:
-            raise ArtifactError(f"{uri} is missing: run `{self._train_command}` first") from None
+            raise ArtifactError(f"{uri} is missing: run `{self.train_command}` first") from None
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"{uri} cannot be read: {type(exc).__name__}: {exc}") from None
         if (not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes)
@@ -214,7 +214,7 @@ class ModelArtifact:
             if status not in (None, Status.OK):
                 why = saved.get("reason") or "no reason given"
                 raise ArtifactError(f"model {self.name!r} was {status} in training ({why}): "
-                                    f"run `{self._train_command}` again")
+                                    f"run `{self.train_command}` again")
         rel = f"{layout.MODELS_DIR}/{self.name}/{layout.MODEL_FILE}"
         fs, path = storage.resolve(self.file(layout.MODEL_FILE))
         try:
@@ -225,7 +225,7 @@ class ModelArtifact:
                        if storage.exists(ModelArtifact(self.out, m).file(layout.MODEL_FILE))]
             have = f" (trained models: {', '.join(trained)})" if trained else ""
             raise ArtifactError(f"no trained model {self.name!r}: {rel} is missing{have}; "
-                                f"run `{self._train_command}` first") from None
+                                f"run `{self.train_command}` first") from None
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
             raise ArtifactError(f"{rel} is not a readable .keras archive ({type(exc).__name__}: {exc})") from None
         if "config.json" not in members:

@@ -103,7 +103,7 @@ def standing_result(config: Config, name: str, data: TrainingData, force: bool) 
         inputs = model_inputs(config, spec, data)
     except Exception:  # noqa: BLE001 - train_model records the failure with its reason
         return None
-    saved = artifact.up_to_date_result(_hash(inputs))
+    saved = artifact.up_to_date_result(inputs_fingerprint(inputs))
     if saved is not None:
         log.info("%s: up to date (same photos and settings), not retrained", name)
         return {**saved, "up_to_date": True}
@@ -119,12 +119,8 @@ def standing_result(config: Config, name: str, data: TrainingData, force: bool) 
     return None
 
 
-def settings_fingerprint(config: Config, spec: ModelSpec, data: TrainingData) -> str:
-    """The hash of `model_inputs`: equal fingerprints, the same model."""
-    return _hash(model_inputs(config, spec, data))
-
-
-def _hash(inputs: dict[str, Any]) -> str:
+def inputs_fingerprint(inputs: dict[str, Any]) -> str:
+    """The hash of a model's `model_inputs`: equal fingerprints, the same model."""
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
@@ -186,7 +182,7 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
     try:
         spec = resolve_spec(name, config.train)
         inputs = model_inputs(config, spec, data)
-        fingerprint = settings_fingerprint(config, spec, data)
+        fingerprint = inputs_fingerprint(inputs)
         previous = artifact.saved_result()
         frozen_head = name == "facenet" and config.train.facenet_mode == "frozen"
         start = choose_start(frozen_head, previous, artifact.trained_photos() if previous else None, inputs,

@@ -338,7 +338,10 @@ def test_the_model_fingerprint_follows_the_recipe_and_facenet_weights_by_content
 
     from faceproc.models.registry import resolve_spec
     from faceproc.train.data import TrainingData
-    from faceproc.train.run import settings_fingerprint
+    from faceproc.train.run import inputs_fingerprint, model_inputs
+
+    def settings_fingerprint(config, spec, data):
+        return inputs_fingerprint(model_inputs(config, spec, data))
 
     data = TrainingData(["a", "b"], 4, 1, frozenset(), "photos-v1", 4, None, 5)
     config = Config(output=str(tmp_path))
