@@ -12,6 +12,11 @@ In one invocation, on a private copy of the fetched dataset (COPY) and a fresh o
    new names with one byte appended after the JPEG end-of-image marker, so each is a new file with
    a new SHA-256 and the same pixels; then the same command.
 
+With `--scale K` the train split holds K copies of each train photo (copy i with i bytes appended
+after the JPEG end-of-image marker: a new file and SHA-256, the same pixels), so the first run
+trains on K times the photos while val stays the 25 fetched ones: what the ratios look like when the
+data has grown and the 5 new photos are a smaller share of it.
+
 Each run is a subprocess, timed wall clock end to end (Python imports, Ray start-up, the run, Ray
 shut-down), next to the run's own `seconds` from OUT/runs/<run>.json and the CPU seconds of the
 run's whole process tree (less sensitive to other jobs on the machine than wall time). Photos
@@ -25,7 +30,7 @@ another job's cluster. The machine may be shared: the load average and the cores
 took during each run (machine busy cores from /proc/stat minus the CPU time of the run's process
 tree) are printed with the numbers.
 
-    .venv/bin/python bench/rerun_incremental.py [--models cnn,facenet] [--new 5] [--out /tmp/DIR] [--set K=V]
+    .venv/bin/python bench/rerun_incremental.py [--models cnn,facenet] [--new 5] [--scale K] [--out /tmp/DIR] [--set K=V]
 
 Results: a table on stdout (and as Markdown), DIR/results.json, logs in DIR/logs/ (DIR = --out).
 Write-up: docs/benchmarks.md, "Incremental reruns".
@@ -149,6 +154,20 @@ def add_new_photos(copy: Path, out: Path, count: int) -> list[dict]:
     return added
 
 
+def scale_train_split(copy: Path, times: int) -> int:
+    """Add `times - 1` byte-appended copies of every train JPEG (see --scale); the photos added."""
+    originals = sorted(p for p in (copy / "train").glob("*/*") if p.is_file() and not p.name.startswith("."))
+    added = 0
+    for source in originals:
+        data = source.read_bytes()
+        if not (data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")):
+            continue
+        for i in range(1, times):
+            source.with_name(f"{source.stem}-scale-{i}{source.suffix}").write_bytes(data + b"\x00" * i)
+            added += 1
+    return added
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -201,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="cnn,facenet", help="models to train (default cnn,facenet)")
     parser.add_argument("--new", type=int, default=5, help="new photos before the last rerun (default 5)")
+    parser.add_argument("--scale", type=int, default=1, metavar="K",
+                        help="K copies of each train photo, for a bigger first run (default 1: the dataset as fetched)")
     parser.add_argument("--out", help="work folder (default: a new /tmp/fp-rerun-*)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a faceproc setting for every run, e.g. train.concurrent=true (repeatable)")
@@ -215,12 +236,16 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(path)
     logs.mkdir(parents=True, exist_ok=True)
     shutil.copytree(DATASET, copy)
+    if args.scale < 1:
+        raise SystemExit(f"--scale must be at least 1, got {args.scale}")
+    scaled = scale_train_split(copy, args.scale) if args.scale > 1 else 0
     photos = sum(1 for p in copy.glob("*/*/*") if p.is_file() and not p.name.startswith("."))
 
     results: dict = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "work": str(work),
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "uptime_start": machine.uptime(),
-        "models": args.models, "settings": args.settings, "input_photos": photos, "runs": [],
+        "models": args.models, "settings": args.settings, "scale": args.scale, "scale_copies": scaled,
+        "input_photos": photos, "runs": [],
     }
     print(f"work folder {work}, {photos} photos, models {args.models}\n{results['uptime_start']}", flush=True)
 

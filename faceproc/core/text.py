@@ -5,23 +5,35 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from wcwidth import wcswidth
+
+
+def display_width(text: str) -> int:
+    """Columns `text` takes on a terminal: 2 for each CJK character, 0 for a combining accent."""
+    width = wcswidth(text)
+    return width if width >= 0 else len(text)  # a control character: count code points
+
 
 def aligned_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Collection[str]) -> list[str]:
-    """Header, a line of dashes, then the rows: every column padded to its widest cell, the columns
-    named in `right` (numbers) right-aligned, trailing blanks stripped."""
-    widths = [max([len(header), *(len(row[i]) for row in rows)]) for i, header in enumerate(headers)]
+    """Header, a line of dashes, then the rows: every column padded to its widest cell on screen
+    (file and person names may be CJK), the columns named in `right` (numbers) right-aligned,
+    trailing blanks stripped."""
+    widths = [max([display_width(header), *(display_width(row[i]) for row in rows)]) for i, header in enumerate(headers)]
+
+    def pad(cell: str, width: int, to_right: bool) -> str:
+        blanks = " " * (width - display_width(cell))
+        return blanks + cell if to_right else cell + blanks
 
     def line(cells: Sequence[str]) -> str:
-        parts = [c.rjust(w) if h in right else c.ljust(w) for c, w, h in zip(cells, widths, headers)]
-        return "  ".join(parts).rstrip()
+        return "  ".join(pad(c, w, h in right) for c, w, h in zip(cells, widths, headers)).rstrip()
 
     return [line(headers), line(["-" * w for w in widths]), *(line(row) for row in rows)]
 
 
 def key_values(lines: Sequence[tuple[str, Any]]) -> str:
     """One `name  value` line per pair, the values in one column: a stage's summary."""
-    width = max(len(name) for name, _ in lines)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in lines)
+    width = max(display_width(name) for name, _ in lines)
+    return "\n".join(f"{name}{' ' * (width - display_width(name))}  {value}" for name, value in lines)
 
 
 def plural(count: int, noun: str) -> str:
