@@ -27,6 +27,7 @@ from faceproc.core.manifest import Plan, check_accounting, load_manifest, merge_
 from faceproc.core.rejects import prune_rejects, read_staged_rejects, write_rejects
 from faceproc.core.schema import MANIFEST_SCHEMA
 from faceproc.core.shards import numpy_batch, orphan_files
+from faceproc.core.text import plural
 
 if TYPE_CHECKING:
     from faceproc.config import PreprocessConfig
@@ -196,7 +197,7 @@ def _stage_with_actor_pool(blocks: list[pa.Table], udf: type, udf_args: tuple, p
                      num_cpus=prep.detector_num_cpus, num_gpus=prep.detector_num_gpus)
         .write_parquet(path, filesystem=fs, partition_cols=partition_cols, max_rows_per_file=prep.rows_per_shard)
     )
-    return f"a Ray Data pool of {actors} actor{'s' if actors > 1 else ''}"
+    return f"a Ray Data pool of {plural(actors, 'actor')}"
 
 
 def _stage_in_driver(blocks: list[pa.Table], udf: type, udf_args: tuple, prep: PreprocessConfig, faces_dir: str,
@@ -212,7 +213,7 @@ def _stage_in_driver(blocks: list[pa.Table], udf: type, udf_args: tuple, prep: P
     storage.makedirs(faces_dir)  # the run is staging from here on, as with the pool
     pipeline = udf(dataclasses.replace(prep, detector_threads=0), *udf_args)
     threads = max(1, min(prep.driver_thread_count, len(blocks)))
-    where = f"the driver ({threads} thread{'s' if threads > 1 else ''})"
+    where = f"the driver ({plural(threads, 'thread')})"
     first, rest = blocks[:1], blocks[1:]  # the first alone: its lazy imports and graph traces happen once
     tables = [pipeline(numpy_batch(block)) for block in first]
     with ThreadPoolExecutor(threads, thread_name_prefix="faceproc-detect") as pool:
