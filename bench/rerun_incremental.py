@@ -12,8 +12,8 @@ In one invocation, on a private copy of the fetched dataset (COPY) and a fresh o
    new names with one byte appended after the JPEG end-of-image marker, so each is a new file with
    a new SHA-256 and the same pixels; then the same command.
 
-With `--scale K` the train split holds K copies of each train photo (copy i with i bytes appended
-after the JPEG end-of-image marker: a new file and SHA-256, the same pixels), so the first run
+With `--scale K` the train split holds K copies of each train photo (copy i with i 0x01 bytes
+appended after the JPEG end-of-image marker, where the new photos of step 3 get one 0x00: a new file and SHA-256, the same pixels), so the first run
 trains on K times the photos while val stays the 25 fetched ones: what the ratios look like when the
 data has grown and the 5 new photos are a smaller share of it.
 
@@ -163,7 +163,7 @@ def scale_train_split(copy: Path, times: int) -> int:
         if not (data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")):
             continue
         for i in range(1, times):
-            source.with_name(f"{source.stem}-scale-{i}{source.suffix}").write_bytes(data + b"\x00" * i)
+            source.with_name(f"{source.stem}-scale-{i}{source.suffix}").write_bytes(data + b"\x01" * i)
             added += 1
     return added
 
