@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
 import os
@@ -24,7 +25,8 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from types import ModuleType, TracebackType
 from typing import IO
 
 VERBOSE_ENV = "FACEPROC_VERBOSE"  # "1" under `faceproc -v`; the CLI sets it, init_ray passes it to workers
@@ -184,7 +186,7 @@ class _SkipRayDataInterrupts:
         self.previous(args)
 
 
-def _raised_in(tb, package: str) -> bool:
+def _raised_in(tb: TracebackType | None, package: str) -> bool:
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     return tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith(package)
@@ -208,7 +210,8 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
     other line (a real error) is written back. Removes itself after that one import.
     """
 
-    def find_spec(self, name, path, target=None):
+    def find_spec(self, name: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         if name != "tensorflow":
             return None
         sys.meta_path.remove(self)
@@ -223,10 +226,10 @@ class _CapturingLoader(importlib.abc.Loader):
     def __init__(self, loader: importlib.abc.Loader) -> None:
         self.loader = loader
 
-    def create_module(self, spec):
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return self.loader.create_module(spec)
 
-    def exec_module(self, module) -> None:
+    def exec_module(self, module: ModuleType) -> None:
         module.__loader__ = module.__spec__.loader = self.loader  # TensorFlow sees its own loader
         with native_stderr(lambda line: not _below_tf_min_log_level(line)):
             self.loader.exec_module(module)

@@ -16,6 +16,8 @@ self-contained.
 
 from __future__ import annotations
 
+from typing import Any
+
 from faceproc.models.keras_env import keras, tf
 
 _PACKAGE = "faceproc"
@@ -25,20 +27,20 @@ _PACKAGE = "faceproc"
 class ScaledResidual(keras.layers.Layer):
     """``inputs[0] + inputs[1] * scale``: Inception-ResNet's scaled residual sum."""
 
-    def __init__(self, scale: float = 1.0, **kwargs):
+    def __init__(self, scale: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.scale = float(scale)
 
-    def call(self, inputs):
+    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
             raise ValueError(f"{self.name}: ScaledResidual takes a list of two tensors")
         shortcut, residual = inputs
         return shortcut + residual * tf.cast(self.scale, residual.dtype)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: list[tuple[int | None, ...]]) -> tuple[int | None, ...]:
         return input_shape[0]
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "scale": self.scale}
 
 
@@ -50,7 +52,7 @@ class PerImageStandardization(keras.layers.Layer):
     standard deviation keeps a flat image from being divided by zero.
     """
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         x = tf.cast(inputs, self.compute_dtype)
         axes = list(range(1, x.shape.rank))
         mean = tf.reduce_mean(x, axis=axes, keepdims=True)
@@ -58,7 +60,7 @@ class PerImageStandardization(keras.layers.Layer):
         n = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
         return (x - mean) / tf.maximum(std, tf.math.rsqrt(n))
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
 
 
@@ -66,10 +68,10 @@ class PerImageStandardization(keras.layers.Layer):
 class ResNetPreprocess(keras.layers.Layer):
     """ResNet50's own ``preprocess_input`` (caffe: RGB -> BGR, minus the ImageNet channel means)."""
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         x = tf.cast(inputs, self.compute_dtype)
         return keras.applications.resnet50.preprocess_input(x)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
 
