@@ -144,7 +144,7 @@ class Phase:
         self.name = name
         self.own_cpu: float | None = None
 
-    def __enter__(self) -> "Phase":
+    def __enter__(self) -> Phase:
         self.start = machine.snapshot()
         self.load_before = self.start.load
         print(f"[{time.strftime('%H:%M:%S')}] {self.name} (load {self.load_before}) ...", flush=True)

@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
+import sys
 import types
 import typing
 import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 from faceproc.core.model_names import FACENET_MODES, MODEL_NAMES
 
@@ -164,7 +170,7 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Config":
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
         return _build(cls, data, prefix="")
 
 

@@ -13,8 +13,8 @@ last time) and, with `preprocess.verify_hashes`, every known file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from faceproc.config import TrainConfig, facenet_weights_path
 from faceproc.core import storage

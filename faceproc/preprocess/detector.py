@@ -13,7 +13,8 @@ face MTCNN found (clamped to the image); the crop adds `face_margin` around it.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np

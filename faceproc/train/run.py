@@ -16,8 +16,9 @@ import importlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from faceproc.config import Config, TrainConfig
 from faceproc.core import storage

@@ -13,7 +13,8 @@ import math
 import os
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from faceproc.config import Config
 from faceproc.core import layout

@@ -12,7 +12,8 @@ import ipaddress
 import json
 import re
 import shlex
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jsonschema
 import pytest
