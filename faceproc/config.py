@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
+import tomllib
 import types
 import typing
 import urllib.parse
@@ -15,11 +15,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib
 
 from faceproc.core.model_names import FACENET_MODES, MODEL_NAMES
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import importlib.metadata
-import sys
+import tomllib
 from pathlib import Path
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 TENSORFLOW_WHEELS = {"tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos", "intel-tensorflow"}
 
@@ -27,8 +25,13 @@ def test_the_project_asks_for_one_tensorflow_and_a_gpu_extra():
     assert any(req.startswith("tensorflow[and-cuda]") for req in project["optional-dependencies"]["gpu"])
 
 
-def test_python_310_installs_get_a_toml_parser():
-    """requires-python admits 3.10, which has no tomllib: the config reader needs tomli there."""
+def test_requires_python_admits_no_python_the_dependencies_refuse():
+    """The lowest Python requires-python admits is one every installed dependency supports
+    (scikit-image 0.26, which alignment needs, dropped 3.10)."""
     project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
-    assert project["requires-python"].startswith(">=3.10")
-    assert "tomli>=2; python_version < '3.11'" in project["dependencies"]
+    floors = [spec.version for spec in SpecifierSet(project["requires-python"]) if spec.operator == ">="]
+    assert len(floors) == 1, project["requires-python"]
+    for requirement in map(Requirement, project["dependencies"]):
+        needs = importlib.metadata.metadata(requirement.name).get("Requires-Python")
+        if needs:
+            assert SpecifierSet(needs).contains(floors[0]), f"{requirement.name} needs Python {needs}"
