@@ -98,6 +98,13 @@ class ModelArtifact:
         saved = storage.read_json(self.file(layout.RESULT_FILE))
         return saved if isinstance(saved, dict) else None
 
+    def last_attempt(self) -> dict[str, Any] | None:
+        """last_attempt.json: a training that failed or was skipped after the model in use was saved
+        (a later training that succeeds replaces the folder, and this file with it)."""
+        uri = self.file(layout.LAST_ATTEMPT_FILE)
+        saved = storage.read_json(uri) if storage.exists(uri) else None
+        return saved if isinstance(saved, dict) else None
+
     def version(self) -> str:
         """`model_version` from result.json; for a folder an earlier faceproc wrote, the content hash
         of its model file (so a replaced model is still told apart)."""

@@ -92,8 +92,8 @@ def _placement_on_ray(config: Config, to_train: list[str], trainers: int, rows: 
 def standing_result(config: Config, name: str, data: TrainingData, force: bool) -> dict[str, Any] | None:
     """The saved result this run keeps instead of training `name`, or None to train it.
 
-    Kept: a model trained with the same inputs (`up_to_date`), and a model `skipped` less than
-    `SKIP_RETRY_SECONDS` ago whose weights are still not on this machine, whatever photos or recipe
+    Kept: a model trained with the same inputs (`up_to_date`), and a model (or a retraining beside a
+    usable one) `skipped` less than `SKIP_RETRY_SECONDS` ago whose weights are still not on this machine, whatever photos or recipe
     changed since (the download is not retried on every scheduled rerun; a weights file put in place,
     or another weights setting, is tried at once)."""
     if force:
@@ -108,7 +108,7 @@ def standing_result(config: Config, name: str, data: TrainingData, force: bool) 
     if saved is not None:
         log.info("%s: up to date (same photos and settings), not retrained", name)
         return {**saved, "up_to_date": True}
-    last = artifact.result()
+    last = artifact.last_attempt() or artifact.result()  # a skip beside a usable model is held too
     context = BuildContext(train=config.train, models_dir=config.models_dir)
     same_weights = all((last.get("inputs") or {}).get(key) == inputs.get(key) for key in WEIGHTS_INPUTS)
     if (last.get("status") == Status.SKIPPED and same_weights

@@ -144,6 +144,39 @@ def test_imagenet_weights_unavailable_is_skipped_with_the_path(tmp_path, monkeyp
     assert not retried.get("up_to_date") and retried["status"] == "failed"
 
 
+def test_a_skip_beside_a_usable_model_is_held_and_the_model_stays_in_use(tmp_path, monkeypatch):
+    """ImageNet weights that were here once and are gone: the model they gave stays in use, and its
+    weights are not looked for again on every rerun."""
+    from faceproc.models.keras_env import keras
+
+    monkeypatch.setenv("FACEPROC_IMAGENET_WEIGHTS_URL", "http://127.0.0.1:9/resnet50_notop.h5")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    weights = tmp_path / "my_resnet50_notop.h5"  # random, written here: no internet
+    keras.applications.ResNet50(include_top=False, weights=None, input_shape=(160, 160, 3)).save_weights(str(weights))
+    out = tmp_path / "out"
+    write_face_shards(out, COLOURS, copies=1)
+    config = _config(out, models=["resnet50_imagenet"], epochs=1, imagenet_weights=str(weights))
+    config.models_dir = str(tmp_path / "models")
+    (first,) = run_train(config)
+    assert first["status"] == "ok", first["reason"]
+
+    weights.unlink()
+    write_face_shards(out, {"green": [(40, 200, 40), (60, 220, 50)]}, run_id="20260102T000000Z-test01", copies=1)
+    (attempt,) = run_train(config)  # a new person (no warm start) and the weights are gone
+    assert attempt["status"] == "skipped" and not attempt.get("up_to_date")
+    folder = out / "models" / "resnet50_imagenet"
+    assert json.loads((folder / "last_attempt.json").read_text())["status"] == "skipped"
+    assert ModelArtifact(str(out), "resnet50_imagenet").version() == first["model_version"]  # still in use
+
+    write_face_shards(out, {"blue": [(40, 50, 190)]}, run_id="20260103T000000Z-test02", copies=1, first=4)
+    (held,) = run_train(config)  # more photos, within the hour: no new attempt
+    assert held["status"] == "skipped" and held["up_to_date"] is True
+    assert held["finished_at_unix"] == attempt["finished_at_unix"]
+    weights.write_bytes(b"not weights")  # a weights file put in place is tried at once
+    (retried,) = run_train(config)
+    assert retried["status"] == "failed" and not retried.get("up_to_date")
+
+
 def test_corrupt_facenet_weights_fail_that_model_with_one_line(tmp_path):
     out = tmp_path / "out"
     write_face_shards(out, COLOURS)
