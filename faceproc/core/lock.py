@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from faceproc.core import layout, storage
+from faceproc.core.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,10 @@ POLL_SECONDS = 1.0
 
 class LockedError(RuntimeError):
     """Another faceproc run holds the output."""
+
+
+class OutputUnwritable(OSError):
+    """OUT cannot be written at all (a bucket that does not exist, no permission): said in one line."""
 
 
 @contextlib.contextmanager
@@ -122,7 +127,10 @@ def _try_take(out: str, owner: str, holder: str, ttl: float, settle: float) -> b
     current = read_lease(out)
     if current is not None and float(current.get("expires", 0)) > time.time():
         return False
-    _write(out, owner, holder, ttl)
+    try:
+        _write(out, owner, holder, ttl)
+    except OSError as exc:  # the first write to OUT: nothing is there to clean up
+        raise OutputUnwritable(f"cannot write to {out}: {first_line(exc) or type(exc).__name__}") from exc
     time.sleep(settle)  # let a racing writer's lease land, then see whose came last
     return (read_lease(out) or {}).get("owner") == owner
 

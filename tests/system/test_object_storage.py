@@ -213,6 +213,15 @@ def test_a_second_run_on_the_same_s3_output_waits_for_the_lease(s3_env):
     assert read_lease(out) is None
 
 
+def test_an_output_bucket_that_does_not_exist_is_one_line(s3_env, photos, capsys):
+    from faceproc.cli import main
+
+    assert main(["preprocess", "--input", str(photos), "--output", "s3://no-such-bucket/out"]) == 1
+    printed = capsys.readouterr().err
+    assert printed.startswith("faceproc: error: cannot write to s3://no-such-bucket/out: Bucket 'no-such-bucket'")
+    assert printed.count("\n") == 1, printed
+
+
 def test_a_model_on_s3_is_published_by_its_pointer(s3_env):
     """Files go into a version folder of their own; current.json, written last, makes it the model.
     A version left by a run that died before its pointer is never read, and the next save removes it."""
