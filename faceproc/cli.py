@@ -16,6 +16,7 @@ from faceproc.core import layout, storage
 from faceproc.core.errors import first_line
 from faceproc.core.lock import output_lock
 from faceproc.core.model_names import MODEL_NAMES
+from faceproc.core.ray_address import RayUnreachable, check_address
 from faceproc.core.schema import Status
 
 log = logging.getLogger("faceproc")
@@ -44,7 +45,8 @@ def _common(parser: argparse.ArgumentParser, on_ray: bool = True,
 
 def _config(args: argparse.Namespace, **values: object) -> Config:
     """The command's config, checked before anything is locked, created or loaded: its values
-    (`load_config`) and, on a local disk, that its output folders are not files."""
+    (`load_config`), on a local disk that its output folders are not files, and that a Ray cluster it
+    names answers."""
     overrides = dict(parse_override(text) for text in args.overrides)
     for key, value in values.items():
         if value is not None:
@@ -55,6 +57,11 @@ def _config(args: argparse.Namespace, **values: object) -> Config:
     for what, folder in (("output", config.output), ("identify.into", config.identify.into)):
         if folder and _local_type(folder) == pafs.FileType.File:
             raise ConfigError(f"{what} {folder} is a file, not a folder")
+    if hasattr(args, "ray_address"):  # the commands that may join a cluster: is one there to join?
+        try:
+            check_address(config.ray_address)
+        except RayUnreachable as exc:
+            raise ConfigError(str(exc)) from None
     return config
 
 

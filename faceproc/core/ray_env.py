@@ -2,13 +2,14 @@
 
 On a laptop Ray starts inside the process; under `ray job submit` (RAY_ADDRESS set) or with
 `--ray-address` the job joins that cluster. Workers get the environment TensorFlow needs (TF_ENV,
-as the driver has it), the console settings of `faceproc.core.console`, and `setup_worker` before
+as the driver has it), the driver's object-storage variables (STORAGE_ENV_PREFIXES), the console settings of `faceproc.core.console`, and `setup_worker` before
 their first task.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 
@@ -16,6 +17,10 @@ import ray
 
 from faceproc import TF_ENV
 from faceproc.core import console, storage
+from faceproc.core.errors import first_line
+from faceproc.core.ray_address import RayUnreachable, check_address, cluster_address
+
+log = logging.getLogger(__name__)
 
 # Ray Train's controller takes one report per worker each time it polls them, every 2 s by default;
 # shorter epochs (cnn 1.4 s, a FaceNet head epoch 0.02 s) queued behind it: FaceNet's default training
@@ -24,6 +29,10 @@ POLL_SECONDS = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 # TF_ENV as this process has it (a user's own TF_ENABLE_ONEDNN_OPTS=0 reaches the workers too),
 # plus console.worker_env()
 WORKER_ENV = {**{key: os.environ[key] for key in TF_ENV}, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": POLL_SECONDS}
+# Object-storage endpoints and credentials, passed on as the driver has them when init_ray runs: a
+# worker on another node reads and writes OUT's URIs with its own environment, which may lack them
+# (AWS_ENDPOINT_URL missing sends an S3-compatible bucket's reads to AWS itself).
+STORAGE_ENV_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_APPLICATION_CREDENTIALS")
 SETUP_HOOK = "faceproc.core.ray_env.setup_worker"
 
 
@@ -39,22 +48,26 @@ def init_ray(address: str | None = None) -> None:
     runtime_env = {"env_vars": _env_not_set_by_job(job_env)}
     if "worker_process_setup_hook" not in job_env:  # Ray takes one hook per job
         runtime_env["worker_process_setup_hook"] = SETUP_HOOK
-    address = _cluster_address(address)
-    ray.init(address=address, runtime_env=runtime_env, logging_level=console.ray_log_level())
+    address = cluster_address(address)
+    check_address(address)
+    try:
+        ray.init(address=address, runtime_env=runtime_env, logging_level=console.ray_log_level())
+    except ConnectionError as exc:  # no cluster for "auto", or one with token auth and no token here
+        hint = "" if address == "auto" else (" (a cluster with token auth needs RAY_AUTH_MODE=token and its token: "
+                                             "docs/cluster.md)")
+        raise RayUnreachable(f"could not join the Ray cluster at {address}: "
+                             f"{first_line(exc) or type(exc).__name__}{hint}") from None
     if address == "local":  # on a cluster an autoscaler would see the never-scheduled actor's demand
         console.spend_actor_restart_warning()
-
-
-def _cluster_address(address: str | None) -> str:
-    """What init_ray joins: `address`, else $RAY_ADDRESS, else "local" (a Ray started in this process)."""
-    address = address or os.environ.get("RAY_ADDRESS")
-    return address if address and address != "local" else "local"
+    else:
+        log.info("joined the Ray cluster at %s: %d nodes, %.0f CPUs, %.0f GPUs",
+                 ray.get_runtime_context().gcs_address, alive_nodes(), cluster_cpus(), cluster_gpus())
 
 
 def would_start_here(address: str | None) -> bool:
     """Whether init_ray(address) would start a new one-node Ray in this process: none is joined yet
     and no address (nor $RAY_ADDRESS) names a cluster."""
-    return not ray.is_initialized() and _cluster_address(address) == "local"
+    return not ray.is_initialized() and cluster_address(address) == "local"
 
 
 def starts_cpu_only_here(address: str | None) -> bool:
@@ -86,10 +99,11 @@ def _job_runtime_env() -> dict:
 
 
 def _env_not_set_by_job(job_runtime_env: dict) -> dict[str, str]:
-    """WORKER_ENV and console.worker_env() minus keys a `ray job submit` runtime_env already sets:
+    """WORKER_ENV, the driver's object-storage variables and console.worker_env() minus keys a `ray job submit` runtime_env already sets:
     Ray refuses the same key twice."""
     job_env = job_runtime_env.get("env_vars", {})
-    env = {**WORKER_ENV, **console.worker_env()}
+    storage_env = {key: value for key, value in os.environ.items() if key.startswith(STORAGE_ENV_PREFIXES)}
+    env = {**WORKER_ENV, **storage_env, **console.worker_env()}
     return {key: value for key, value in env.items() if key not in job_env}
 
 

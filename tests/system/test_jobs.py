@@ -389,6 +389,26 @@ def test_run_from_another_directory_with_relative_paths(head, small_input, tmp_p
     assert accuracy["facenet"]["status"] == "ok", printed
 
 
+def test_workers_on_every_node_get_the_drivers_object_storage_settings(head):
+    """AWS_ENDPOINT_URL where faceproc runs reaches the workers of nodes started without it: else
+    their reads of an S3-compatible bucket go to AWS itself."""
+    code = ("import json, logging, os, ray\nfrom faceproc.core.ray_env import init_ray\n"
+            "logging.basicConfig(level=logging.INFO)\n"
+            f"init_ray({head.gcs_address!r})\n"
+            "@ray.remote(num_cpus=1)\ndef seen():\n"
+            "    return ray.get_runtime_context().get_node_id(), os.environ.get('AWS_ENDPOINT_URL')\n"
+            "print(json.dumps(ray.get([seen.options(scheduling_strategy='SPREAD').remote() for _ in range(4)])))")
+    assert "AWS_ENDPOINT_URL" not in head.client_env  # the nodes were started without it
+    done = subprocess.run([sys.executable, "-c", code], env={**head.client_env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    port = head.gcs_address.rsplit(":", 1)[1]
+    assert re.search(rf"joined the Ray cluster at \S+:{port}: 2 nodes, 2 CPUs", done.stderr), done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len({node for node, _ in seen}) == 2
+    assert {endpoint for _, endpoint in seen} == {"http://127.0.0.1:9"}
+
+
 def test_a_path_missing_on_a_node_is_one_clear_error(head, tmp_path):
     """The per-node check names the setting, the path and the node, and suggests shared storage."""
     code = ("import ray; from faceproc.core.ray_env import require_on_every_node; "

@@ -40,6 +40,20 @@ def test_an_unknown_model_stops_run_before_preprocessing(tmp_path, capsys):
     assert "train.models 'nosuchmodel' must be one of all, cnn" in error and not out.exists()
 
 
+@pytest.mark.parametrize("command", ["run", "preprocess", "identify"])
+def test_a_ray_address_nothing_answers_at_creates_no_output(tmp_path, capsys, monkeypatch, command):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there once the socket closes
+    (tmp_path / "photos").mkdir()
+    out = tmp_path / "out"
+    monkeypatch.setenv("RAY_ADDRESS", address)  # as `--ray-address` would
+    error = _refused(capsys, [command, "--input", str(tmp_path / "photos"), "--output", str(out)])
+    assert f"no Ray cluster answers at {address}" in error and not out.exists()
+
+
 def test_a_malformed_config_file(tmp_path, capsys):
     config = tmp_path / "faceproc.toml"
     config.write_text("[preprocess\nface_margin = 0.2\n")

@@ -29,17 +29,6 @@ def test_workers_import_tensorflow_with_the_drivers_settings_and_onednn_on():
     assert seen["onednn"] is True
 
 
-@pytest.mark.parametrize("given, env, joins", [(None, None, "local"), ("local", "10.0.0.1:6379", "local"),
-                                               (None, "10.0.0.1:6379", "10.0.0.1:6379"), ("auto", None, "auto"),
-                                               (None, "local", "local")])
-def test_the_cluster_is_the_address_given_then_ray_address_then_a_new_local_one(given, env, joins, monkeypatch):
-    if env is None:
-        monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    else:
-        monkeypatch.setenv("RAY_ADDRESS", env)
-    assert ray_env._cluster_address(given) == joins
-
-
 def test_a_process_that_joined_ray_starts_none_whatever_the_address(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert not ray_env.would_start_here(None)  # the session's Ray is joined already

@@ -1,0 +1,46 @@
+"""Which Ray cluster a command joins, and whether anything answers there, without importing Ray.
+
+The CLI checks the address before it locks or creates OUT: a wrong one would otherwise make Ray
+retry its GCS connection for minutes, or end in a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from faceproc.core.errors import first_line
+
+CONNECT_SECONDS = 5.0  # a cluster's GCS answers a TCP connect at once; a wrong host or port never does
+
+
+class RayUnreachable(ConnectionError):
+    """The Ray cluster named cannot be joined: said in one line."""
+
+
+def cluster_address(address: str | None) -> str:
+    """What faceproc joins: `address`, else $RAY_ADDRESS, else "local" (a Ray started in this process)."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    return address if address and address != "local" else "local"
+
+
+def check_address(address: str | None) -> None:
+    """Raise :class:`RayUnreachable` when the cluster `address` names cannot be what ray.init joins:
+    an HTTP (dashboard, Jobs API) address, or a host:port where nothing listens. "local", "auto" and
+    ray:// client addresses are left to Ray."""
+    address = cluster_address(address)
+    if address in ("local", "auto") or address.startswith("ray://"):
+        return
+    if address.startswith(("http://", "https://")):
+        raise RayUnreachable(
+            f"Ray address {address} is an HTTP address (a dashboard or Jobs API): join a cluster at its GCS "
+            f"address, host:6379 (what `ray start --head` prints), or submit with `ray job submit --address {address}`")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise RayUnreachable(f"Ray address {address!r} is not host:port (e.g. 10.0.0.5:6379) or 'auto'")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as exc:
+        raise RayUnreachable(
+            f"no Ray cluster answers at {address} ({first_line(exc) or type(exc).__name__}): start one there with "
+            "`ray start --head`, or check the address (`ray status` on the head prints it)") from None
