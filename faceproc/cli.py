@@ -16,7 +16,7 @@ from faceproc.core import layout, storage
 from faceproc.core.errors import first_line
 from faceproc.core.lock import output_lock
 from faceproc.core.model_names import MODEL_NAMES
-from faceproc.core.ray_address import RayUnreachable, check_address
+from faceproc.core.ray_address import RayUnreachable, check_address, job_working_copy
 from faceproc.core.schema import Status
 
 log = logging.getLogger("faceproc")
@@ -45,8 +45,8 @@ def _common(parser: argparse.ArgumentParser, on_ray: bool = True,
 
 def _config(args: argparse.Namespace, **values: object) -> Config:
     """The command's config, checked before anything is locked, created or loaded: its values
-    (`load_config`), on a local disk that its output folders are not files, and that a Ray cluster it
-    names answers."""
+    (`load_config`), on a local disk that its output folders are not files (nor, in a Ray job, inside
+    the job's temporary copy of its working_dir), and that a Ray cluster it names answers."""
     overrides = dict(parse_override(text) for text in args.overrides)
     for key, value in values.items():
         if value is not None:
@@ -54,9 +54,13 @@ def _config(args: argparse.Namespace, **values: object) -> Config:
     if getattr(args, "ray_address", None):
         overrides["ray_address"] = args.ray_address
     config = absolute_paths(load_config(args.config, overrides))
+    job_copy = job_working_copy()
     for what, folder in (("output", config.output), ("identify.into", config.identify.into)):
         if folder and _local_type(folder) == pafs.FileType.File:
             raise ConfigError(f"{what} {folder} is a file, not a folder")
+        if job_copy and folder and storage.is_local(folder) and _inside(storage.resolve(folder)[1], job_copy):
+            raise ConfigError(f"{what} {folder} lies in this job's copy of its working_dir, which Ray deletes when "
+                              "the job ends: give an absolute path on storage every node shares, or a URI (s3://...)")
     if hasattr(args, "ray_address"):  # the commands that may join a cluster: is one there to join?
         try:
             check_address(config.ray_address)
@@ -161,6 +165,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                      "train.gpus_per_worker": args.gpus_per_worker})
     if not fetches_the_dataset(config):  # the default dataset is fetched when missing
         _require_input(config)
+    elif job_working_copy() and _local_type(config.input) == pafs.FileType.NotFound:
+        raise ConfigError(f"input {config.input} is not there, and fetching the dataset would put it in this job's "
+                          "copy of its working_dir, which Ray deletes when the job ends: run `faceproc fetch-data "
+                          "--data-dir DIR` on storage every node shares and pass --input DIR/5-celebrity-faces-dataset")
     result = run_pipeline(config, force=args.force, wait_seconds=args.wait)
     accuracy = result.accuracy
     accuracy_uri = layout.report_file(config.output, layout.ACCURACY_JSON)

@@ -1,11 +1,14 @@
-"""Which Ray cluster a command joins, and whether anything answers there, without importing Ray.
+"""Which Ray cluster a command joins, whether anything answers there, and whether this driver is a
+`ray job submit` job: all without importing Ray.
 
-The CLI checks the address before it locks or creates OUT: a wrong one would otherwise make Ray
-retry its GCS connection for minutes, or end in a traceback.
+The CLI checks these before it locks or creates OUT: a wrong address would otherwise make Ray retry
+its GCS connection for minutes, or end in a traceback, and a relative output in a job would be
+written into a temporary copy that Ray deletes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -44,3 +47,15 @@ def check_address(address: str | None) -> None:
         raise RayUnreachable(
             f"no Ray cluster answers at {address} ({first_line(exc) or type(exc).__name__}): start one there with "
             "`ray start --head`, or check the address (`ray status` on the head prints it)") from None
+
+
+def job_runtime_env() -> dict:
+    """The runtime_env of a `ray job submit` that started this driver, else {}."""
+    job_config = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    return json.loads(job_config).get("runtime_env", {}) if job_config else {}
+
+
+def job_working_copy() -> str | None:
+    """The folder a `ray job submit --working-dir` driver runs in: Ray's temporary copy of that
+    directory, which only this node has and which goes when the job ends. None outside such a job."""
+    return os.getcwd() if job_runtime_env().get("working_dir") else None

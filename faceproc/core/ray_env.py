@@ -8,7 +8,6 @@ their first task.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -18,7 +17,7 @@ import ray
 from faceproc import TF_ENV
 from faceproc.core import console, storage
 from faceproc.core.errors import first_line
-from faceproc.core.ray_address import RayUnreachable, check_address, cluster_address
+from faceproc.core.ray_address import RayUnreachable, check_address, cluster_address, job_runtime_env
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ def init_ray(address: str | None = None) -> None:
     """
     if ray.is_initialized():
         return
-    job_env = _job_runtime_env()
+    job_env = job_runtime_env()
     runtime_env = {"env_vars": _env_not_set_by_job(job_env)}
     if "worker_process_setup_hook" not in job_env:  # Ray takes one hook per job
         runtime_env["worker_process_setup_hook"] = SETUP_HOOK
@@ -90,12 +89,6 @@ def setup_worker() -> None:
     """
     os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
     console.quiet_worker()
-
-
-def _job_runtime_env() -> dict:
-    """The runtime_env of a `ray job submit` that started this driver, else {}."""
-    job_config = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
-    return json.loads(job_config).get("runtime_env", {}) if job_config else {}
 
 
 def _env_not_set_by_job(job_runtime_env: dict) -> dict[str, str]:

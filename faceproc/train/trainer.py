@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from faceproc.config import Config
-from faceproc.core import layout
+from faceproc.core import layout, storage
 from faceproc.models.registry import ModelSpec
 from faceproc.train.data import object_store_dataset
 from faceproc.train.loop import LoopConfig, LoopState, read_state, read_weights, train_func
@@ -67,6 +67,10 @@ def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Calla
         initial_weights=None if initial_weights is None else ray.put(initial_weights),  # workers only
         in_driver=where.in_driver, checkpoint_root=checkpoint_root,
     )
+    run_name, storage_root = f"{spec.name}-{int(time.time())}", _ray_storage(config.output)
+    for old in storage.list_dirs(storage_root):  # left by a killed run: a run never resumes another's
+        if old.startswith(f"{spec.name}-"):
+            storage.delete_dir(storage.join(storage_root, old))
     resources = {"CPU": where.cpus_per_worker}
     if where.use_gpu:
         resources["GPU"] = where.gpus_per_worker
@@ -80,17 +84,20 @@ def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Calla
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["fit"]),
         run_config=RunConfig(
-            name=f"{spec.name}-{int(time.time())}",
-            storage_path=_ray_storage(config.output),
+            name=run_name,
+            storage_path=storage_root,
             failure_config=FailureConfig(max_failures=config.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),  # the latest holds the best weights too
         ),
     )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"{spec.name}: training ended without a checkpoint")
-    with result.checkpoint.as_directory() as directory:
-        return read_state(directory), read_weights(directory, best=True)
+    try:
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise RuntimeError(f"{spec.name}: training ended without a checkpoint")
+        with result.checkpoint.as_directory() as directory:
+            return read_state(directory), read_weights(directory, best=True)
+    finally:  # its checkpoints (the model's weights, twice) served this fit's retries only
+        storage.delete_dir(storage.join(storage_root, run_name))
 
 
 def backend(workers: int) -> Any:

@@ -312,6 +312,18 @@ def test_job_imports_faceproc_from_the_uploaded_working_dir(head, client):
     assert path.startswith(str(head.temp_dir)) and "runtime_resources" in path, message
 
 
+def test_a_job_refuses_paths_in_its_working_dir_copy_before_any_work(head, client, tmp_path):
+    """A relative output would be written into the job's temporary copy of the repository, and the
+    default dataset fetched there: both are refused in one line, before a download or a lock."""
+    status, logs, message = _run_job(client, "python jobs/pipeline.py --output out-rel --models cnn", timeout=300)
+    assert status == "FAILED", message
+    assert re.search(r"faceproc: error: output /\S+/out-rel lies in this job's copy of its working_dir", logs), message
+    status, logs, message = _run_job(client, f"python jobs/pipeline.py --output {tmp_path / 'out'}", timeout=300)
+    assert status == "FAILED", message
+    assert "fetching the dataset would put it in this job's copy of its working_dir" in logs, message
+    assert "fetch:" not in logs and not (tmp_path / "out").exists(), message  # nothing downloaded or created
+
+
 @pytest.fixture(scope="module")
 def pipeline_job(head, client, small_input, tmp_path_factory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("jobs") / "out"

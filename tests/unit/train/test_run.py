@@ -38,9 +38,13 @@ def _config(out: Path, **train) -> Config:
 def test_two_worker_cnn_gives_a_loadable_model_and_history(tmp_path, caplog):
     out = tmp_path / "out"
     write_face_shards(out, COLOURS)
+    killed = out / "_ray_train" / "cnn-1700000000" / "checkpoint_x"  # what a killed run leaves
+    killed.mkdir(parents=True)
+    (killed / "model.weights.npz").write_bytes(b"weights")
     (result,) = run_train(_config(out, models=["cnn"], epochs=2, workers=2, holdout_fraction=0.25))
     assert result["status"] == "ok", result["reason"]
     assert (result["workers"], result["device"], result["epochs_run"]) == (2, "cpu", 2)
+    assert not list((out / "_ray_train").iterdir())  # checkpoints serve one fit: none kept, none left over
     model_dir = out / "models" / "cnn"
     assert [p.name for p in (out / "models").iterdir()] == ["cnn"]  # staged, then swapped in whole
     history = json.loads((model_dir / "history.json").read_text())
