@@ -140,6 +140,24 @@ def test_every_node_uses_a_deep_learning_ami_and_an_instance_profile(cluster):
         assert config["IamInstanceProfile"]["Arn"].startswith("arn:aws:iam::"), name
 
 
+# The system Python of each Ubuntu release the Deep Learning AMIs are built on.
+UBUNTU_PYTHON = {"20.04": "3.8", "22.04": "3.10", "24.04": "3.12"}
+
+
+def test_every_nodes_system_python_is_one_faceproc_installs_on(cluster):
+    """setup_commands build the venv with the AMI's own python3: pip refuses faceproc on a Python
+    outside requires-python (Ubuntu 22.04's 3.10 is one)."""
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    supported = SpecifierSet(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"])
+    for name, node in cluster["available_node_types"].items():
+        release = re.search(r"ubuntu-(\d\d\.\d\d)", node["node_config"]["ImageId"])
+        assert release, f"{name}: an AMI whose Ubuntu release (and so its Python) is not named"
+        assert supported.contains(UBUNTU_PYTHON[release[1]]), (name, release[1], str(supported))
+
+
 def test_setup_installs_the_working_tree_with_the_gpu_extra(cluster):
     assert cluster["file_mounts"] == {"~/faceproc": "."}
     installs = [c for c in cluster["setup_commands"] if "pip install" in c and "-e" in shlex.split(c)]
@@ -202,8 +220,8 @@ def test_rayjob_cluster_has_a_gpu_worker_group_and_token_auth(rayjob):
 
 
 def test_crontab_runs_the_incremental_command_nightly_without_overlap():
-    lines = [l for l in CRONTAB.read_text().splitlines() if l.strip() and not l.lstrip().startswith("#")]
-    jobs = [l for l in lines if "=" not in l.split()[0]]  # skip VAR=value lines
+    lines = [line for line in CRONTAB.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    jobs = [line for line in lines if "=" not in line.split()[0]]  # skip VAR=value lines
     assert len(jobs) == 1
     fields = jobs[0].split(None, 5)
     minute, hour = fields[0], fields[1]

@@ -26,8 +26,9 @@ def test_the_project_asks_for_one_tensorflow_and_a_gpu_extra():
 
 
 def test_requires_python_admits_no_python_the_dependencies_refuse():
-    """The lowest Python requires-python admits is one every installed dependency supports
-    (scikit-image 0.26, which alignment needs, dropped 3.10)."""
+    """Every direct dependency, as installed here (the versions the tests ran against), supports the
+    lowest Python requires-python admits: otherwise a user on that Python gets other versions than the
+    tested ones, or none (scikit-image 0.26, which alignment needs, dropped 3.10)."""
     project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
     floors = [spec.version for spec in SpecifierSet(project["requires-python"]) if spec.operator == ">="]
     assert len(floors) == 1, project["requires-python"]
