@@ -80,6 +80,17 @@ def _require_input(config: Config) -> None:
                               "read its files as photos; name a folder outside it")
 
 
+def _require_fetch_outside_job_copy(config: Config) -> None:
+    """In a `ray job submit --working-dir` job, a missing default dataset is not fetched into Ray's
+    temporary copy of the working_dir (gone when the job ends, and on this node only); a data_dir
+    elsewhere, on shared storage, is fetched into as anywhere else."""
+    job_copy = job_working_copy()
+    if job_copy and _inside(config.input, job_copy) and _local_type(config.input) == pafs.FileType.NotFound:
+        raise ConfigError(f"input {config.input} is not there, and fetching the dataset would put it in this job's "
+                          "copy of its working_dir, which Ray deletes when the job ends: run `faceproc fetch-data "
+                          "--data-dir DIR` on storage every node shares and pass --input DIR/5-celebrity-faces-dataset")
+
+
 def _require_output(config: Config) -> None:
     """The commands that read what `preprocess` wrote refuse a local output folder that does not exist,
     before their lock would create it."""
@@ -163,12 +174,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args, input=args.input, output=args.output, **{"train.models": args.models,
                      "train.epochs": args.epochs, "train.workers": args.workers,
                      "train.gpus_per_worker": args.gpus_per_worker})
-    if not fetches_the_dataset(config):  # the default dataset is fetched when missing
+    if fetches_the_dataset(config):  # the default dataset is fetched when missing
+        _require_fetch_outside_job_copy(config)
+    else:
         _require_input(config)
-    elif job_working_copy() and _local_type(config.input) == pafs.FileType.NotFound:
-        raise ConfigError(f"input {config.input} is not there, and fetching the dataset would put it in this job's "
-                          "copy of its working_dir, which Ray deletes when the job ends: run `faceproc fetch-data "
-                          "--data-dir DIR` on storage every node shares and pass --input DIR/5-celebrity-faces-dataset")
     result = run_pipeline(config, force=args.force, wait_seconds=args.wait)
     accuracy = result.accuracy
     accuracy_uri = layout.report_file(config.output, layout.ACCURACY_JSON)
@@ -217,7 +226,8 @@ def cmd_identify(args: argparse.Namespace) -> int:
 def _training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", help="comma-separated: cnn,resnet50,resnet50_imagenet,facenet (default all)")
     parser.add_argument("--epochs", type=int, help="override every model's default epochs")
-    parser.add_argument("--workers", type=int, help="Ray Train workers per model (default: one per GPU, or one per node on CPUs)")
+    parser.add_argument("--workers", type=int,
+                        help="Ray Train workers per model (default: one per GPU, or one per node on CPUs)")
     parser.add_argument("--gpus-per-worker", type=float, help="default: 1 when the cluster has GPUs, else 0")
     parser.add_argument("--force", action="store_true", help="retrain even when photos and settings are unchanged")
 

@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 from faceproc.core import layout, storage
 from faceproc.core.errors import first_line
@@ -44,7 +44,8 @@ class LockedError(RuntimeError):
 
 
 class OutputUnwritable(OSError):
-    """OUT cannot be written at all (a bucket that does not exist, no permission): said in one line."""
+    """OUT cannot be created or written at all (a bucket that does not exist, no permission, a path
+    under a file): said in one line."""
 
 
 @contextlib.contextmanager
@@ -55,10 +56,7 @@ def output_lock(out: str, wait_seconds: float = 0.0) -> Iterator[None]:
         with output_lease(out, wait_seconds):
             yield
         return
-    _, path = storage.resolve(out)
-    os.makedirs(path, exist_ok=True)
-    lock_path = os.path.join(path, layout.LOCK_FILE)
-    with open(lock_path, "a+") as handle:
+    with _open_lock_file(out) as handle:
         deadline = time.monotonic() + wait_seconds
         while True:
             try:
@@ -81,6 +79,16 @@ def output_lock(out: str, wait_seconds: float = 0.0) -> Iterator[None]:
             handle.seek(0)
             handle.truncate()
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_lock_file(out: str) -> IO[str]:
+    """OUT's lock file, opened for update; OUT is created first (the first write there)."""
+    _, path = storage.resolve(out)
+    try:
+        os.makedirs(path, exist_ok=True)
+        return open(os.path.join(path, layout.LOCK_FILE), "a+")
+    except OSError as exc:
+        raise OutputUnwritable(f"cannot write to {out}: {first_line(exc) or type(exc).__name__}") from exc
 
 
 def read_lease(out: str) -> dict[str, Any] | None:
@@ -124,12 +132,12 @@ def output_lease(out: str, wait_seconds: float = 0.0, ttl: float = TTL_SECONDS,
 
 
 def _try_take(out: str, owner: str, holder: str, ttl: float, settle: float) -> bool:
-    current = read_lease(out)
-    if current is not None and float(current.get("expires", 0)) > time.time():
-        return False
-    try:
+    try:  # the first read and write of OUT: nothing is there to clean up
+        current = read_lease(out)
+        if current is not None and float(current.get("expires", 0)) > time.time():
+            return False
         _write(out, owner, holder, ttl)
-    except OSError as exc:  # the first write to OUT: nothing is there to clean up
+    except OSError as exc:
         raise OutputUnwritable(f"cannot write to {out}: {first_line(exc) or type(exc).__name__}") from exc
     time.sleep(settle)  # let a racing writer's lease land, then see whose came last
     return (read_lease(out) or {}).get("owner") == owner

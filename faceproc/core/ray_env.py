@@ -2,8 +2,8 @@
 
 On a laptop Ray starts inside the process; under `ray job submit` (RAY_ADDRESS set) or with
 `--ray-address` the job joins that cluster. Workers get the environment TensorFlow needs (TF_ENV,
-as the driver has it), the driver's object-storage variables (STORAGE_ENV_PREFIXES), the console settings of `faceproc.core.console`, and `setup_worker` before
-their first task.
+as the driver has it), the driver's object-storage variables (STORAGE_ENV_PREFIXES), the console
+settings of `faceproc.core.console`, and `setup_worker` before their first task.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def init_ray(address: str | None = None) -> None:
     check_address(address)
     try:
         ray.init(address=address, runtime_env=runtime_env, logging_level=console.ray_log_level())
-    except ConnectionError as exc:  # no cluster for "auto", or one with token auth and no token here
+    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:  # no cluster for "auto", a token-auth
+        # cluster without RAY_AUTH_MODE=token here (ConnectionError), or without the token itself
         hint = "" if address == "auto" else (" (a cluster with token auth needs RAY_AUTH_MODE=token and its token: "
                                              "docs/cluster.md)")
         raise RayUnreachable(f"could not join the Ray cluster at {address}: "
@@ -91,13 +92,13 @@ def setup_worker() -> None:
     console.quiet_worker()
 
 
-def _env_not_set_by_job(job_runtime_env: dict) -> dict[str, str]:
-    """WORKER_ENV, the driver's object-storage variables and console.worker_env() minus keys a `ray job submit` runtime_env already sets:
-    Ray refuses the same key twice."""
-    job_env = job_runtime_env.get("env_vars", {})
+def _env_not_set_by_job(job_env: dict) -> dict[str, str]:
+    """WORKER_ENV, the driver's object-storage variables and console.worker_env() minus keys that
+    `job_env` (a `ray job submit` runtime_env) already sets: Ray refuses the same key twice."""
+    job_vars = job_env.get("env_vars", {})
     storage_env = {key: value for key, value in os.environ.items() if key.startswith(STORAGE_ENV_PREFIXES)}
     env = {**WORKER_ENV, **storage_env, **console.worker_env()}
-    return {key: value for key, value in env.items() if key not in job_env}
+    return {key: value for key, value in env.items() if key not in job_vars}
 
 
 def cluster_cpus() -> float:

@@ -100,9 +100,13 @@ class ModelArtifact:
 
     def last_attempt(self) -> dict[str, Any] | None:
         """last_attempt.json: a training that failed or was skipped after the model in use was saved
-        (a later training that succeeds replaces the folder, and this file with it)."""
+        (a later training that succeeds replaces the folder, and this file with it). An unreadable
+        one counts as none: it only ever holds a retry back."""
         uri = self.file(layout.LAST_ATTEMPT_FILE)
-        saved = storage.read_json(uri) if storage.exists(uri) else None
+        try:
+            saved = storage.read_json(uri) if storage.exists(uri) else None
+        except ValueError:
+            return None
         return saved if isinstance(saved, dict) else None
 
     def version(self) -> str:
@@ -292,7 +296,8 @@ class TrainedModel:
             probs = self.model(x, training=False).numpy()
             return [{"person": p, "probability": q} for p, q in openset.decide(probs, self.classes)]
         embeddings = self.backbone(x, training=False).numpy()
-        probs = (self.head(embeddings, training=False) if self.head is not None else self.model(x, training=False)).numpy()
+        probs = (self.head(embeddings, training=False) if self.head is not None
+                 else self.model(x, training=False)).numpy()
         _, distances = openset.nearest_centroid(embeddings, self.centroids)
         decided = openset.decide(probs, self.classes, distances, self.centroids["threshold"])
         return [{"person": p, "probability": q, "distance": float(d)} for (p, q), d in zip(decided, distances)]
@@ -352,7 +357,8 @@ def _split_facenet(model: Any, where: str) -> tuple[Any, Any]:
     try:
         backbone = model.get_layer(BACKBONE_LAYER)
     except ValueError:
-        raise ArtifactError(f"{where}: centroids.json is present but the model has no {BACKBONE_LAYER!r} backbone") from None
+        raise ArtifactError(f"{where}: centroids.json is present but the model has no {BACKBONE_LAYER!r} "
+                            "backbone") from None
     rest = [layer for layer in model.layers if layer is not backbone and not isinstance(layer, keras.layers.InputLayer)]
     head = None
     if len(rest) == 1 and tuple(getattr(rest[0], "input_shape", ()) or ()) == tuple(backbone.output_shape):

@@ -421,6 +421,22 @@ def test_workers_on_every_node_get_the_drivers_object_storage_settings(head):
     assert {endpoint for _, endpoint in seen} == {"http://127.0.0.1:9"}
 
 
+@pytest.mark.parametrize("auth", [{}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": "/nonexistent/auth_token"}],
+                         ids=["no token auth here", "token file missing"])
+def test_joining_a_token_cluster_without_its_token_is_one_line(head, small_input, tmp_path, auth):
+    env = {key: value for key, value in head.client_env.items() if not key.startswith("RAY_AUTH")}
+    done = subprocess.run(
+        [str(BIN / "faceproc"), "preprocess", "--ray-address", head.gcs_address, "--input", str(small_input),
+         "--output", str(tmp_path / "out")],
+        cwd=tmp_path, env={**env, **auth, "HOME": str(tmp_path)},  # no ~/.ray/auth_token either
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"faceproc: error: could not join the Ray cluster at {head.gcs_address}: "), done.stderr
+    assert "token auth needs RAY_AUTH_MODE=token" in done.stderr
+
+
 def test_a_path_missing_on_a_node_is_one_clear_error(head, tmp_path):
     """The per-node check names the setting, the path and the node, and suggests shared storage."""
     code = ("import ray; from faceproc.core.ray_env import require_on_every_node; "

@@ -133,3 +133,21 @@ def test_run_on_the_default_dataset_is_not_refused_when_it_is_still_to_be_fetche
     monkeypatch.chdir(tmp_path)  # a fresh clone: no data/ yet
     assert fetches_the_dataset(absolute_paths(Config()))
     assert not fetches_the_dataset(absolute_paths(Config(input="photos")))
+
+
+def test_a_job_fetches_the_dataset_onto_shared_storage_but_not_into_its_working_dir_copy(tmp_path, monkeypatch):
+    import json
+
+    from faceproc.cli import _require_fetch_outside_job_copy
+    from faceproc.config import Config, ConfigError, absolute_paths
+
+    job_copy, shared = tmp_path / "job_copy", tmp_path / "shared"
+    job_copy.mkdir()
+    monkeypatch.chdir(job_copy)
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"working_dir": "gcs://x.zip"}}))
+    _require_fetch_outside_job_copy(absolute_paths(Config(data_dir=str(shared),
+                                                          input=str(shared / "5-celebrity-faces-dataset"))))
+    with pytest.raises(ConfigError, match="would put it in this job's copy of its working_dir"):
+        _require_fetch_outside_job_copy(absolute_paths(Config()))  # data/ relative to the job's copy
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    _require_fetch_outside_job_copy(absolute_paths(Config()))  # not a job: data/ in the working folder is fine

@@ -35,3 +35,15 @@ def test_waits_for_the_holder(tmp_path):
         waited = time.monotonic() - started
     assert 0.5 < waited < 30  # blocked until the holder let go, then got the lock
     holder.wait()
+
+
+def test_an_output_that_cannot_be_created_is_one_line_and_exit_1(tmp_path, capsys):
+    from faceproc.cli import main
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "a_file").write_text("not a folder")
+    out = tmp_path / "a_file" / "out"  # its parent is a file: the lock's makedirs fails
+    assert main(["preprocess", "--input", str(tmp_path / "photos"), "--output", str(out)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"faceproc: error: cannot write to {out}: ") and "\n" not in error, error
+    assert (tmp_path / "a_file").read_text() == "not a folder"
