@@ -13,9 +13,10 @@ In one invocation, on a private copy of the fetched dataset (COPY) and a fresh o
    a new SHA-256 and the same pixels; then the same command.
 
 With `--scale K` the train split holds K copies of each train photo (copy i with i 0x01 bytes
-appended after the JPEG end-of-image marker, where the new photos of step 3 get one 0x00: a new file and SHA-256, the same pixels), so the first run
-trains on K times the photos while val stays the 25 fetched ones: what the ratios look like when the
-data has grown and the 5 new photos are a smaller share of it.
+appended after the JPEG end-of-image marker, where the new photos of step 3 get one 0x00: a new
+file and SHA-256, the same pixels), so the first run trains on K times the photos while val stays
+the 25 fetched ones: what the ratios look like when the data has grown and the 5 new photos are a
+smaller share of it.
 
 Each run is a subprocess, timed wall clock end to end (Python imports, Ray start-up, the run, Ray
 shut-down), next to the run's own `seconds` from OUT/runs/<run>.json and the CPU seconds of the
@@ -30,7 +31,8 @@ another job's cluster. The machine may be shared: the load average and the cores
 took during each run (machine busy cores from /proc/stat minus the CPU time of the run's process
 tree) are printed with the numbers.
 
-    .venv/bin/python bench/rerun_incremental.py [--models cnn,facenet] [--new 5] [--scale K] [--out /tmp/DIR] [--set K=V]
+    .venv/bin/python bench/rerun_incremental.py [--models cnn,facenet] [--new 5] [--scale K]
+        [--out /tmp/DIR] [--set K=V]
 
 Results: a table on stdout (and as Markdown), DIR/results.json, logs in DIR/logs/ (DIR = --out).
 Write-up: docs/benchmarks.md, "Incremental reruns".
@@ -226,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a faceproc setting for every run, e.g. train.concurrent=true (repeatable)")
     args = parser.parse_args(argv)
+    if args.scale < 1:
+        parser.error(f"--scale must be at least 1, got {args.scale}")
     if not (DATASET / "train").is_dir():
         raise SystemExit(f"{DATASET} missing: run `faceproc fetch-data` first")
 
@@ -236,8 +240,6 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(path)
     logs.mkdir(parents=True, exist_ok=True)
     shutil.copytree(DATASET, copy)
-    if args.scale < 1:
-        raise SystemExit(f"--scale must be at least 1, got {args.scale}")
     scaled = scale_train_split(copy, args.scale) if args.scale > 1 else 0
     photos = sum(1 for p in copy.glob("*/*/*") if p.is_file() and not p.name.startswith("."))
 

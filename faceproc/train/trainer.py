@@ -9,8 +9,10 @@ the split in the driver's memory (`data.Columns`) no Ray at all.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +24,8 @@ from faceproc.models.registry import ModelSpec
 from faceproc.train.data import object_store_dataset
 from faceproc.train.loop import LoopConfig, LoopState, read_state, read_weights, train_func
 from faceproc.train.placement import Placement
+
+log = logging.getLogger(__name__)
 
 
 def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build: Callable[[int], Any],
@@ -69,8 +73,8 @@ def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Calla
     )
     run_name, storage_root = f"{spec.name}-{int(time.time())}", _ray_storage(config.output)
     for old in storage.list_dirs(storage_root):  # left by a killed run: a run never resumes another's
-        if old.startswith(f"{spec.name}-"):
-            storage.delete_dir(storage.join(storage_root, old))
+        if re.fullmatch(rf"{re.escape(spec.name)}-\d+", old):
+            _discard_run_folder(storage.join(storage_root, old))
     resources = {"CPU": where.cpus_per_worker}
     if where.use_gpu:
         resources["GPU"] = where.gpus_per_worker
@@ -97,7 +101,16 @@ def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Calla
         with result.checkpoint.as_directory() as directory:
             return read_state(directory), read_weights(directory, best=True)
     finally:  # its checkpoints (the model's weights, twice) served this fit's retries only
-        storage.delete_dir(storage.join(storage_root, run_name))
+        _discard_run_folder(storage.join(storage_root, run_name))
+
+
+def _discard_run_folder(uri: str) -> None:
+    """Delete a Ray Train run folder; a store that refuses only leaves it for the next fit to retry,
+    and never hides the fit's own outcome."""
+    try:
+        storage.delete_dir(uri)
+    except OSError as exc:
+        log.warning("could not delete Ray Train's run folder %s (%s); the next training retries", uri, exc)
 
 
 def backend(workers: int) -> Any:
