@@ -405,11 +405,13 @@ def test_workers_on_every_node_get_the_drivers_object_storage_settings(head):
     """AWS_ENDPOINT_URL where faceproc runs reaches the workers of nodes started without it: else
     their reads of an S3-compatible bucket go to AWS itself."""
     code = ("import json, logging, os, ray\nfrom faceproc.core.ray_env import init_ray\n"
+            "from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as On\n"
             "logging.basicConfig(level=logging.INFO)\n"
             f"init_ray({head.gcs_address!r})\n"
             "@ray.remote(num_cpus=1)\ndef seen():\n"
             "    return ray.get_runtime_context().get_node_id(), os.environ.get('AWS_ENDPOINT_URL')\n"
-            "print(json.dumps(ray.get([seen.options(scheduling_strategy='SPREAD').remote() for _ in range(4)])))")
+            "nodes = [node['NodeID'] for node in ray.nodes() if node['Alive']]\n"  # one task pinned to each
+            "print(json.dumps(ray.get([seen.options(scheduling_strategy=On(n, soft=False)).remote() for n in nodes])))")
     assert "AWS_ENDPOINT_URL" not in head.client_env  # the nodes were started without it
     done = subprocess.run([sys.executable, "-c", code], env={**head.client_env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
                           capture_output=True, text=True, timeout=300)
