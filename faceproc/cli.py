@@ -54,6 +54,8 @@ def _config(args: argparse.Namespace, **values: object) -> Config:
     if getattr(args, "ray_address", None):
         overrides["ray_address"] = args.ray_address
     config = absolute_paths(load_config(args.config, overrides))
+    if hasattr(args, "ray_address") and config.ray_address is None and os.environ.get("RAY_ADDRESS"):
+        config.ray_address = os.environ["RAY_ADDRESS"]  # what init_ray joins, and so what the saved config says
     job_copy = job_working_copy()
     for what, folder in (("output", config.output), ("identify.into", config.identify.into)):
         if folder and _local_type(folder) == pafs.FileType.File:

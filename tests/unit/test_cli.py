@@ -151,3 +151,20 @@ def test_a_job_fetches_the_dataset_onto_shared_storage_but_not_into_its_working_
         _require_fetch_outside_job_copy(absolute_paths(Config()))  # data/ relative to the job's copy
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
     _require_fetch_outside_job_copy(absolute_paths(Config()))  # not a job: data/ in the working folder is fine
+
+
+def test_the_saved_config_names_the_cluster_that_ray_address_chose(tmp_path, monkeypatch):
+    """`ray job submit` sets $RAY_ADDRESS: the config saved beside the outputs records it, unless the
+    command line or the config file named a cluster, which is what init_ray joins then."""
+    from faceproc.cli import _config, build_parser
+
+    (tmp_path / "photos").mkdir()
+    argv = ["preprocess", "--input", str(tmp_path / "photos"), "--output", str(tmp_path / "out")]
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert _config(build_parser().parse_args(argv)).ray_address is None
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    assert _config(build_parser().parse_args(argv)).ray_address == "auto"
+    assert _config(build_parser().parse_args([*argv, "--ray-address", "local"])).ray_address == "local"
+    config_file = tmp_path / "faceproc.toml"
+    config_file.write_text('ray_address = "local"\n')
+    assert _config(build_parser().parse_args([*argv, "--config", str(config_file)])).ray_address == "local"
