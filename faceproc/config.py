@@ -102,9 +102,12 @@ class TrainConfig:
     seed: int = 0
     facenet_weights: str = "models/facenet_keras.h5"
     facenet_mode: str = "frozen"  # "frozen" (cached embeddings + head) or "finetune"
-    imagenet_weights: str | None = None  # a local ResNet50 notop .h5; None: <models_dir>/resnet50_imagenet_notop.h5, else Keras' download
+    imagenet_weights: str | None = None  # a local ResNet50 notop .h5; None: <models_dir>/resnet50_imagenet_notop.h5,
+    # else Keras' download
     concurrent: bool = False  # fit models at once when the cluster has room for all
     max_failures: int = 2  # worker failures Ray Train retries from the last checkpoint (none in the driver)
+    start_wait_minutes: float = 30.0  # how long a training waits for its workers' resources (an autoscaler's
+    # new node, a lost node's replacement) before it fails; Ray Train's own default waits without end
     online_augment: bool = True  # new variants of every face each epoch, for the models whose recipe asks
     materialize: bool = True  # decode faces once into Ray's object store, not every epoch
     worker_cache_mb: int = 2048  # a worker keeps its materialized share in memory up to this size
@@ -234,6 +237,7 @@ RULES: dict[str, Rule] = {
     "train.patience": _at_least(1),
     "train.facenet_mode": _one_of(FACENET_MODES),
     "train.max_failures": _at_least(0),
+    "train.start_wait_minutes": _at_least(0),
     "train.worker_cache_mb": _at_least(0),
     "train.driver_decode_max_rows": _at_least(0),
     "train.driver_train_max_rows": _at_least(0),

@@ -20,12 +20,16 @@ from typing import Any
 
 from faceproc.config import Config
 from faceproc.core import layout, storage
+from faceproc.core.errors import describe
 from faceproc.models.registry import ModelSpec
 from faceproc.train.data import object_store_dataset
 from faceproc.train.loop import LoopConfig, LoopState, read_state, read_weights, train_func
 from faceproc.train.placement import Placement
 
 log = logging.getLogger(__name__)
+
+START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"  # Ray Train passes it on to its controller
+DEFAULT_START_TIMEOUT_S = 60.0
 
 
 def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build: Callable[[int], Any],
@@ -49,7 +53,7 @@ def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Calla
                  num_classes: int, feature: str, fit: Any, holdout: Any | None, fit_rows: int,
                  initial_weights: list | None, checkpoint_root: str | None) -> tuple[LoopState, list]:
     import ray
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, ControllerError, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
     splits = {"fit": fit} if holdout is None else {"fit": fit, "holdout": holdout}
@@ -90,12 +94,18 @@ def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Calla
         run_config=RunConfig(
             name=run_name,
             storage_path=storage_root,
-            failure_config=FailureConfig(max_failures=config.train.max_failures),
+            failure_config=FailureConfig(max_failures=config.train.max_failures,
+                                         controller_failure_limit=start_retries(config.train.start_wait_minutes)),
             checkpoint_config=CheckpointConfig(num_to_keep=1),  # the latest holds the best weights too
         ),
     )
     try:
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except ControllerError as exc:  # its own first line names no cause
+            raise RayTrainGaveUp(f"{describe(getattr(exc, 'controller_failure', None) or exc)} (a worker group "
+                                 "that cannot get its resources is retried for train.start_wait_minutes, "
+                                 f"{config.train.start_wait_minutes:g} min)") from exc
         if result.checkpoint is None:
             raise RuntimeError(f"{spec.name}: training ended without a checkpoint")
         with result.checkpoint.as_directory() as directory:
@@ -111,6 +121,19 @@ def _discard_run_folder(uri: str) -> None:
         storage.delete_dir(uri)
     except OSError as exc:
         log.warning("could not delete Ray Train's run folder %s (%s); the next training retries", uri, exc)
+
+
+class RayTrainGaveUp(RuntimeError):
+    """Ray Train's controller stopped trying: most often its workers could not get their resources."""
+
+
+def start_retries(wait_minutes: float) -> int:
+    """Ray Train's `controller_failure_limit` for `train.start_wait_minutes`. A worker group that cannot
+    get its resources fails its start after RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (60 s by default)
+    and Ray's default limit (-1) retries it without end: a cluster that lost a node for good, with
+    nothing to replace it, held the run forever."""
+    timeout = float(os.environ.get(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT_S))
+    return max(0, math.ceil(wait_minutes * 60 / timeout) - 1)
 
 
 def backend(workers: int) -> Any:

@@ -82,3 +82,33 @@ def test_the_kept_weights_are_the_best_holdout_epochs_in_the_driver_and_on_a_wor
     head.compile(loss="sparse_categorical_crossentropy")
     assert head.evaluate(holdout_x, holdout_y, verbose=0) == pytest.approx(state.best_loss, abs=1e-4)
     assert set(Path(tempfile.gettempdir()).glob("faceproc-train-*")) == leftovers  # the driver's checkpoints went
+
+
+def test_start_retries_cover_start_wait_minutes(monkeypatch):
+    from faceproc.train.trainer import start_retries
+
+    monkeypatch.delenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", raising=False)
+    assert start_retries(30) == 29  # 30 starts of Ray's 60 s each
+    assert start_retries(0) == 0  # one start, no retry
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "2")
+    assert start_retries(0.1) == 2
+
+
+def test_workers_no_node_can_hold_fail_the_training_after_start_wait_minutes(ray_session, tmp_path, monkeypatch):
+    """A lost node that nothing replaces leaves a worker group without resources: Ray Train's default
+    retries its start without end, and the run waited forever."""
+    import ray
+
+    from faceproc.train.trainer import RayTrainGaveUp
+
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "2")  # Ray Train passes it to its controller
+    config = Config(output=str(tmp_path / "out"))
+    config.train.start_wait_minutes = 0.1  # three starts of 2 s
+    spec = dataclasses.replace(resolve_spec("facenet", config.train), epochs=1)
+    where = Placement(workers=1, use_gpu=False, cpus_per_worker=1000.0, gpus_per_worker=0.0)  # no node has 1000
+    fit_x, fit_y = _noise(16, 0)
+    with pytest.raises(RayTrainGaveUp, match=r"WorkerGroupStartupTimeoutError: .*train\.start_wait_minutes, 0\.1 min"):
+        fit_with_ray_train(config, spec, where, build_embedding_head, 2, "embedding",
+                           {"embedding": fit_x, "label": fit_y}, None, fit_rows=16)
+    pending = [pg for pg in ray.util.placement_group_table().values() if pg["state"] == "PENDING"]
+    assert not pending, pending  # nothing left waiting for the resources
