@@ -13,7 +13,7 @@ import pyarrow.fs as pafs
 from faceproc import __version__
 from faceproc.config import Config, ConfigError, absolute_paths, file_uri_to_path, load_config, parse_override
 from faceproc.core import layout, storage
-from faceproc.core.errors import first_line
+from faceproc.core.errors import message_or_type
 from faceproc.core.lock import output_lock
 from faceproc.core.model_names import MODEL_NAMES
 from faceproc.core.ray_address import RayUnreachable, check_address, job_working_copy
@@ -305,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if not _is_user_error(exc):
             raise
-        print(f"faceproc: error: {first_line(exc) or type(exc).__name__}", file=sys.stderr)
+        print(f"faceproc: error: {message_or_type(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, (ConfigError, FileNotFoundError, ValueError)) else 1
 
 

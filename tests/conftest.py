@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -15,6 +16,13 @@ from typing import Any
 
 import pytest
 from PIL import Image
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: bound, read and closed again."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def encode(im: Image.Image, fmt: str, **save: Any) -> bytes:

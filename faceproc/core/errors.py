@@ -16,6 +16,12 @@ def first_line(exc: BaseException | str) -> str:
     return text.splitlines()[0].strip() if text else ""
 
 
+def message_or_type(exc: BaseException) -> str:
+    """The first line of the message, or the type's name when the message is empty: what follows
+    a sentence's colon."""
+    return first_line(exc) or type(exc).__name__
+
+
 def describe(exc: BaseException) -> str:
     """"Type: first line of the message", or just the type when the message is empty."""
     line = first_line(exc)

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from faceproc.core import layout, storage
-from faceproc.core.errors import first_line
+from faceproc.core.errors import message_or_type
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ class LockedError(RuntimeError):
 class OutputUnwritable(OSError):
     """OUT cannot be created or written at all (a bucket that does not exist, no permission, a path
     under a file): said in one line."""
+
+
+def _unwritable(out: str, exc: OSError) -> OutputUnwritable:
+    return OutputUnwritable(f"cannot write to {out}: {message_or_type(exc)}")
 
 
 @contextlib.contextmanager
@@ -88,7 +92,7 @@ def _open_lock_file(out: str) -> IO[str]:
         os.makedirs(path, exist_ok=True)
         return open(os.path.join(path, layout.LOCK_FILE), "a+")
     except OSError as exc:
-        raise OutputUnwritable(f"cannot write to {out}: {first_line(exc) or type(exc).__name__}") from exc
+        raise _unwritable(out, exc) from exc
 
 
 def read_lease(out: str) -> dict[str, Any] | None:
@@ -138,7 +142,7 @@ def _try_take(out: str, owner: str, holder: str, ttl: float, settle: float) -> b
             return False
         _write(out, owner, holder, ttl)
     except OSError as exc:
-        raise OutputUnwritable(f"cannot write to {out}: {first_line(exc) or type(exc).__name__}") from exc
+        raise _unwritable(out, exc) from exc
     time.sleep(settle)  # let a racing writer's lease land, then see whose came last
     return (read_lease(out) or {}).get("owner") == owner
 

@@ -12,7 +12,7 @@ import json
 import os
 import socket
 
-from faceproc.core.errors import first_line
+from faceproc.core.errors import message_or_type
 
 CONNECT_SECONDS = 5.0  # a cluster's GCS answers a TCP connect at once; a wrong host or port never does
 
@@ -45,7 +45,7 @@ def check_address(address: str | None) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS).close()
     except OSError as exc:
         raise RayUnreachable(
-            f"no Ray cluster answers at {address} ({first_line(exc) or type(exc).__name__}): start one there with "
+            f"no Ray cluster answers at {address} ({message_or_type(exc)}): start one there with "
             "`ray start --head`, or check the address (`ray status` on the head prints it)") from None
 
 

@@ -16,7 +16,7 @@ import ray
 
 from faceproc import TF_ENV
 from faceproc.core import console, storage
-from faceproc.core.errors import first_line
+from faceproc.core.errors import message_or_type
 from faceproc.core.ray_address import RayUnreachable, check_address, cluster_address, job_runtime_env
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def init_ray(address: str | None = None) -> None:
         hint = "" if address == "auto" else (" (a cluster with token auth needs RAY_AUTH_MODE=token and its token: "
                                              "docs/cluster.md)")
         raise RayUnreachable(f"could not join the Ray cluster at {address}: "
-                             f"{first_line(exc) or type(exc).__name__}{hint}") from None
+                             f"{message_or_type(exc)}{hint}") from None
     if address == "local":  # on a cluster an autoscaler would see the never-scheduled actor's demand
         console.spend_actor_restart_warning()
     else:

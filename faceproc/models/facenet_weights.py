@@ -18,7 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from faceproc.core.errors import first_line
+from faceproc.core.errors import message_or_type
 from faceproc.models.errors import WeightsError, WeightsUnavailable
 from faceproc.models.facenet import build_inception_resnet_v1, wrap_backbone
 from faceproc.models.keras_env import keras
@@ -35,7 +35,7 @@ def _open(path: str) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise WeightsError(f"FaceNet weights {path} cannot be read as HDF5: {(first_line(exc) or type(exc).__name__)}") from None
+        raise WeightsError(f"FaceNet weights {path} cannot be read as HDF5: {message_or_type(exc)}") from None
 
 
 def read_model_config(path: str) -> str:
@@ -107,5 +107,5 @@ def load_facenet_backbone(weights_path: str) -> keras.Model:
                 raise WeightsError(f"FaceNet weights {path} hold no model_weights group")
             copy_weights(inception, f, path)
         except (OSError, KeyError, RuntimeError) as exc:  # h5py errors on a truncated or damaged file
-            raise WeightsError(f"FaceNet weights {path} are corrupt: {(first_line(exc) or type(exc).__name__)}") from None
+            raise WeightsError(f"FaceNet weights {path} are corrupt: {message_or_type(exc)}") from None
     return wrap_backbone(inception)

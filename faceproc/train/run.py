@@ -93,9 +93,9 @@ def standing_result(config: Config, name: str, data: TrainingData, force: bool) 
     """The saved result this run keeps instead of training `name`, or None to train it.
 
     Kept: a model trained with the same inputs (`up_to_date`), and a model (or a retraining beside a
-    usable one) `skipped` less than `SKIP_RETRY_SECONDS` ago whose weights are still not on this machine, whatever photos or recipe
-    changed since (the download is not retried on every scheduled rerun; a weights file put in place,
-    or another weights setting, is tried at once)."""
+    usable one) `skipped` less than `SKIP_RETRY_SECONDS` ago whose weights are still not on this
+    machine, whatever photos or recipe changed since (the download is not retried on every scheduled
+    rerun; a weights file put in place, or another weights setting, is tried at once)."""
     if force:
         return None
     artifact = ModelArtifact(config.output, name)

@@ -42,11 +42,9 @@ def test_an_unknown_model_stops_run_before_preprocessing(tmp_path, capsys):
 
 @pytest.mark.parametrize("command", ["run", "preprocess", "identify"])
 def test_a_ray_address_nothing_answers_at_creates_no_output(tmp_path, capsys, monkeypatch, command):
-    import socket
+    from tests.conftest import closed_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there once the socket closes
+    address = f"127.0.0.1:{closed_port()}"
     (tmp_path / "photos").mkdir()
     out = tmp_path / "out"
     monkeypatch.setenv("RAY_ADDRESS", address)  # as `--ray-address` would

@@ -7,6 +7,7 @@ import socket
 import pytest
 
 from faceproc.core.ray_address import RayUnreachable, check_address, cluster_address
+from tests.conftest import closed_port
 
 
 @pytest.mark.parametrize("given, env, joins", [(None, None, "local"), ("local", "10.0.0.1:6379", "local"),
@@ -20,15 +21,9 @@ def test_the_cluster_is_the_address_given_then_ray_address_then_a_new_local_one(
     assert cluster_address(given) == joins
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # closed again when this returns: nothing listens there
-
-
 def test_a_port_nothing_listens_on_is_refused_at_once(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    address = f"127.0.0.1:{_closed_port()}"
+    address = f"127.0.0.1:{closed_port()}"
     with pytest.raises(RayUnreachable, match=rf"no Ray cluster answers at {address} \(.*refused"):
         check_address(address)
 
