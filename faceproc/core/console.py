@@ -49,6 +49,7 @@ FORWARDED_NOISE_PATTERNS = (
 )
 FORWARDED_NOISE = "|".join(FORWARDED_NOISE_PATTERNS)
 ACTOR_RESTART_WARNING = re.compile(r"core_worker\.cc:\d+: .*max_restarts > 0")
+GCS_REFUSAL = re.compile(r"gcs_client\.cc:\d+: Failed to get cluster ID from GCS server: (.+)$")
 ABSL_LINE = re.compile(r"^([IWEF])\d{4} ")  # absl's prefix: severity, then MMDD
 ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 
@@ -129,6 +130,29 @@ def spend_actor_restart_warning() -> None:
     with native_stderr(lambda line: not ACTOR_RESTART_WARNING.search(line)):
         handle = _SpendWarning.remote(argument)
     del handle  # out of scope: Ray removes the pending actor
+
+
+@contextlib.contextmanager
+def gcs_refusals() -> Iterator[list[str]]:
+    """Around `ray.init` joining a cluster: Ray's C++ GCS client logs each refused attempt once a
+    second for about 20 s (a token-auth cluster asked without its token says "Unauthenticated ...
+    InvalidAuthToken") before Python raises a ConnectionError that names no reason. Those lines are
+    dropped and their reasons collected into the yielded list (filled when the block exits), so the
+    caller's one-line error can say why. Only for a join: a local Ray's processes, started inside
+    the block, would inherit the capture as their stderr. With -v the lines stay."""
+    reasons: list[str] = []
+    if verbose():
+        yield reasons
+        return
+
+    def keep(line: str) -> bool:
+        refusal = GCS_REFUSAL.search(line)
+        if refusal:
+            reasons.append(refusal.group(1))
+        return refusal is None
+
+    with native_stderr(keep):
+        yield reasons
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ settings of `faceproc.core.console`, and `setup_worker` before their first task.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -49,14 +50,17 @@ def init_ray(address: str | None = None) -> None:
         runtime_env["worker_process_setup_hook"] = SETUP_HOOK
     address = cluster_address(address)
     check_address(address)
+    # a join's refused attempts, as reasons; a local start spawns processes that must keep the real stderr
+    refused = console.gcs_refusals() if address != "local" else contextlib.nullcontext([])
     try:
-        ray.init(address=address, runtime_env=runtime_env, logging_level=console.ray_log_level())
+        with refused as refusals:
+            ray.init(address=address, runtime_env=runtime_env, logging_level=console.ray_log_level())
     except (ConnectionError, ray.exceptions.AuthenticationError) as exc:  # no cluster for "auto", a token-auth
         # cluster without RAY_AUTH_MODE=token here (ConnectionError), or without the token itself
         hint = "" if address == "auto" else (" (a cluster with token auth needs RAY_AUTH_MODE=token and its token: "
                                              "docs/cluster.md)")
-        raise RayUnreachable(f"could not join the Ray cluster at {address}: "
-                             f"{message_or_type(exc)}{hint}") from None
+        reason = f"the cluster refused this client: {refusals[-1]}" if refusals else message_or_type(exc)
+        raise RayUnreachable(f"could not join the Ray cluster at {address}: {reason}{hint}") from None
     if address == "local":  # on a cluster an autoscaler would see the never-scheduled actor's demand
         console.spend_actor_restart_warning()
     else:
