@@ -33,6 +33,12 @@ from faceproc.preprocess.geometry import downscale_for_detection, face_crop, map
 THRESHOLD_PNET = 0.6
 THRESHOLD_RNET = 0.7
 CANDIDATE_THRESHOLD = 0.0
+# A photo without a confident face is detected once more, alone, with R-Net's gate lowered to this:
+# R-Net only prunes candidates before O-Net scores them, and its score for one face swings with the
+# pixel grid of MTCNN's pyramid (a clear 220x165 train photo: R-Net below 0.7 at its own size, O-Net
+# 1.00 once past it; found or lost with the batch's padding). O-Net's `min_face_confidence` still
+# decides; a photo that has a confident face keeps the first pass, so no false positive is added there.
+RETRY_THRESHOLD_RNET = 0.5
 
 # mtcnn 1.0.0 bug: fix_bboxes_offsets() pairs the ids of the images that HAVE detections with the
 # per-image padding by position, so one image without any detection shifts the boxes of every
@@ -126,13 +132,14 @@ class FaceDetector:
 
     # ---- detection core, shared by __call__ and detect_all
 
-    def _mtcnn_call(self, images: list[np.ndarray]) -> list[list[dict[str, Any]]]:
+    def _mtcnn_call(self, images: list[np.ndarray], threshold_rnet: float = THRESHOLD_RNET
+                    ) -> list[list[dict[str, Any]]]:
         results = self._mtcnn.detect_faces(
             list(images),
             box_format="xyxy",
             min_face_size=self.config.min_face_size,
             threshold_pnet=THRESHOLD_PNET,
-            threshold_rnet=THRESHOLD_RNET,
+            threshold_rnet=threshold_rnet,
             threshold_onet=CANDIDATE_THRESHOLD,
             batch_stack_justification=BATCH_JUSTIFICATION,
         )
@@ -148,10 +155,11 @@ class FaceDetector:
 
         One item per image: a list of {"box", "confidence", "keypoints"} (possibly empty), or the
         exception that image raised. Images are downscaled, sorted by size and detected in chunks of
-        `detect_batch_size` (one MTCNN call when the batch is that size). An image whose chunk
-        yielded no confident face is detected once more on its own: mtcnn 1.0's batched result for
-        a photo depends slightly on its batch neighbours (zero padding, the order of tied scores in
-        its NMS), and a face the photo alone shows must not be lost to that.
+        `detect_batch_size` (one MTCNN call when the batch is that size). An image without a
+        confident face is detected once more on its own, with R-Net's gate at RETRY_THRESHOLD_RNET:
+        mtcnn 1.0's result for a photo depends on its batch neighbours (it zero-pads the batch to its
+        largest photo, which moves the pyramid's pixel grid), and a face must not be found or lost by
+        that, nor by which command (`predict` detects one photo at a time) looks at the photo.
         """
         results: list[list[dict[str, Any]] | Exception] = [[] for _ in images]
         prepared: dict[int, tuple[np.ndarray, float, float]] = {}
@@ -167,9 +175,9 @@ class FaceDetector:
             faces = [map_to_original(face, fx, fy, width, height) for face in raw]
             return sorted(faces, key=lambda face: -face["confidence"])
 
-        def alone(index: int) -> list[dict[str, Any]] | Exception:
+        def alone(index: int, threshold_rnet: float = THRESHOLD_RNET) -> list[dict[str, Any]] | Exception:
             try:
-                return finish(index, self._mtcnn_call([prepared[index][0]])[0])
+                return finish(index, self._mtcnn_call([prepared[index][0]], threshold_rnet)[0])
             except self._image_errors as exc:
                 return exc
 
@@ -191,8 +199,8 @@ class FaceDetector:
                     results[index] = finish(index, raw)
                 except self._image_errors as exc:
                     results[index] = exc
-                if len(chunk) > 1 and not isinstance(results[index], Exception) and not self._confident(results[index]):
-                    retried = alone(index)
+                if not isinstance(results[index], Exception) and not self._confident(results[index]):
+                    retried = alone(index, RETRY_THRESHOLD_RNET)
                     if not isinstance(retried, Exception) and self._confident(retried):
                         results[index] = retried
         return results

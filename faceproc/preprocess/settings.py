@@ -26,7 +26,8 @@ def row_settings(prep: PreprocessConfig) -> dict[str, Any]:
     (MTCNN thresholds, augmentation ranges, the alignment template), so a code change counts too."""
     hints = typing.get_type_hints(PreprocessConfig)  # 0 and 0.0 are one setting: the field's own type
     settings: dict[str, Any] = {name: hints[name](getattr(prep, name)) for name in ROW_FIELDS}
-    settings["detector"] = [detector.THRESHOLD_PNET, detector.THRESHOLD_RNET, detector.CANDIDATE_THRESHOLD]
+    settings["detector"] = [detector.THRESHOLD_PNET, detector.THRESHOLD_RNET, detector.CANDIDATE_THRESHOLD,
+                            detector.RETRY_THRESHOLD_RNET]
     settings["augment_ranges"] = [augment.MAX_ROTATION_DEG, augment.MAX_ZOOM, augment.MAX_SHIFT,
                                   augment.FLIP_PROBABILITY, list(augment.BRIGHTNESS_RANGE)]
     settings["align_template"] = geometry.ALIGN_TEMPLATE.round(4).tolist()
