@@ -5,8 +5,8 @@ mtcnn 1.0 zero-pads a batch to its largest photo, which moves the pyramid's pixe
 boxes and scores change with its neighbours. Each photo of the fetched dataset is detected three ways:
 alone (what `predict` does), in batches of `detect_batch_size` sorted by size (a run's batch) and in
 batches of random neighbours (another run's). For each way it prints the photos with a confident face
-and the seconds (the fastest of `--repeats`), and against "alone": photos whose face is found one way and not the other, and the
-largest coordinate difference of the chosen box (p50, p90, max).
+and the seconds (the fastest of `--repeats`), and against "alone": photos whose face is found one way
+and not the other, and the largest coordinate difference of the chosen box (p50, p90, max).
 
     .venv/bin/python bench/detection_consistency.py
 """
@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine  # noqa: E402
+
 from faceproc.config import PreprocessConfig  # noqa: E402
 from faceproc.preprocess import detector  # noqa: E402
 from faceproc.preprocess.decode import decode_image  # noqa: E402
@@ -49,7 +50,8 @@ def chosen_faces(face_detector: detector.FaceDetector, groups: list[list[int]], 
         for index, candidates in zip(group, face_detector.detect_candidates([photos[i] for i in group])):
             confident = [] if isinstance(candidates, Exception) else face_detector._confident(candidates)
             pick = select_face(confident, face_detector.config.min_face_confidence)
-            chosen[index] = None if pick is None else (np.asarray(confident[pick]["box"]), confident[pick]["confidence"])
+            face = None if pick is None else confident[pick]
+            chosen[index] = None if face is None else (np.asarray(face["box"]), face["confidence"])
     return chosen, time.perf_counter() - started
 
 
