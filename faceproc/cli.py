@@ -11,7 +11,15 @@ from collections.abc import Callable, Sequence
 import pyarrow.fs as pafs
 
 from faceproc import __version__
-from faceproc.config import Config, ConfigError, absolute_paths, file_uri_to_path, load_config, parse_override
+from faceproc.config import (
+    Config,
+    ConfigError,
+    absolute_paths,
+    explicit_keys,
+    file_uri_to_path,
+    load_config,
+    parse_override,
+)
 from faceproc.core import layout, storage
 from faceproc.core.errors import message_or_type
 from faceproc.core.lock import output_lock
@@ -101,6 +109,19 @@ def _require_output(config: Config) -> None:
                                 f"--output {config.output}` (or `faceproc preprocess`) first")
 
 
+def _adopt_rows_preprocessing(config: Config, args: argparse.Namespace) -> None:
+    """`train` and `evaluate` read face rows without making them: their config takes the row-shaping
+    preprocessing values of the run that made OUT's rows (OUT/config.json), so the config they save
+    says what produced their outputs; one the user set to something else is refused in one line."""
+    from faceproc.preprocess.settings import adopt_row_fields
+
+    uri = layout.config(config.output)
+    if not storage.exists(uri):
+        return
+    asked = explicit_keys(args.config, dict(parse_override(text) for text in args.overrides))
+    adopt_row_fields(config.preprocess, storage.read_json(uri).get("preprocess", {}), asked, args.command)
+
+
 def _inside(path: str, folder: str) -> bool:
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
@@ -143,6 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "train.models": args.models, "train.epochs": args.epochs, "train.workers": args.workers,
         "train.gpus_per_worker": args.gpus_per_worker})
     _require_output(config)
+    _adopt_rows_preprocessing(config, args)
     with output_lock(config.output, args.wait):
         results = run_train(config, force=args.force)
     for result in results:
@@ -162,6 +184,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     config = _config(args, output=args.output)
     _require_output(config)
+    _adopt_rows_preprocessing(config, args)
     with output_lock(config.output, args.wait):
         rows = run_evaluate(config)
     print(format_table(rows))
@@ -254,12 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="fit the models on the face shards (Ray Train)")
     train.add_argument("--output", required=True, help="the folder or URI preprocess wrote")
     _training_options(train)
-    _common(train)
+    _common(train, example="train.batch_size=32")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="predictions, accuracy table and report.html")
     evaluate.add_argument("--output", required=True, help="the folder or URI train wrote")
-    _common(evaluate)
+    _common(evaluate, example="evaluate.unknown_far=0.05")
     evaluate.set_defaults(func=cmd_evaluate)
 
     run = sub.add_parser("run", help="the main job: fetch, preprocess, train, evaluate (incremental)")

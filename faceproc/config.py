@@ -185,6 +185,17 @@ def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = N
     return config
 
 
+def explicit_keys(path: str | None, overrides: Mapping[str, Any]) -> set[str]:
+    """The dotted keys that the file at `path` or `overrides` gave a value, rather than the defaults."""
+    def dotted(data: Mapping[str, Any], prefix: str) -> set[str]:
+        keys = set()
+        for key, value in data.items():
+            keys |= dotted(value, f"{prefix}{key}.") if isinstance(value, Mapping) else {prefix + key}
+        return keys
+
+    return dotted(_read_file(Path(path)) if path else {}, "") | set(overrides)
+
+
 Rule = tuple[Callable[[Any], bool], str]  # (test of one value, what it requires)
 
 

@@ -127,13 +127,12 @@ def stale_reason(out: str, result: dict[str, Any], val_settings: set[str]) -> st
     A model trained on rows made with other preprocessing settings (another margin, alignment off, ...)
     would be scored on crops it never saw; a model whose result.json records no settings (an earlier
     faceproc) is evaluated as before."""
-    from faceproc.preprocess.settings import describe_change, saved_settings  # MTCNN's and OpenCV's constants
+    from faceproc.preprocess.settings import describe_settings_change  # MTCNN's and OpenCV's constants
 
     trained_on = set(result.get("row_settings") or [])
     if not trained_on or not val_settings or val_settings <= trained_on:
         return None
-    now = saved_settings(out, min(val_settings))
-    change = describe_change(saved_settings(out, min(trained_on)), now) if now else "the current ones are not recorded"
+    change = describe_settings_change(out, trained_on, val_settings)
     return (f"trained on other preprocessing settings than the validation faces now hold ({change}): not "
             f"evaluated; `{ModelArtifact(out, result['model']).train_command}` retrains it")
 

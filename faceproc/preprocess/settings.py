@@ -13,7 +13,7 @@ import json
 import typing
 from typing import Any
 
-from faceproc.config import PreprocessConfig
+from faceproc.config import ConfigError, PreprocessConfig
 from faceproc.core import layout, storage
 from faceproc.preprocess import augment, detector, geometry
 
@@ -36,6 +36,23 @@ def row_settings(prep: PreprocessConfig) -> dict[str, Any]:
     return settings
 
 
+def adopt_row_fields(prep: PreprocessConfig, made_with: dict[str, Any], explicit: set[str], command: str) -> None:
+    """For a command that reads face rows without making them (`train`, `evaluate`): set `prep`'s
+    ROW_FIELDS to `made_with` (the preprocessing config that made OUT's rows), so the config saved
+    beside its outputs says what produced them. A value the user set that differs would not be
+    applied, so it is refused (ConfigError) rather than recorded."""
+    for name in ROW_FIELDS:
+        if name not in made_with:
+            continue
+        key, asked = f"preprocess.{name}", getattr(prep, name)
+        before = type(asked)(made_with[name])
+        if key in explicit and asked != before:
+            raise ConfigError(f"{key}={_text(asked)} is not applied by `faceproc {command}`: the face rows in the "
+                              f"output were made with {_text(before)}; `faceproc preprocess` (or `faceproc run`) "
+                              "makes them again with it")
+        setattr(prep, name, before)
+
+
 def fingerprint(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -48,6 +65,15 @@ def describe_change(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
     changed = [f"{key} {_text(old.get(key))} -> {_text(new.get(key))}"
                for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
     return ", ".join(changed) or "no visible difference"
+
+
+def describe_settings_change(out: str, before: set[str], now: set[str]) -> str:
+    """What differs between the settings two sets of row fingerprints in OUT stand for
+    ("face_margin 0.1 -> 0.2"), as their saved settings records say."""
+    current = saved_settings(out, min(now)) if now else None
+    if current is None:
+        return "the current ones are not recorded"
+    return describe_change(saved_settings(out, min(before)) if before else None, current)
 
 
 def _text(value: Any) -> str:

@@ -148,8 +148,24 @@ def model_inputs(config: Config, spec: ModelSpec, data: TrainingData) -> dict[st
     return json.loads(json.dumps(settings))  # as result.json will hold it (tuples become lists)
 
 
-def retrain_reason(saved: dict[str, Any] | None, inputs: dict[str, Any], force: bool) -> str:
-    """Why a model is trained this run, for result.json, the run record and the console."""
+def row_settings_change(out: str, saved: dict[str, Any] | None, now: set[str]) -> str | None:
+    """How the preprocessing settings `now` of the live train rows (their fingerprints) differ from
+    those `saved` was trained on ("face_margin 0.1 -> 0.2"), or None when they do not (or the saved
+    result does not say)."""
+    from faceproc.preprocess.settings import describe_settings_change  # MTCNN's and OpenCV's constants
+
+    before = set((saved or {}).get("row_settings") or [])
+    return describe_settings_change(out, before, now) if before and before != now else None
+
+
+def _row_settings(data: TrainingData) -> set[str]:
+    return set(data.photos["settings"].to_pylist()) - {None}
+
+
+def retrain_reason(saved: dict[str, Any] | None, inputs: dict[str, Any], force: bool,
+                   settings_change: str | None = None) -> str:
+    """Why a model is trained this run, for result.json, the run record and the console; a change of
+    the train photos' preprocessing settings (`row_settings_change`) is named as such."""
     if force:
         return "forced (--force)"
     if saved is None or saved.get("status") != Status.OK:
@@ -163,7 +179,8 @@ def retrain_reason(saved: dict[str, Any] | None, inputs: dict[str, Any], force: 
         if old == new:
             continue
         if key == "data":
-            changes.append("the live train photos changed")
+            changes.append(f"preprocessing settings changed ({settings_change})" if settings_change
+                           else "the live train photos changed")
         elif isinstance(old, dict) and isinstance(new, dict):
             changes += [f"{key}.{k} {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new))
                         if old.get(k) != new.get(k)]
@@ -188,7 +205,8 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
         frozen_head = name == "facenet" and config.train.facenet_mode == "frozen"
         start = choose_start(frozen_head, previous, artifact.trained_photos() if previous else None, inputs,
                              data.photos, data.classes, force, config.train.warm_start_max_change)
-        result.update(fingerprint=fingerprint, inputs=inputs, trained_because=retrain_reason(previous, inputs, force),
+        because = retrain_reason(previous, inputs, force, row_settings_change(config.output, previous, _row_settings(data)))
+        result.update(fingerprint=fingerprint, inputs=inputs, trained_because=because,
                       start="warm" if start.warm else "scratch", start_reason=start.reason)
         recipe = warm_spec(spec, config.train, start.changed_share) if start.warm else spec
         if spec.local_weights is not None and not frozen_head and not (start.warm and where.in_driver):
@@ -278,7 +296,7 @@ def _fit(config: Config, spec: ModelSpec, recipe: ModelSpec, data: TrainingData,
         "classes": data.classes,
         "fit_photos": data.fit_photos,
         "holdout_photos": data.holdout_photos,
-        "row_settings": sorted(set(data.photos["settings"].to_pylist()) - {None}),  # the crop inference must cut
+        "row_settings": sorted(_row_settings(data)),  # the crop inference must cut
     }
     photos = data.photos if warm_from is None else warm_from.trained_photos()  # the base a warm start kept
     return TrainedFiles(model, data.classes, state.history, centroids, photos), facts

@@ -88,7 +88,11 @@ def choose_start(frozen_head: bool, saved: dict[str, Any] | None, base_photos: p
     if before != now:
         keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         return Start(False, f"training settings changed ({', '.join(keys)})")
+    if set(pc.unique(base_photos["settings"]).to_pylist()) != set(pc.unique(photos["settings"]).to_pylist()):
+        return Start(False, "the train photos' preprocessing settings changed since the last full training")
     changes = changed_photos(base_photos, photos)
+    if changes.total == 0:  # photos added since were removed again: the fine-tuning follows them back
+        return Start(True, f"the {photos.num_rows} live train photos are again those of the last full training")
     share = changes.total / max(1, photos.num_rows)
     words = (f"since the last full training {changes.describe()} ({share:.0%} of the {photos.num_rows} live "
              f"ones")

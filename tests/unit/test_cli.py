@@ -166,3 +166,35 @@ def test_the_saved_config_names_the_cluster_that_ray_address_chose(tmp_path, mon
     config_file = tmp_path / "faceproc.toml"
     config_file.write_text('ray_address = "local"\n')
     assert _config(build_parser().parse_args([*argv, "--config", str(config_file)])).ray_address == "local"
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_train_and_evaluate_save_the_preprocessing_their_rows_were_made_with(tmp_path, capsys, command):
+    """They read face rows without making them: the config they save takes the row settings of the run
+    that made the rows (OUT/config.json), and a different one the user sets is refused, not recorded."""
+    import json
+
+    from faceproc.cli import _adopt_rows_preprocessing, _config, build_parser
+    from faceproc.config import Config
+
+    out = tmp_path / "out"
+    out.mkdir()
+    made_with = Config().to_dict()
+    made_with["preprocess"].update(face_margin=0.2, align=False)
+    (out / "config.json").write_text(json.dumps(made_with))
+
+    args = build_parser().parse_args([command, "--output", str(out), "--set", "preprocess.detector_actors=3"])
+    config = _config(args, output=args.output)
+    _adopt_rows_preprocessing(config, args)
+    assert (config.preprocess.face_margin, config.preprocess.align) == (0.2, False)  # the rows' values
+    assert config.preprocess.detector_actors == 3  # not a row setting: as given
+
+    error = _refused(capsys, [command, "--output", str(out), "--set", "preprocess.face_margin=0.3"])
+    assert f"preprocess.face_margin=0.3 is not applied by `faceproc {command}`" in error and "made with 0.2" in error
+    config_file = tmp_path / "faceproc.toml"
+    config_file.write_text("[preprocess]\nalign = true\n")
+    assert "preprocess.align=true is not applied" in _refused(capsys, [command, "--output", str(out),
+                                                                      "--config", str(config_file)])
+    config_file.write_text("[preprocess]\nface_margin = 0.2\n")  # the same as the rows: nothing to refuse
+    args = build_parser().parse_args([command, "--output", str(out), "--config", str(config_file)])
+    _adopt_rows_preprocessing(_config(args, output=args.output), args)

@@ -116,6 +116,25 @@ def test_retrain_reason_names_what_changed():
     changed = {**inputs, "data": "photos-2", "recipe": {"epochs": 60, "image_size": 32}, "seed": 1}
     assert retrain_reason(saved, changed, force=False) == (
         "the live train photos changed; recipe.epochs 45 -> 60; seed 0 -> 1")
+    assert retrain_reason(saved, {**inputs, "data": "photos-2"}, False, "face_margin 0.1 -> 0.2") == (
+        "preprocessing settings changed (face_margin 0.1 -> 0.2)")
+
+
+def test_a_retraining_names_the_preprocessing_settings_its_rows_changed_by(tmp_path):
+    from faceproc.config import PreprocessConfig
+    from faceproc.preprocess.settings import fingerprint, row_settings
+    from faceproc.train.run import row_settings_change
+
+    records = {}
+    for margin in (0.1, 0.2):
+        settings = row_settings(PreprocessConfig(face_margin=margin))
+        records[margin] = fingerprint(settings)
+        (tmp_path / "settings").mkdir(exist_ok=True)
+        (tmp_path / "settings" / f"{records[margin]}.json").write_text(json.dumps(settings))
+    saved = {"status": "ok", "row_settings": [records[0.1]]}
+    assert row_settings_change(str(tmp_path), saved, {records[0.2]}) == "face_margin 0.1 -> 0.2"
+    assert row_settings_change(str(tmp_path), saved, {records[0.1]}) is None  # the same settings
+    assert row_settings_change(str(tmp_path), {"status": "ok"}, {records[0.2]}) is None  # not recorded then
 
 
 def test_imagenet_weights_unavailable_is_skipped_with_the_path(tmp_path, monkeypatch):

@@ -69,11 +69,17 @@ def test_fine_tuning_length_never_passes_the_configured_epochs():
     (dict(classes=["a", "b", "c"]), "people changed (+c)"),
     (dict(inputs={**INPUTS, "data": "d2", "seed": 1}), "training settings changed (seed)"),
     (dict(current=photos(130)), "30 train photos added, 0 removed and 0 changed (23% of the 130 live ones > 20%)"),
-    (dict(current=photos(100, settings="s2")), "0 removed and 100 changed (100% of the 100"),
+    (dict(current=photos(100, settings="s2")), "the train photos' preprocessing settings changed"),
 ])
 def test_scratch_when_it_must(case, why):
     start = decide(**case)
     assert not start.warm and why in start.reason, start.reason
+
+
+def test_photos_added_and_removed_again_fine_tune_back_in_one_epoch_and_say_so():
+    start = decide(current=photos(100))  # the base itself: the photos added since are gone again
+    assert start.warm and start.changed_share == 0.0
+    assert start.reason == "the 100 live train photos are again those of the last full training"
 
 
 def test_scratch_without_a_record_of_the_last_full_trainings_photos():
