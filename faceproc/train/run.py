@@ -205,7 +205,8 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
         frozen_head = name == "facenet" and config.train.facenet_mode == "frozen"
         start = choose_start(frozen_head, previous, artifact.trained_photos() if previous else None, inputs,
                              data.photos, data.classes, force, config.train.warm_start_max_change)
-        because = retrain_reason(previous, inputs, force, row_settings_change(config.output, previous, _row_settings(data)))
+        settings_change = row_settings_change(config.output, previous, _row_settings(data))
+        because = retrain_reason(previous, inputs, force, settings_change)
         result.update(fingerprint=fingerprint, inputs=inputs, trained_because=because,
                       start="warm" if start.warm else "scratch", start_reason=start.reason)
         recipe = warm_spec(spec, config.train, start.changed_share) if start.warm else spec
