@@ -68,10 +68,10 @@ def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0)
         fitted = [r["model"] for r in result.training if r["status"] == Status.OK and not r.get("up_to_date")]
         stages["train"] = f"fitted {', '.join(fitted)}" if fitted else "all models up to date"
 
-        reports_missing = not storage.exists(layout.report_file(config.output, layout.ACCURACY_JSON))
-        if force or changed or fitted or reports_missing:
-            why = "forced" if force else ("photos changed" if changed else
-                                          "models retrained" if fitted else "no report yet")
+        accuracy_uri = layout.report_file(config.output, layout.ACCURACY_JSON)
+        reported = storage.read_json(accuracy_uri) if storage.exists(accuracy_uri) else None
+        why = evaluation_reason(force, changed, result.training, reported)
+        if why:
             stage(4, "evaluate", why)
             result.accuracy = run_evaluate(config)
             stages["evaluate"] = f"ran: {why}"
@@ -92,6 +92,25 @@ def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0)
             "accuracy": result.accuracy,
         })
     return result
+
+
+def evaluation_reason(force: bool, photos_changed: int, training: list[dict[str, Any]],
+                      reported: list[dict[str, Any]] | None) -> str | None:
+    """Why `run` evaluates this time, or None: the photos changed, a model was retrained, or a model's
+    training came out otherwise than the report (`reported`, accuracy.json's rows) says, such as a
+    first skip for want of weights; a skip held from an earlier run is in the report already."""
+    if force:
+        return "forced"
+    if photos_changed:
+        return "photos changed"
+    if any(r["status"] == Status.OK and not r.get("up_to_date") for r in training):
+        return "models retrained"
+    if reported is None:
+        return "no report yet"
+    statuses = {row.get("model"): row.get("status") for row in reported}
+    news = [f"{r['model']} {r['status']}" for r in training
+            if not r.get("up_to_date") and statuses.get(r["model"]) != r["status"]]
+    return f"not in the report yet: {', '.join(news)}" if news else None
 
 
 def fetches_the_dataset(config: Config) -> bool:

@@ -34,3 +34,23 @@ def test_a_fresh_checkout_fetches_the_dataset_and_weights(tmp_path, monkeypatch)
     assert _fetch_if_needed(config) == "downloaded the dataset and FaceNet weights"
     assert len(list((tmp_path / "data" / "5-celebrity-faces-dataset" / "val").glob("*/*"))) == 25
     assert (tmp_path / "models" / "facenet_keras.h5").is_file()
+
+
+REPORTED = [{"model": "cnn", "status": "ok"}, {"model": "resnet50_imagenet", "status": "skipped"}]
+
+
+@pytest.mark.parametrize(("force", "changed", "training", "reported", "why"), [
+    (True, 0, [], REPORTED, "forced"),
+    (False, 3, [], REPORTED, "photos changed"),
+    (False, 0, [{"model": "cnn", "status": "ok"}], REPORTED, "models retrained"),
+    (False, 0, [{"model": "cnn", "status": "ok", "up_to_date": True}], None, "no report yet"),
+    # a first skip (or failure) is news to the report; a skip held from an earlier run is not
+    (False, 0, [{"model": "facenet", "status": "skipped"}], REPORTED, "not in the report yet: facenet skipped"),
+    (False, 0, [{"model": "cnn", "status": "failed"}], REPORTED, "not in the report yet: cnn failed"),
+    (False, 0, [{"model": "resnet50_imagenet", "status": "skipped", "up_to_date": True}], REPORTED, None),
+    (False, 0, [{"model": "resnet50_imagenet", "status": "skipped"}], REPORTED, None),  # retried, skipped again
+])
+def test_run_evaluates_when_the_report_would_not_show_this_runs_training(force, changed, training, reported, why):
+    from faceproc.pipeline import evaluation_reason
+
+    assert evaluation_reason(force, changed, training, reported) == why
