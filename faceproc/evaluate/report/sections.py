@@ -63,14 +63,13 @@ def _dataset_table(manifest: list[dict[str, Any]]) -> str:
     people = sorted({str(r.get("label")) for r in manifest if r.get("label") is not None})
     if not splits or not people:
         return ""
-    ok: Counter[tuple[str, str]] = Counter()
+    photos: Counter[tuple[str, str]] = Counter()  # every file of the person and split, rejected ones too
     rej: Counter[tuple[str, str]] = Counter()
     faces: Counter[tuple[str, str]] = Counter()
     for r in manifest:
         key = (str(r.get("split")), str(r.get("label")))
-        if r.get("status") == Status.OK:
-            ok[key] += 1
-        else:
+        photos[key] += 1
+        if r.get("status") != Status.OK:
             rej[key] += 1
         faces[key] += int(r.get("face_rows") or 0)
     head = "".join(f'<th colspan="3" class="grp">{e(s)}</th>' for s in splits)
@@ -83,9 +82,9 @@ def _dataset_table(manifest: list[dict[str, Any]]) -> str:
         cells = []
         for s in splits:
             if person == "total":
-                vals = [sum(c[(s, p)] for p in people) for c in (ok, rej, faces)]
+                vals = [sum(c[(s, p)] for p in people) for c in (photos, rej, faces)]
             else:
-                vals = [ok[(s, person)], rej[(s, person)], faces[(s, person)]]
+                vals = [photos[(s, person)], rej[(s, person)], faces[(s, person)]]
             cells += [
                 f'<td class="num">{vals[0]}</td>',
                 f'<td class="num{" warn" if vals[1] else " dim"}">{vals[1]}</td>',

@@ -271,6 +271,10 @@ def test_report_is_self_contained_and_complete(tmp_path):
     assert re.search(r'files</div><div class="v">12<', summary)
     assert re.search(r'face rows</div><div class="v">15<', summary)
     assert re.search(r'rejected</div><div class="v">3<', summary)
+    total = re.search(r'<tr class="total"><th>total</th>(.*?)</tr>', summary).group(1)
+    cells = [int(cell) for cell in re.findall(r'<td class="num[^"]*">(\d+)</td>', total)]
+    # photos per split and person count their rejects too; the stray file has neither
+    assert sum(cells[0::3]) == 11 and sum(cells[1::3]) == 2 and sum(cells[2::3]) == 15
     accuracy = page.split('id="accuracy"')[1].split("</section>")[0]
     assert "0.667 [" in accuracy  # cnn: 4/6
     assert "0.500 (4/8)" in accuracy  # end-to-end with the 2 val rejects
