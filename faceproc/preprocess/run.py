@@ -71,7 +71,7 @@ class PreprocessSummary(StageSummary):
             ("  of which augmented", self.augmented_rows),
             *self.reject_lines(),
             ("live files / live rejects", f"{self.live_files} / {self.live_rejects}"),
-            ("train/val leakage (same content)", len(self.leakage)),
+            ("leakage (same content in two splits)", len(self.leakage)),
             ("seconds", f"{self.seconds:.1f}"),
         ]
         return key_values(lines)
@@ -170,6 +170,19 @@ def _fill_live_counts(summary: PreprocessSummary, manifest: pa.Table) -> None:
     summary.count_live_rejects(manifest)
     leaked = manifest.filter(manifest.column("leakage"))
     summary.leakage = leaked.column("path").to_pylist()
+    _warn_of_val_photos_in_train(leaked)
+
+
+def _warn_of_val_photos_in_train(leaked: pa.Table) -> None:
+    """Name the validation photos whose content is also a train photo: the models saw them, so the
+    accuracy report overstates what they do on new photos. Copies in other split folders only count."""
+    train = set(leaked.filter(pc.equal(leaked["split"], layout.TRAIN_SPLIT))["sha256"].to_pylist())
+    val = leaked.filter(pc.equal(leaked["split"], layout.VAL_SPLIT))
+    paths = [path for path, sha in zip(val["path"].to_pylist(), val["sha256"].to_pylist()) if sha in train]
+    if paths:
+        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        log.warning("validation photos with the same content as a train photo (%d), which the accuracy report "
+                    "counts though the models saw them (the manifest flags them: leakage): %s", len(paths), shown)
 
 
 def _check_reject_share(summary: PreprocessSummary, manifest: pa.Table, out: str, max_share: float) -> None:

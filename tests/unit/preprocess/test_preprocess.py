@@ -200,12 +200,15 @@ def test_a_rerun_goes_by_the_listing_and_verify_hashes_reads_everything(tmp_path
     assert (again.changed, again.processed, again.face_photos) == (1, 1, 1)
 
 
-def test_leakage_and_reject_share(tmp_path):
+def test_leakage_and_reject_share(tmp_path, caplog):
     root, out = tmp_path / "photos", tmp_path / "out"
     _tree(root)
     shutil.copy(root / "val/madonna/c.jpg", root / "train/madonna/c_again.jpg")
     with pytest.raises(PreprocessError, match=r"7 of 11 input files were rejected") as failure:
         run_preprocess(_config(root, out, max_reject_share=0.5))
+    (warning,) = [r.getMessage() for r in caplog.records if "same content as a train photo" in r.getMessage()]
+    assert warning.endswith(f"(1), which the accuracy report counts though the models saw them (the manifest flags "
+                            f"them: leakage): {root / 'val/madonna/c.jpg'}")
     manifest = load_manifest(str(out))  # the outputs are published before the verdict
     rejected = manifest.filter(pc.equal(manifest["status"], "rejected"))["reason"].to_pylist()
     reasons = ", ".join(f"{reason} {rejected.count(reason)}"
