@@ -20,6 +20,7 @@ Conventions (part of the output contract, README "Evaluation and report"):
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from faceproc.core.model_names import REFERENCE_ACCURACY
+from faceproc.core.model_names import REFERENCE_VAL_DIGEST
 from faceproc.core.schema import Status
 
 Z_95 = 1.959964  # two-sided 95% normal quantile
@@ -147,14 +148,22 @@ def clean(value: Any) -> Any:
     return value
 
 
-def _null_row(model: str, status: str, reason: str | None, train_seconds: Any) -> dict[str, Any]:
+def reference_val_photos(val_sha256: Sequence[str]) -> bool:
+    """Whether the validation photos (their SHA-256 digests, rejected ones too) are the reference
+    notebook's 25, the only photos its accuracy can be set beside."""
+    listing = "\n".join(sorted(val_sha256)).encode()
+    return hashlib.sha256(listing).hexdigest() == REFERENCE_VAL_DIGEST
+
+
+def _null_row(model: str, status: str, reason: str | None, train_seconds: Any,
+              references: Mapping[str, float]) -> dict[str, Any]:
     row: dict[str, Any] = {key: None for key in ROW_KEYS}
     row.update(
         model=model,
         status=status,
         reason=reason,
         train_seconds=train_seconds,
-        reference=REFERENCE_ACCURACY.get(model),
+        reference=references.get(model),
     )
     return row
 
@@ -164,6 +173,7 @@ def accuracy_rows(
     results: list[dict[str, Any]],
     val_rejects: int,
     labels: Sequence[str] | None = None,
+    references: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """One accuracy row per model, in `results` order, with exactly the keys of `ROW_KEYS`.
 
@@ -171,9 +181,12 @@ def accuracy_rows(
     `reports/predictions.parquet` layout); `results` are the models' `result.json` objects
     (`model`, `status`, `reason`, `train_seconds`); `val_rejects` is the number of validation
     photos rejected in preprocessing; `labels` are the people (default: every true label in
-    `predictions`, sorted). Models that are not `ok` get null metrics. An `ok` model without a
-    single prediction is reported `failed` (with that reason) rather than `ok` with no numbers.
+    `predictions`, sorted); `references` the reference notebook's accuracy per model, for
+    validation photos that are its own (`reference_val_photos`). Models that are not `ok` get null
+    metrics. An `ok` model without a single prediction is reported `failed` (with that reason)
+    rather than `ok` with no numbers.
     """
+    references = references or {}
     if val_rejects < 0:
         raise ValueError("val_rejects must be >= 0")
     columns = predictions.column_names
@@ -200,12 +213,12 @@ def accuracy_rows(
         reason = result.get("reason")
         train_seconds = result.get("train_seconds")
         if status != Status.OK:
-            rows.append(_null_row(model, status, reason or "no reason given", train_seconds))
+            rows.append(_null_row(model, status, reason or "no reason given", train_seconds, references))
             continue
         t, p = by_model.get(model, ([], []))
         if not t:
             reason = "trained, but it has no rows in reports/predictions.parquet"
-            rows.append(_null_row(model, Status.FAILED.value, reason, train_seconds))
+            rows.append(_null_row(model, Status.FAILED.value, reason, train_seconds, references))
             continue
         m = classification_metrics(t, p, labels)
         n_e2e = m["n"] + val_rejects
@@ -222,7 +235,7 @@ def accuracy_rows(
             "train_seconds": train_seconds,
             "n_end_to_end": n_e2e,
             "accuracy_end_to_end": m["correct"] / n_e2e,
-            "reference": REFERENCE_ACCURACY.get(model),
+            "reference": references.get(model),
         }
         rows.append(clean(row))
     return [clean({key: row[key] for key in ROW_KEYS}) for row in rows]

@@ -28,12 +28,13 @@ import time
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from faceproc.config import Config
 from faceproc.core import layout, storage
 from faceproc.core.errors import one_line_reason
 from faceproc.core.manifest import live_face_rows, live_settings, load_manifest, rejected_count
-from faceproc.core.model_names import model_order
+from faceproc.core.model_names import REFERENCE_ACCURACY, model_order
 from faceproc.core.schema import MODEL_INPUT_COLUMNS, Status
 from faceproc.core.shards import (
     iter_live_faces,
@@ -43,7 +44,7 @@ from faceproc.core.shards import (
     originals,
     read_live_faces,
 )
-from faceproc.evaluate.metrics import accuracy_rows
+from faceproc.evaluate.metrics import accuracy_rows, reference_val_photos
 from faceproc.evaluate.predictor import PREDICTION_SCHEMA, MultiPredictor
 from faceproc.evaluate.tables import write_accuracy
 from faceproc.inference.artifact import ModelArtifact, release_saved_models
@@ -213,8 +214,10 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
     storage.write_table_atomic(layout.report_file(out, layout.PREDICTIONS_FILE), predictions)
 
     labels.update(predictions.column("label").to_pylist())
+    val_photos = manifest.filter(pc.equal(manifest["split"], layout.VAL_SPLIT))["sha256"].to_pylist()
+    references = REFERENCE_ACCURACY if reference_val_photos([sha or "" for sha in val_photos]) else None
     rows = accuracy_rows(predictions, [results[name] for name in names], rejected_count(manifest, "val"),
-                         sorted(labels))
+                         sorted(labels), references)
     for row in rows:  # the unknown-person operating point, for the models that have one
         open_set = ModelArtifact(out, row["model"]).open_set() if row["status"] == "ok" else None
         if open_set:

@@ -89,7 +89,8 @@ def format_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         "",
         "Accuracy is over validation face images, with its 95% Wilson interval. End-to-end also "
         "counts validation photos rejected in preprocessing as errors. Notebook: the reference "
-        "notebook's accuracy on the same 25 validation photos.",
+        "notebook's accuracy on the same 25 validation photos, shown only when the validation photos "
+        "are those.",
         "",
         "| " + " | ".join(TABLE_HEADERS) + " |",
         "|" + "|".join(["---", "---", "---:", "---", "---", "---:", "---:", "---:"]) + "|",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -127,7 +128,8 @@ RESULTS = [
 
 
 def test_accuracy_rows_end_to_end_and_reference():
-    rows = accuracy_rows(predictions_table(), RESULTS, val_rejects=2, labels=["a", "b", "c"])
+    rows = accuracy_rows(predictions_table(), RESULTS, val_rejects=2, labels=["a", "b", "c"],
+                         references=REFERENCE_ACCURACY)
     assert [r["model"] for r in rows] == ["cnn", "resnet50_imagenet", "facenet"]
     for r in rows:
         assert tuple(r) == ROW_KEYS
@@ -156,6 +158,19 @@ def test_accuracy_rows_end_to_end_and_reference():
     json.dumps(rows, allow_nan=False)  # strict JSON
 
 
+def test_the_notebooks_numbers_only_beside_its_own_validation_photos():
+    from faceproc.evaluate.metrics import reference_val_photos
+    from tests.conftest import DATASET
+
+    if not DATASET.is_dir():
+        pytest.fail(f"{DATASET} is missing: run `faceproc fetch-data` first")
+    fetched = [hashlib.sha256(path.read_bytes()).hexdigest() for path in (DATASET / "val").glob("*/*")]
+    assert len(fetched) == 25 and reference_val_photos(fetched)
+    assert not reference_val_photos(fetched[:-1]) and not reference_val_photos([*fetched, "0" * 64])
+    rows = accuracy_rows(predictions_table(), RESULTS, val_rejects=2, labels=["a", "b", "c"])  # other photos
+    assert [row["reference"] for row in rows] == [None, None, None]
+
+
 def test_ok_model_without_predictions_is_failed_not_silent():
     rows = accuracy_rows(predictions_table(), [{"model": "resnet50", "status": "ok"}], 0)
     assert rows[0]["status"] == "failed" and rows[0]["accuracy"] is None and rows[0]["reason"]
@@ -165,7 +180,8 @@ def test_ok_model_without_predictions_is_failed_not_silent():
 
 
 def test_write_accuracy_files_parse(tmp_path):
-    rows = accuracy_rows(predictions_table(), RESULTS, val_rejects=2, labels=["a", "b", "c"])
+    rows = accuracy_rows(predictions_table(), RESULTS, val_rejects=2, labels=["a", "b", "c"],
+                         references=REFERENCE_ACCURACY)
     out = str(tmp_path / "out")
     written = write_accuracy(out, rows)
     assert sorted(p.rsplit("/", 1)[1] for p in written) == ["accuracy.csv", "accuracy.json", "accuracy.md"]

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 from faceproc.core import layout, storage
 from faceproc.core.images import encode_png
 from faceproc.core.manifest import load_manifest
+from faceproc.core.model_names import REFERENCE_ACCURACY
 from faceproc.core.schema import FACE_SCHEMA, MANIFEST_SCHEMA, REJECT_SCHEMA
 from faceproc.evaluate.metrics import accuracy_rows
 from faceproc.evaluate.report.page import write_report
@@ -196,7 +197,8 @@ def build_out(root: Path, *, with_accuracy_json: bool = False) -> tuple[str, Pat
     table = pa.Table.from_pylist(preds, schema=pred_schema)
     storage.write_table_atomic(f"{o}/reports/predictions.parquet", table)
     if with_accuracy_json:
-        write_accuracy(o, accuracy_rows(table, results, val_rejects=2, labels=sorted(PEOPLE)))
+        write_accuracy(o, accuracy_rows(table, results, val_rejects=2, labels=sorted(PEOPLE),
+                                        references=REFERENCE_ACCURACY))
     return o, photos
 
 
