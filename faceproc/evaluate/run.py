@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 import pyarrow as pa
@@ -33,7 +34,12 @@ import pyarrow.compute as pc
 from faceproc.config import Config
 from faceproc.core import layout, storage
 from faceproc.core.errors import one_line_reason
-from faceproc.core.manifest import live_face_rows, live_settings, load_manifest, rejected_count
+from faceproc.core.manifest import (
+    live_face_rows,
+    live_settings,
+    load_manifest,
+    rejected_count,
+)
 from faceproc.core.model_names import REFERENCE_ACCURACY, model_order
 from faceproc.core.schema import MODEL_INPUT_COLUMNS, Status
 from faceproc.core.shards import (
@@ -44,6 +50,7 @@ from faceproc.core.shards import (
     originals,
     read_live_faces,
 )
+from faceproc.core.text import plural
 from faceproc.evaluate.metrics import accuracy_rows, reference_val_photos
 from faceproc.evaluate.predictor import PREDICTION_SCHEMA, MultiPredictor
 from faceproc.evaluate.tables import write_accuracy
@@ -122,13 +129,25 @@ def _predict_each(out: str, names: list[str], config: Config, use_gpu: bool,
     return tables, failures
 
 
+def val_people_never_trained(manifest: pa.Table, trained: set[str]) -> dict[str, int]:
+    """Validation photos per person (rejected ones too) whom none of the models (`trained`, the union
+    of their classes) knows: no model can name them, so every one counts as an error. Empty when no
+    model is usable, which says so itself."""
+    if not trained:
+        return {}
+    val = manifest.filter(pc.equal(manifest["split"], layout.VAL_SPLIT))["label"].to_pylist()
+    return dict(sorted(Counter(label for label in val if label and label not in trained).items()))
+
+
 def stale_reason(out: str, result: dict[str, Any], val_settings: set[str]) -> str | None:
     """Why a model is not evaluated on the validation faces as they are now, or None when it can be.
 
     A model trained on rows made with other preprocessing settings (another margin, alignment off, ...)
     would be scored on crops it never saw; a model whose result.json records no settings (an earlier
     faceproc) is evaluated as before."""
-    from faceproc.preprocess.settings import describe_settings_change  # MTCNN's and OpenCV's constants
+    from faceproc.preprocess.settings import (
+        describe_settings_change,  # MTCNN's and OpenCV's constants
+    )
 
     trained_on = set(result.get("row_settings") or [])
     if not trained_on or not val_settings or val_settings <= trained_on:
@@ -151,7 +170,11 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
     """
     import ray
 
-    from faceproc.core.ray_env import init_ray, require_on_every_node, starts_cpu_only_here
+    from faceproc.core.ray_env import (
+        init_ray,
+        require_on_every_node,
+        starts_cpu_only_here,
+    )
     from faceproc.evaluate.report.page import write_report
 
     out = config.output
@@ -191,6 +214,10 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
             results[name] = _failed(results[name], name, one_line_reason(exc))
         else:
             usable.append(name)
+    unseen = val_people_never_trained(manifest, labels)
+    if unseen:
+        log.warning("evaluate: validation photos of people no model was trained on, counted as errors: %s",
+                    ", ".join(f"{person} ({plural(count, 'photo')})" for person, count in unseen.items()))
     started = time.monotonic()
     try:
         tables, failures = _predict_each(out, usable, config, use_gpu, manifest) if usable else ([], {})

@@ -218,6 +218,17 @@ def test_predictor_called_directly(tmp_path):
     assert predictor({k: v[:0] for k, v in batch.items()}).num_rows == 0
 
 
+def test_validation_people_no_model_knows_are_named(tmp_path):
+    from faceproc.core.manifest import load_manifest
+    from faceproc.evaluate.run import val_people_never_trained
+
+    write_out_tree(tmp_path / "out")
+    manifest = load_manifest(str(tmp_path / "out"))
+    assert val_people_never_trained(manifest, set(PEOPLE)) == {}
+    assert val_people_never_trained(manifest, {"alice", "dave"}) == {"bob": 2, "carol": 2}  # the rejected c2 too
+    assert val_people_never_trained(manifest, set()) == {}  # no usable model: nothing to compare with
+
+
 def test_errors_say_what_to_run_first(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(EvaluateError, match="faceproc train"):
