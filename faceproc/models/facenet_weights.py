@@ -27,8 +27,8 @@ from faceproc.models.keras_env import keras
 def _open(path: str) -> h5py.File:
     if not os.path.isfile(path):
         raise WeightsUnavailable(
-            f"FaceNet weights {path} do not exist: run `faceproc fetch-data` "
-            "(or set train.facenet_weights to the file)"
+            f"FaceNet weights {path} do not exist: run `faceproc fetch-data --models-dir "
+            f"{os.path.dirname(path) or '.'}`, or point models_dir (or train.facenet_weights) at the weights you have"
         )
     if not h5py.is_hdf5(path):
         raise WeightsError(f"FaceNet weights {path} are not an HDF5 file (corrupt or wrong file)")

@@ -141,7 +141,7 @@ def model_inputs(config: Config, spec: ModelSpec, data: TrainingData) -> dict[st
     if spec.name == "facenet":
         weights = BuildContext(train=train, models_dir=config.models_dir).facenet_weights_path
         settings.update(facenet_mode=train.facenet_mode,
-                        facenet_weights=weights_digest(weights) if storage.exists(weights) else weights,
+                        facenet_weights=weights_digest(weights) if storage.exists(weights) else f"missing: {weights}",
                         unknown=[config.evaluate.unknown_far, config.evaluate.unknown_quantile])  # centroids.json
     if spec.name == "resnet50_imagenet":
         settings["imagenet_weights"] = train.imagenet_weights

@@ -112,7 +112,7 @@ def test_embedding_ignores_brightness_and_contrast(backbone):
 
 
 def test_missing_file_says_fetch_data(tmp_path):
-    with pytest.raises(WeightsUnavailable, match="faceproc fetch-data"):
+    with pytest.raises(WeightsUnavailable, match=f"faceproc fetch-data --models-dir {tmp_path}`, or point models_dir"):
         load_facenet_backbone(str(tmp_path / "facenet_keras.h5"))
 
 
