@@ -59,6 +59,8 @@ def _config(args: argparse.Namespace, **values: object) -> Config:
     for key, value in values.items():
         if value is not None:
             overrides[key] = value
+    if getattr(args, "wait", 0) < 0:
+        raise ConfigError(f"--wait {args.wait:g} must be at least 0 (seconds to wait for another run on the output)")
     if getattr(args, "ray_address", None):
         overrides["ray_address"] = args.ray_address
     config = absolute_paths(load_config(args.config, overrides))

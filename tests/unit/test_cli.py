@@ -209,3 +209,10 @@ def test_fetch_data_refuses_a_folder_it_cannot_make_before_downloading(tmp_path,
     error = _refused(capsys, ["fetch-data", *(part for item in folders.items() for part in item)])
     assert f"{option} {in_the_way / 'below'} cannot be a folder: a file is in the way ({in_the_way})" in error
     assert not (tmp_path / "data" / "5-celebrity-faces-dataset").exists()  # nothing fetched, nothing half-done
+
+
+def test_a_negative_wait_is_refused(tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    error = _refused(capsys, ["preprocess", "--input", str(tmp_path / "photos"), "--output", str(tmp_path / "out"),
+                              "--wait", "-5"])
+    assert "--wait -5 must be at least 0" in error and not (tmp_path / "out").exists()
