@@ -195,5 +195,6 @@ def _check_reject_share(summary: PreprocessSummary, manifest: pa.Table, out: str
         raise PreprocessError(
             f"{summary.live_rejects} of {summary.live_files} input files were rejected "
             f"({summary.live_rejects / summary.live_files:.0%} > preprocess.max_reject_share "
-            f"{max_share:.0%}): {reasons}; each file and its reason are in {layout.rejects(out)}"
+            f"{max_share:.0%}): {reasons}; each file and its reason are in {layout.rejects(out)}. The other files' "
+            f"faces are published; to train on them anyway, raise preprocess.max_reject_share"
         )
