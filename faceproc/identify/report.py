@@ -46,7 +46,10 @@ def render(root: str, manifest: pa.Table, summary: Any, generated: _dt.datetime 
     counts = summary.faces_by_person
     order = sorted(counts, key=lambda person: (person == UNKNOWN, -counts[person], person))
     nav = "".join(f'<a href="#p-{i}">{e(person)} ({counts[person]:,})</a>' for i, person in enumerate(order))
-    body = _stats(summary) + "".join(
+    legend = ('<p class="muted small">' + e("Each face: its photo; face_index when the photo has more than one "
+              "face (0 is the most confident); p, the model's probability for its top person (for an unknown face, "
+              "a person it is too far from); d, its distance to the nearest known person.") + "</p>")
+    body = _stats(summary) + legend + "".join(
         _group(i, person, counts[person], groups.get(person, [])) for i, person in enumerate(order))
     if not order:
         body += note("No face identified yet.")
@@ -95,7 +98,7 @@ def _group(index: int, person: str, total: int, rows: list[dict[str, Any]]) -> s
         src, why = crop_thumbnail(row["face"], THUMB_SIDE)
         distance = "" if row["distance"] is None else f" · d {row['distance']:.2f}"
         image = img_tag(src, person, why, "face", lazy=True)
-        which = f"face {row['face_index'] + 1} · " if row["face_index"] else ""  # a photo's second face and on
+        which = f"face_index {row['face_index']} · " if row["face_index"] else ""  # a photo's second face and on
         cells.append(
             f'<figure class="crop">{image}<figcaption>'
             f'<div class="file" title="{e(row["photo_path"])}">{e(basename(row["photo_path"]))}</div>'
