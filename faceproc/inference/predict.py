@@ -136,8 +136,9 @@ def format_predictions(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def json_lines(rows: Sequence[dict[str, Any]]) -> str:
-    """One JSON object per line: image, box, person, probability, distance (models with an open-set
-    check), plus reason (and detail) when the image gave no face."""
+    """One JSON object per line, every one with the same keys (a table for jq or pandas): image, box,
+    person, probability, distance (null without an open-set check), reason and detail (null for a face;
+    why, for an image that gave none)."""
     lines = []
     for row in rows:
         obj: dict[str, Any] = {
@@ -145,12 +146,9 @@ def json_lines(rows: Sequence[dict[str, Any]]) -> str:
             "box": None if row.get("box") is None else [int(v) for v in row["box"]],
             "person": row.get("person"),
             "probability": None if row.get("probability") is None else float(row["probability"]),
+            "distance": None if row.get("distance") is None else float(row["distance"]),
+            "reason": row.get("reason") or None,
+            "detail": row.get("detail") or None,
         }
-        if row.get("distance") is not None:
-            obj["distance"] = float(row["distance"])
-        if row.get("reason"):
-            obj["reason"] = row["reason"]
-            if row.get("detail"):
-                obj["detail"] = row["detail"]
         lines.append(json.dumps(obj, ensure_ascii=False))
     return "\n".join(lines) + ("\n" if lines else "")

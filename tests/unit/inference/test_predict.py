@@ -77,11 +77,11 @@ def test_real_photo_gives_faces_with_box_and_person(config, dataset_dir, tmp_pat
     lines = json_lines(rows).splitlines()
     assert len(lines) == len(rows)
     first = json.loads(lines[0])
-    assert set(first) == {"image", "box", "person", "probability"}
-    assert first["box"] == faces[0]["box"]
-    assert json.loads(lines[len(faces)]) == {
-        "image": str(blank), "box": None, "person": None, "probability": None, "reason": "no_face"
-    }
+    assert all(list(json.loads(line)) == ["image", "box", "person", "probability", "distance", "reason", "detail"]
+               for line in lines)  # one schema for faces and images without one
+    assert first["box"] == faces[0]["box"] and first["reason"] is None
+    assert json.loads(lines[len(faces)]) == {"image": str(blank), "box": None, "person": None, "probability": None,
+                                             "distance": None, "reason": "no_face", "detail": None}
     assert json.loads(lines[len(faces) + 1])["reason"] == "not_an_image"
 
     text = format_predictions(rows)
