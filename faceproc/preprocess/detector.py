@@ -181,6 +181,14 @@ class FaceDetector:
             except self._image_errors as exc:
                 return exc
 
+        def second_look(index: int) -> None:
+            """A photo without a confident face, detected alone with R-Net's gate at RETRY_THRESHOLD_RNET."""
+            if isinstance(results[index], Exception) or self._confident(results[index]):
+                return
+            retried = alone(index, RETRY_THRESHOLD_RNET)
+            if not isinstance(retried, Exception) and self._confident(retried):
+                results[index] = retried
+
         order = sorted(prepared, key=lambda i: (prepared[i][0].shape[0] * prepared[i][0].shape[1], i))
         chunk_size = max(1, self.config.detect_batch_size)
         for start in range(0, len(order), chunk_size):
@@ -193,16 +201,14 @@ class FaceDetector:
                     continue
                 for index in chunk:  # find the photo that broke the call; the others still get faces
                     results[index] = alone(index)
+                    second_look(index)
                 continue
             for index, raw in zip(chunk, raw_chunk):
                 try:
                     results[index] = finish(index, raw)
                 except self._image_errors as exc:
                     results[index] = exc
-                if not isinstance(results[index], Exception) and not self._confident(results[index]):
-                    retried = alone(index, RETRY_THRESHOLD_RNET)
-                    if not isinstance(retried, Exception) and self._confident(retried):
-                        results[index] = retried
+                second_look(index)
         return results
 
     def detect_all(self, image: np.ndarray) -> list[dict[str, Any]]:

@@ -175,7 +175,8 @@ def _fill_live_counts(summary: PreprocessSummary, manifest: pa.Table) -> None:
 
 def _warn_of_val_photos_in_train(leaked: pa.Table) -> None:
     """Name the validation photos whose content is also a train photo: the models saw them, so the
-    accuracy report overstates what they do on new photos. Copies in other split folders only count."""
+    accuracy report overstates what they do on new photos. Copies in other split folders (test/, say)
+    are counted as leakage in the summary but not named here: no model trains or is scored on them."""
     train = set(leaked.filter(pc.equal(leaked["split"], layout.TRAIN_SPLIT))["sha256"].to_pylist())
     val = leaked.filter(pc.equal(leaked["split"], layout.VAL_SPLIT))
     paths = [path for path, sha in zip(val["path"].to_pylist(), val["sha256"].to_pylist()) if sha in train]
@@ -196,5 +197,6 @@ def _check_reject_share(summary: PreprocessSummary, manifest: pa.Table, out: str
             f"{summary.live_rejects} of {summary.live_files} input files were rejected "
             f"({summary.live_rejects / summary.live_files:.0%} > preprocess.max_reject_share "
             f"{max_share:.0%}): {reasons}; each file and its reason are in {layout.rejects(out)}. The other files' "
-            f"faces are published; to train on them anyway, raise preprocess.max_reject_share"
+            f"faces are published (`faceproc train` uses them); for `faceproc run` to go on, raise "
+            "preprocess.max_reject_share"
         )

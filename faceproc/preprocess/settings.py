@@ -17,6 +17,8 @@ from faceproc.config import ConfigError, PreprocessConfig
 from faceproc.core import layout, storage
 from faceproc.preprocess import augment, detector, geometry
 
+# What a settings record written before a field existed stands for: the behaviour of that time.
+BEFORE_THE_FIELD = {"draft_decode": False}
 ROW_FIELDS = ("max_pixels", "min_side", "detect_max_side", "draft_decode", "min_face_confidence", "min_face_size",
               "face_margin", "face_size", "align", "augment_copies", "seed")
 
@@ -36,21 +38,29 @@ def row_settings(prep: PreprocessConfig) -> dict[str, Any]:
     return settings
 
 
+def recorded_row_fields(out: str, made_with: str) -> dict[str, Any] | None:
+    """The ROW_FIELDS values of the settings record `made_with` (a fingerprint) in OUT, typed as
+    `row_settings` wrote them; a field the record predates stands for BEFORE_THE_FIELD. None when
+    the record is not there."""
+    uri = layout.preprocess_settings(out, made_with)
+    if not storage.exists(uri):
+        return None
+    saved = {**BEFORE_THE_FIELD, **storage.read_json(uri)}
+    return {name: saved[name] for name in ROW_FIELDS if name in saved}
+
+
 def adopt_row_fields(prep: PreprocessConfig, made_with: dict[str, Any], explicit: set[str], command: str) -> None:
     """For a command that reads face rows without making them (`train`, `evaluate`): set `prep`'s
-    ROW_FIELDS to `made_with` (the preprocessing config that made OUT's rows), so the config saved
-    beside its outputs says what produced them. A value the user set that differs would not be
-    applied, so it is refused (ConfigError) rather than recorded."""
-    for name in ROW_FIELDS:
-        if name not in made_with:
-            continue
+    ROW_FIELDS to `made_with` (`recorded_row_fields` of OUT's rows), so the config saved beside its
+    outputs says what produced them. A value the user set (`explicit` keys) that differs would not
+    be applied, so it is refused (ConfigError) rather than recorded."""
+    for name, value in made_with.items():
         key, asked = f"preprocess.{name}", getattr(prep, name)
-        before = type(asked)(made_with[name])
-        if key in explicit and asked != before:
+        if key in explicit and asked != value:
             raise ConfigError(f"{key}={_text(asked)} is not applied by `faceproc {command}`: the face rows in the "
-                              f"output were made with {_text(before)}; `faceproc preprocess` (or `faceproc run`) "
+                              f"output were made with {_text(value)}; `faceproc preprocess` (or `faceproc run`) "
                               "makes them again with it")
-        setattr(prep, name, before)
+        setattr(prep, name, value)
 
 
 def fingerprint(settings: dict[str, Any]) -> str:

@@ -170,18 +170,27 @@ def test_the_saved_config_names_the_cluster_that_ray_address_chose(tmp_path, mon
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])
 def test_train_and_evaluate_save_the_preprocessing_their_rows_were_made_with(tmp_path, capsys, command):
-    """They read face rows without making them: the config they save takes the row settings of the run
-    that made the rows (OUT/config.json), and a different one the user sets is refused, not recorded."""
+    """They read face rows without making them: the config they save takes the row settings of OUT's
+    live rows (their settings record), and a different one the user sets is refused, not recorded."""
     import json
 
+    import pyarrow as pa
+
     from faceproc.cli import _adopt_rows_preprocessing, _config, build_parser
-    from faceproc.config import Config
+    from faceproc.config import PreprocessConfig
+    from faceproc.core import layout, storage
+    from faceproc.core.schema import MANIFEST_SCHEMA
+    from faceproc.preprocess.settings import fingerprint, row_settings
 
     out = tmp_path / "out"
     out.mkdir()
-    made_with = Config().to_dict()
-    made_with["preprocess"].update(face_margin=0.2, align=False)
-    (out / "config.json").write_text(json.dumps(made_with))
+    settings = row_settings(PreprocessConfig(face_margin=0.2, align=False))
+    (out / "settings").mkdir()
+    (out / "settings" / f"{fingerprint(settings)}.json").write_text(json.dumps(settings))
+    rows = [{"path": f"/p/{split}/a/1.jpg", "sha256": split, "split": split, "label": "a", "status": "ok",
+             "face_rows": 1, "leakage": False, "run_id": "r1", "settings": fingerprint(settings)}
+            for split in ("train", "val")]
+    storage.write_table_atomic(layout.manifest(str(out)), pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA))
 
     args = build_parser().parse_args([command, "--output", str(out), "--set", "preprocess.detector_actors=3"])
     config = _config(args, output=args.output)
@@ -200,14 +209,15 @@ def test_train_and_evaluate_save_the_preprocessing_their_rows_were_made_with(tmp
     _adopt_rows_preprocessing(_config(args, output=args.output), args)
 
 
-@pytest.mark.parametrize("option", ["--data-dir", "--models-dir"])
-def test_fetch_data_refuses_a_folder_it_cannot_make_before_downloading(tmp_path, capsys, option):
+@pytest.mark.parametrize(("option", "what"), [("--data-dir", "the dataset's folder"),
+                                              ("--models-dir", "the FaceNet weights' folder")])
+def test_fetch_data_refuses_a_folder_it_cannot_make_before_downloading(tmp_path, capsys, option, what):
     in_the_way = tmp_path / "a-file"
     in_the_way.write_text("not a folder")
     folders = {"--data-dir": str(tmp_path / "data"), "--models-dir": str(tmp_path / "models"),
                option: str(in_the_way / "below")}
     error = _refused(capsys, ["fetch-data", *(part for item in folders.items() for part in item)])
-    assert f"{option} {in_the_way / 'below'} cannot be a folder: a file is in the way ({in_the_way})" in error
+    assert f"{what} {in_the_way / 'below'} cannot be made: a file is in the way ({in_the_way})" in error
     assert not (tmp_path / "data" / "5-celebrity-faces-dataset").exists()  # nothing fetched, nothing half-done
 
 

@@ -49,6 +49,8 @@ REPORTED = [{"model": "cnn", "status": "ok"}, {"model": "resnet50_imagenet", "st
     (False, 0, [{"model": "cnn", "status": "failed"}], REPORTED, "not in the report yet: cnn failed"),
     (False, 0, [{"model": "resnet50_imagenet", "status": "skipped", "up_to_date": True}], REPORTED, None),
     (False, 0, [{"model": "resnet50_imagenet", "status": "skipped"}], REPORTED, None),  # retried, skipped again
+    (False, 0, [{"model": "facenet", "status": "ok", "up_to_date": True}], REPORTED,  # trained by `faceproc train`
+     "not in the report yet: facenet ok"),
 ])
 def test_run_evaluates_when_the_report_would_not_show_this_runs_training(force, changed, training, reported, why):
     from faceproc.pipeline import evaluation_reason

@@ -149,9 +149,12 @@ def accuracy_section(data: RunData) -> str:
             f"</tr>{reason_row}"
         )
     rejected = f" ({rejected_count(data.manifest, 'val')})" if data.manifest is not None else ""
+    with_reference = any(row.get("reference") is not None for row in rows)
+    reference = ('<span class="key ref"></span> reference notebook' if with_reference
+                 else "(no reference notebook: these are not its 25 validation photos)")
     legend = (
         '<p class="muted small legend-line"><span class="key ci"></span> 95% Wilson interval '
-        '<span class="key acc"></span> accuracy <span class="key ref"></span> reference notebook. '
+        f'<span class="key acc"></span> accuracy {reference}. '
         "Accuracy is over validation face images; end-to-end also counts validation photos rejected "
         f"in preprocessing{rejected} as errors, as the notebook had to classify every photo.</p>"
     )

@@ -114,6 +114,9 @@ def test_embedding_ignores_brightness_and_contrast(backbone):
 def test_missing_file_says_fetch_data(tmp_path):
     with pytest.raises(WeightsUnavailable, match=f"faceproc fetch-data --models-dir {tmp_path}`, or point models_dir"):
         load_facenet_backbone(str(tmp_path / "facenet_keras.h5"))
+    with pytest.raises(WeightsUnavailable, match="do not exist: point models_dir") as other_name:
+        load_facenet_backbone(str(tmp_path / "my_facenet.h5"))  # fetch-data would not make this file
+    assert "fetch-data" not in str(other_name.value)
 
 
 def test_random_bytes_are_a_weights_error(tmp_path):

@@ -214,8 +214,8 @@ def test_leakage_and_reject_share(tmp_path, caplog):
     reasons = ", ".join(f"{reason} {rejected.count(reason)}"
                         for reason in sorted(set(rejected), key=lambda r: (-rejected.count(r), r)))
     assert (f"(64% > preprocess.max_reject_share 50%): {reasons}; each file and its reason are in "
-            f"{out}/rejects.parquet. The other files' faces are published; to train on them anyway, raise "
-            "preprocess.max_reject_share") in str(failure.value)
+            f"{out}/rejects.parquet. The other files' faces are published (`faceproc train` uses them); for "
+            "`faceproc run` to go on, raise preprocess.max_reject_share") in str(failure.value)
     leaked = manifest.filter(manifest.column("leakage")).column("path").to_pylist()
     assert sorted(Path(p).name for p in leaked) == ["c.jpg", "c_again.jpg"]
 

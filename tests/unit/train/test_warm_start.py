@@ -78,7 +78,7 @@ def test_scratch_when_it_must(case, why):
 
 def test_photos_added_and_removed_again_fine_tune_back_in_one_epoch_and_say_so():
     start = decide(current=photos(100))  # the base itself: the photos added since are gone again
-    assert start.warm and start.changed_share == 0.0
+    assert start.warm and start.changed_share == 0.0 and warm_epochs(start.changed_share, 0.2, most=10) == 1
     assert start.reason == "the 100 live train photos are again those of the last full training"
 
 
