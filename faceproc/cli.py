@@ -121,7 +121,7 @@ def _adopt_rows_preprocessing(config: Config, args: argparse.Namespace) -> None:
 
     manifest = load_manifest(config.output)
     made_with = live_settings(manifest, layout.TRAIN_SPLIT) | live_settings(manifest, layout.VAL_SPLIT)
-    recorded = recorded_row_fields(config.output, min(made_with)) if len(made_with) == 1 else None
+    recorded = recorded_row_fields(config.output, made_with)
     if recorded is None:  # no rows yet (the command says so), or rows of an earlier faceproc without a record
         return
     asked = explicit_keys(args.config, dict(parse_override(text) for text in args.overrides))

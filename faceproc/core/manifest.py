@@ -207,6 +207,11 @@ def live_settings(manifest: pa.Table, split: str) -> set[str]:
     return set(pc.unique(_live_files(manifest, split).column("settings")).to_pylist()) - {None}
 
 
+def split_files(manifest: pa.Table, split: str) -> pa.Table:
+    """The manifest rows (or rows of a table shaped like it) of `split`'s files, rejected ones too."""
+    return manifest.filter(pc.equal(manifest.column("split"), split))
+
+
 def _live_files(manifest: pa.Table, split: str) -> pa.Table:
     """The manifest rows of `split`'s live (ok) files."""
     live = pc.and_(pc.equal(manifest.column("status"), "ok"), pc.equal(manifest.column("split"), split))

@@ -29,17 +29,11 @@ from collections import Counter
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from faceproc.config import Config
 from faceproc.core import layout, storage
 from faceproc.core.errors import one_line_reason
-from faceproc.core.manifest import (
-    live_face_rows,
-    live_settings,
-    load_manifest,
-    rejected_count,
-)
+from faceproc.core.manifest import live_face_rows, live_settings, load_manifest, rejected_count, split_files
 from faceproc.core.model_names import REFERENCE_ACCURACY, model_order
 from faceproc.core.schema import MODEL_INPUT_COLUMNS, Status
 from faceproc.core.shards import (
@@ -129,14 +123,14 @@ def _predict_each(out: str, names: list[str], config: Config, use_gpu: bool,
     return tables, failures
 
 
-def val_people_never_trained(manifest: pa.Table, trained: set[str]) -> dict[str, int]:
-    """Validation photos per person (rejected ones too) whom none of the models (`trained`, the union
-    of their classes) knows: no model can name them, so every one counts as an error. Empty when no
-    model is usable, which says so itself."""
+def val_people_never_trained(val_files: pa.Table, trained: set[str]) -> dict[str, int]:
+    """Validation photos per person (`val_files`, the manifest's rows of the split, rejected ones too)
+    whom none of the models (`trained`, the union of their classes) knows: no model can name them, so
+    every one counts as an error. Empty when no model is usable, which says so itself."""
     if not trained:
         return {}
-    val = manifest.filter(pc.equal(manifest["split"], layout.VAL_SPLIT))["label"].to_pylist()
-    return dict(sorted(Counter(label for label in val if label and label not in trained).items()))
+    labels = val_files["label"].to_pylist()
+    return dict(sorted(Counter(label for label in labels if label and label not in trained).items()))
 
 
 def stale_reason(out: str, result: dict[str, Any], val_settings: set[str]) -> str | None:
@@ -145,9 +139,7 @@ def stale_reason(out: str, result: dict[str, Any], val_settings: set[str]) -> st
     A model trained on rows made with other preprocessing settings (another margin, alignment off, ...)
     would be scored on crops it never saw; a model whose result.json records no settings (an earlier
     faceproc) is evaluated as before."""
-    from faceproc.preprocess.settings import (
-        describe_settings_change,  # MTCNN's and OpenCV's constants
-    )
+    from faceproc.preprocess.settings import describe_settings_change  # MTCNN's and OpenCV's constants
 
     trained_on = set(result.get("row_settings") or [])
     if not trained_on or not val_settings or val_settings <= trained_on:
@@ -170,11 +162,7 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
     """
     import ray
 
-    from faceproc.core.ray_env import (
-        init_ray,
-        require_on_every_node,
-        starts_cpu_only_here,
-    )
+    from faceproc.core.ray_env import init_ray, require_on_every_node, starts_cpu_only_here
     from faceproc.evaluate.report.page import write_report
 
     out = config.output
@@ -214,7 +202,8 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
             results[name] = _failed(results[name], name, one_line_reason(exc))
         else:
             usable.append(name)
-    unseen = val_people_never_trained(manifest, labels)
+    val_files = split_files(manifest, layout.VAL_SPLIT)
+    unseen = val_people_never_trained(val_files, labels)
     if unseen:
         log.warning("evaluate: validation photos of people no model was trained on, counted as errors: %s",
                     ", ".join(f"{person} ({plural(count, 'photo')})" for person, count in unseen.items()))
@@ -241,8 +230,8 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
     storage.write_table_atomic(layout.report_file(out, layout.PREDICTIONS_FILE), predictions)
 
     labels.update(predictions.column("label").to_pylist())
-    val_photos = manifest.filter(pc.equal(manifest["split"], layout.VAL_SPLIT))["sha256"].to_pylist()
-    references = REFERENCE_ACCURACY if reference_val_photos([sha or "" for sha in val_photos]) else None
+    val_photos = [sha or "" for sha in val_files["sha256"].to_pylist()]
+    references = REFERENCE_ACCURACY if reference_val_photos(val_photos) else None
     rows = accuracy_rows(predictions, [results[name] for name in names], rejected_count(manifest, "val"),
                          sorted(labels), references)
     for row in rows:  # the unknown-person operating point, for the models that have one

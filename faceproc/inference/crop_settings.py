@@ -22,8 +22,7 @@ log = logging.getLogger(__name__)
 def training_preprocess(out: str, runtime: PreprocessConfig, model_result: dict[str, Any]) -> PreprocessConfig:
     """`runtime` with the ROW_FIELDS of the rows the model was trained on, when result.json names
     one settings record that is still under `out`; otherwise `runtime` as it is (logged)."""
-    fingerprints = model_result.get("row_settings") or []
-    recorded = recorded_row_fields(out, fingerprints[0]) if len(fingerprints) == 1 else None
+    recorded = recorded_row_fields(out, model_result.get("row_settings") or [])
     if recorded is None:
         log.info("%s: no record of the preprocessing settings it was trained on: detecting and cropping "
                  "with the current ones", model_result.get("model"))

@@ -30,7 +30,7 @@ from faceproc.core.commit import (
     run_staged,
     stage_photos,
 )
-from faceproc.core.manifest import Plan, hash_where_needed, load_manifest, plan_run
+from faceproc.core.manifest import Plan, hash_where_needed, load_manifest, plan_run, split_files
 from faceproc.core.schema import FACE_SCHEMA
 from faceproc.core.text import key_values
 from faceproc.preprocess.discover import Discovery, discover
@@ -177,8 +177,8 @@ def _warn_of_val_photos_in_train(leaked: pa.Table) -> None:
     """Name the validation photos whose content is also a train photo: the models saw them, so the
     accuracy report overstates what they do on new photos. Copies in other split folders (test/, say)
     are counted as leakage in the summary but not named here: no model trains or is scored on them."""
-    train = set(leaked.filter(pc.equal(leaked["split"], layout.TRAIN_SPLIT))["sha256"].to_pylist())
-    val = leaked.filter(pc.equal(leaked["split"], layout.VAL_SPLIT))
+    train = set(split_files(leaked, layout.TRAIN_SPLIT)["sha256"].to_pylist())
+    val = split_files(leaked, layout.VAL_SPLIT)
     paths = [path for path, sha in zip(val["path"].to_pylist(), val["sha256"].to_pylist()) if sha in train]
     if paths:
         shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import typing
+from collections.abc import Collection
 from typing import Any
 
 from faceproc.config import ConfigError, PreprocessConfig
@@ -38,12 +39,12 @@ def row_settings(prep: PreprocessConfig) -> dict[str, Any]:
     return settings
 
 
-def recorded_row_fields(out: str, made_with: str) -> dict[str, Any] | None:
-    """The ROW_FIELDS values of the settings record `made_with` (a fingerprint) in OUT, typed as
-    `row_settings` wrote them; a field the record predates stands for BEFORE_THE_FIELD. None when
-    the record is not there."""
-    uri = layout.preprocess_settings(out, made_with)
-    if not storage.exists(uri):
+def recorded_row_fields(out: str, made_with: Collection[str]) -> dict[str, Any] | None:
+    """The ROW_FIELDS values of the settings record that rows made with the fingerprints `made_with`
+    stand for, typed as `row_settings` wrote them; a field the record predates stands for
+    BEFORE_THE_FIELD. None unless `made_with` is one fingerprint whose record is in OUT."""
+    uri = layout.preprocess_settings(out, next(iter(made_with))) if len(made_with) == 1 else None
+    if uri is None or not storage.exists(uri):
         return None
     saved = {**BEFORE_THE_FIELD, **storage.read_json(uri)}
     return {name: saved[name] for name in ROW_FIELDS if name in saved}

@@ -32,7 +32,7 @@ from faceproc.train.data import HOLDOUT_METHOD, TrainingData, decoded_faces, loa
 from faceproc.train.embeddings import FaceNetEmbedder, embedding_datasets, train_centroids, weights_digest
 from faceproc.train.placement import Placement, placement, placement_without_ray
 from faceproc.train.trainer import fit_with_ray_train
-from faceproc.train.warm_start import choose_start, warm_epochs
+from faceproc.train.warm_start import choose_start, settings_of, warm_epochs
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +158,6 @@ def row_settings_change(out: str, saved: dict[str, Any] | None, now: set[str]) -
     return describe_settings_change(out, before, now) if before and before != now else None
 
 
-def _row_settings(data: TrainingData) -> set[str]:
-    return set(data.photos["settings"].to_pylist()) - {None}
-
-
 def retrain_reason(saved: dict[str, Any] | None, inputs: dict[str, Any], force: bool,
                    settings_change: str | None = None) -> str:
     """Why a model is trained this run, for result.json, the run record and the console; a change of
@@ -205,7 +201,7 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
         frozen_head = name == "facenet" and config.train.facenet_mode == "frozen"
         start = choose_start(frozen_head, previous, artifact.trained_photos() if previous else None, inputs,
                              data.photos, data.classes, force, config.train.warm_start_max_change)
-        settings_change = row_settings_change(config.output, previous, _row_settings(data))
+        settings_change = row_settings_change(config.output, previous, settings_of(data.photos))
         because = retrain_reason(previous, inputs, force, settings_change)
         result.update(fingerprint=fingerprint, inputs=inputs, trained_because=because,
                       start="warm" if start.warm else "scratch", start_reason=start.reason)
@@ -297,7 +293,7 @@ def _fit(config: Config, spec: ModelSpec, recipe: ModelSpec, data: TrainingData,
         "classes": data.classes,
         "fit_photos": data.fit_photos,
         "holdout_photos": data.holdout_photos,
-        "row_settings": sorted(_row_settings(data)),  # the crop inference must cut
+        "row_settings": sorted(settings_of(data.photos)),  # the crop inference must cut
     }
     photos = data.photos if warm_from is None else warm_from.trained_photos()  # the base a warm start kept
     return TrainedFiles(model, data.classes, state.history, centroids, photos), facts

@@ -51,6 +51,11 @@ class PhotoChanges:
         return f"{plural(self.added, 'train photo')} added, {self.removed} removed and {self.changed} changed"
 
 
+def settings_of(photos: pa.Table) -> set[str]:
+    """The preprocessing settings fingerprints a photo table's rows were made with."""
+    return set(pc.unique(photos["settings"]).to_pylist()) - {None}
+
+
 def changed_photos(base: pa.Table, current: pa.Table) -> PhotoChanges:
     """Paths added, removed, or with other content or preprocessing settings, between two photo tables."""
     def keyed(table: pa.Table) -> dict[str, tuple[str, str]]:
@@ -88,7 +93,7 @@ def choose_start(frozen_head: bool, saved: dict[str, Any] | None, base_photos: p
     if before != now:
         keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         return Start(False, f"training settings changed ({', '.join(keys)})")
-    if set(pc.unique(base_photos["settings"]).to_pylist()) != set(pc.unique(photos["settings"]).to_pylist()):
+    if settings_of(base_photos) != settings_of(photos):
         return Start(False, "the train photos' preprocessing settings changed since the last full training")
     changes = changed_photos(base_photos, photos)
     if changes.total == 0:  # photos added since were removed again: the fine-tuning follows them back

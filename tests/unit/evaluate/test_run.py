@@ -219,14 +219,14 @@ def test_predictor_called_directly(tmp_path):
 
 
 def test_validation_people_no_model_knows_are_named(tmp_path):
-    from faceproc.core.manifest import load_manifest
+    from faceproc.core.manifest import load_manifest, split_files
     from faceproc.evaluate.run import val_people_never_trained
 
     write_out_tree(tmp_path / "out")
-    manifest = load_manifest(str(tmp_path / "out"))
-    assert val_people_never_trained(manifest, set(PEOPLE)) == {}
-    assert val_people_never_trained(manifest, {"alice", "dave"}) == {"bob": 2, "carol": 2}  # the rejected c2 too
-    assert val_people_never_trained(manifest, set()) == {}  # no usable model: nothing to compare with
+    val_files = split_files(load_manifest(str(tmp_path / "out")), "val")
+    assert val_people_never_trained(val_files, set(PEOPLE)) == {}
+    assert val_people_never_trained(val_files, {"alice", "dave"}) == {"bob": 2, "carol": 2}  # the rejected c2 too
+    assert val_people_never_trained(val_files, set()) == {}  # no usable model: nothing to compare with
 
 
 def test_errors_say_what_to_run_first(tmp_path):
