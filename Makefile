@@ -21,6 +21,7 @@ test: install
 	$(BIN)/python -m pytest
 
 test-fast: install
+	$(BIN)/faceproc fetch-data
 	$(BIN)/python -m pytest -m "not slow and not long"
 
 test-long: install

@@ -86,6 +86,11 @@ def _require_input(config: Config) -> None:
     locked or created (object storage is listed by the stage itself, which says the same)."""
     if _local_type(config.input) not in (None, pafs.FileType.Directory):
         raise FileNotFoundError(f"input folder {config.input} does not exist or is not a folder")
+    _require_outputs_outside_input(config)
+
+
+def _require_outputs_outside_input(config: Config) -> None:
+    """The input is listed whole: an output inside it would be read as photos by the next run."""
     for what, folder in (("output", config.output), ("identify.into", config.identify.into)):
         if folder and "://" not in folder + config.input and _inside(folder, config.input):
             raise ConfigError(f"{what} {folder} is inside the input folder {config.input}: the next run would "
@@ -119,13 +124,33 @@ def _adopt_rows_preprocessing(config: Config, args: argparse.Namespace) -> None:
     from faceproc.core.manifest import live_settings, load_manifest
     from faceproc.preprocess.settings import adopt_row_fields, recorded_row_fields
 
-    manifest = load_manifest(config.output)
+    manifest = load_manifest(config.output, columns=["split", "status", "settings"])
     made_with = live_settings(manifest, layout.TRAIN_SPLIT) | live_settings(manifest, layout.VAL_SPLIT)
     recorded = recorded_row_fields(config.output, made_with)
     if recorded is None:  # no rows yet (the command says so), or rows of an earlier faceproc without a record
         return
     asked = explicit_keys(args.config, dict(parse_override(text) for text in args.overrides))
     adopt_row_fields(config.preprocess, recorded, asked, args.command)
+
+
+def _adopt_unknown_threshold_settings(config: Config, args: argparse.Namespace) -> None:
+    """FaceNet's unknown threshold is chosen when it trains (centroids.json), and `evaluate` reports
+    it as chosen: its config takes the `evaluate.unknown_*` values facenet trained with, so the config
+    it saves says what produced the report; one the user set to something else is refused in one line."""
+    from faceproc.inference.artifact import ModelArtifact
+
+    result = ModelArtifact(config.output, "facenet").result()
+    trained_with = (result.get("inputs") or {}).get("unknown") if result["status"] == Status.OK else None
+    if not trained_with:  # no facenet, or one trained by an earlier faceproc
+        return
+    asked = explicit_keys(args.config, dict(parse_override(text) for text in args.overrides))
+    for name, value in zip(("unknown_far", "unknown_quantile"), trained_with):
+        key, wanted = f"evaluate.{name}", getattr(config.evaluate, name)
+        if key in asked and wanted != value:
+            raise ConfigError(f"{key}={wanted:g} is not applied by `faceproc evaluate`: facenet's unknown threshold "
+                              f"was chosen with {value:g} when it trained; `faceproc train --models facenet` (or "
+                              "`faceproc run`) with this setting chooses it again")
+        setattr(config.evaluate, name, value)
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -192,6 +217,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _require_output(config)
     with output_lock(config.output, args.wait):
         _adopt_rows_preprocessing(config, args)
+        _adopt_unknown_threshold_settings(config, args)
         rows = run_evaluate(config)
     print(format_table(rows))
     print(f"report: {layout.report_file(config.output, layout.REPORT_HTML)}")
@@ -207,15 +233,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                      "train.gpus_per_worker": args.gpus_per_worker})
     if fetches_the_dataset(config):  # the default dataset is fetched when missing
         _require_fetch_outside_job_copy(config)
+        _require_outputs_outside_input(config)
     else:
         _require_input(config)
     result = run_pipeline(config, force=args.force, wait_seconds=args.wait)
-    accuracy = result.accuracy
-    accuracy_uri = layout.report_file(config.output, layout.ACCURACY_JSON)
-    if accuracy is None and storage.exists(accuracy_uri):
-        accuracy = storage.read_json(accuracy_uri)
-    if accuracy:
-        print(format_table(accuracy))
+    if result.reported:
+        print(format_table(result.reported))
     print(f"report: {layout.report_file(config.output, layout.REPORT_HTML)}")
     return 1 if result.failed else 0
 
@@ -288,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="predictions, accuracy table and report.html")
     evaluate.add_argument("--output", required=True, help="the folder or URI train wrote")
-    _common(evaluate, example="evaluate.unknown_far=0.05")
+    _common(evaluate, example="evaluate.batch_size=64")
     evaluate.set_defaults(func=cmd_evaluate)
 
     run = sub.add_parser("run", help="the main job: fetch, preprocess, train, evaluate (incremental)")

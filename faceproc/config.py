@@ -215,6 +215,8 @@ def _one_of(options: Iterable[str]) -> Rule:
     return (lambda value: value in options), f"must be one of {', '.join(options)}"
 
 
+MAX_SEED = 2**32 - 1  # numpy's, which the augmentation and Keras' seeding hand every seed to
+
 # What each setting must hold for a run to make sense (None, where a key allows it, always passes).
 # Checked when the config is built, so a bad value fails at once with its key, not minutes later.
 RULES: dict[str, Rule] = {
@@ -236,7 +238,9 @@ RULES: dict[str, Rule] = {
     "preprocess.detector_threads": _at_least(0),
     "preprocess.rows_per_shard": _at_least(1),
     "preprocess.max_reject_share": _between(0, 1),
+    "preprocess.seed": _between(0, MAX_SEED),
     "train.models": _one_of(("all", *MODEL_NAMES)),
+    "train.seed": _between(0, MAX_SEED),
     "train.epochs": _at_least(1),
     "train.model_epochs": _at_least(1),
     "train.batch_size": _at_least(1),
@@ -343,6 +347,9 @@ def set_value(config: Config, dotted: str, value: Any) -> None:
     if leaf not in fields:
         raise ConfigError(f"unknown config key {dotted!r}")
     hint = typing.get_type_hints(type(target))[leaf]
+    if dataclasses.is_dataclass(hint):
+        raise ConfigError(f"config key {dotted!r} is a section: set one of its keys, such as "
+                          f"{dotted}.{dataclasses.fields(hint)[0].name}")
     setattr(target, leaf, _coerce(value, hint, dotted))
 
 

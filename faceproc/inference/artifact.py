@@ -2,12 +2,13 @@
 `predict` read it, all through this module.
 
 The folder holds (names in `core.layout`) `model.keras`, `classes.json`, `history.json`,
-`config.json`, `result.json` and, for FaceNet, `centroids.json`, so a reader must never pair one
-run's `model.keras` with another's `classes.json`. On a local disk a newly trained model's files are
-written to a staging folder and swapped in whole by renames. Object storage has no rename: there
-the files are written once into `versions/<version>/` and `current.json`, naming that version, is
-written last (the commit); older versions are deleted after it. A failed or skipped model rewrites
-only the live folder's `result.json` and `config.json`.
+`config.json`, `result.json`, `trained_photos.parquet` and, for FaceNet, `centroids.json`, so a
+reader must never pair one run's `model.keras` with another's `classes.json`. On a local disk a newly
+trained model's files are written to a staging folder and swapped in whole by renames. Object storage
+has no rename: there the files are written once into `versions/<version>/` and `current.json`, naming
+that version, is written last (the commit); older versions are deleted after it. A training that
+failed or was skipped writes `last_attempt.json` beside a usable model, which stays in use; with no
+usable model, `result.json` and `config.json` say why there is none.
 """
 
 from __future__ import annotations
@@ -210,7 +211,12 @@ class ModelArtifact:
         uri = self.file(layout.CENTROIDS_FILE)
         if not storage.exists(uri):
             return None
-        saved = storage.read_json(uri)
+        try:
+            saved = storage.read_json(uri)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{uri} cannot be read: {type(exc).__name__}: {exc}") from None
+        if not isinstance(saved, dict):
+            raise ArtifactError(f"{uri} is not a JSON object")
         calibration = dict(saved.get("calibration") or {"method": "quantile of own-centroid distances"})
         calibration.pop("curve", None)
         return {**calibration, "threshold": saved.get("threshold")}
@@ -218,13 +224,11 @@ class ModelArtifact:
     def check_usable(self) -> None:
         """Fail early, in one line, when the model was not trained `ok` or its `model.keras` is missing or
         not a `.keras` archive (reads only the zip directory, also on remote storage)."""
-        result_uri = self.file(layout.RESULT_FILE)
-        if storage.exists(result_uri):
-            saved = storage.read_json(result_uri)
-            status = saved.get("status") if isinstance(saved, dict) else None
-            if status not in (None, Status.OK):
+        if storage.exists(self.file(layout.RESULT_FILE)):
+            saved = self.result()  # an unreadable file is a failed training, with the reason it cannot be read
+            if saved["status"] != Status.OK:
                 why = saved.get("reason") or "no reason given"
-                raise ArtifactError(f"model {self.name!r} was {status} in training ({why}): "
+                raise ArtifactError(f"model {self.name!r} was {saved['status']} in training ({why}): "
                                     f"run `{self.train_command}` again")
         rel = f"{layout.MODELS_DIR}/{self.name}/{layout.MODEL_FILE}"
         fs, path = storage.resolve(self.file(layout.MODEL_FILE))

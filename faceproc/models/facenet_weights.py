@@ -41,12 +41,6 @@ def _open(path: str) -> h5py.File:
         raise WeightsError(f"FaceNet weights {path} cannot be read as HDF5: {message_or_type(exc)}") from None
 
 
-def read_model_config(path: str) -> str:
-    """The ``model_config`` JSON stored in a Keras 2 ``.h5`` model file."""
-    with _open(path) as f:
-        return _model_config(f, path)
-
-
 def _model_config(f: h5py.File, path: str) -> str:
     raw = f.attrs.get("model_config")
     if raw is None:

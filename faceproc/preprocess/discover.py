@@ -8,6 +8,7 @@ driver never holds a Python object per file of the whole tree, only per file of 
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from faceproc.core import layout, storage
+from faceproc.core.errors import describe
 
 SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "icon\r"})
 LISTING_THREADS = 16  # folders listed at once; pyarrow's listing releases the GIL
@@ -27,6 +29,11 @@ LISTING_SCHEMA = pa.schema([
     ("mtime_ns", pa.int64()),
     ("layout_error", pa.string()),  # why the file is not at <split>/<person>/<file>; null when it is
 ])
+
+
+class UnlistableFolder(RuntimeError):
+    """A folder of the input could not be listed: the run stops, since taking its photos for deleted
+    would drop them from the manifest and the models."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,12 @@ def _list_tree(root: str, labelled: bool) -> Discovery:
 
 def _list_folder(fs: pafs.FileSystem, base: str, prefix: str, parts: tuple[str, ...], labelled: bool) -> _Folder:
     """List one folder (not recursively): its files as a record batch, its subfolders to list next."""
-    entries = fs.get_file_info(pafs.FileSelector("/".join([base, *parts]), recursive=False))
+    try:
+        entries = fs.get_file_info(pafs.FileSelector("/".join([base, *parts]), recursive=False))
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else describe(exc)  # pyarrow's strerror repeats the path
+        raise UnlistableFolder(f"cannot list {'/'.join([prefix, *parts])} in the input ({reason}): "
+                               "nothing was processed; make it readable, or move it out of the input") from exc
     subfolders = [(*parts, entry.base_name) for entry in entries if entry.type == pafs.FileType.Directory]
     files = [entry for entry in entries if entry.type == pafs.FileType.File]
     kept = [entry for entry in files if not is_hidden((*parts, entry.base_name))]

@@ -141,7 +141,7 @@ class TrainingData:
 
 def load_training_data(out: str, holdout_fraction: float, seed: int) -> TrainingData:
     """The train photos, holdout and fingerprint from OUT's manifest (no Ray, no shard read)."""
-    manifest = load_manifest(out)
+    manifest = load_manifest(out, columns=["split", "status", "label", "face_rows", *PHOTO_COLUMNS])
     ok_train = manifest.filter(pc.and_(pc.equal(manifest.column("status"), "ok"),
                                        pc.equal(manifest.column("split"), "train")))
     if ok_train.num_rows == 0:

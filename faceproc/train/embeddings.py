@@ -16,11 +16,11 @@ import pyarrow.parquet as pq
 
 from faceproc.core import layout, storage
 from faceproc.core.images import decode_png
-from faceproc.core.manifest import load_manifest
 from faceproc.core.shards import (
     LIVE_KEY_COLUMNS,
     keep_live_rows,
     live_key_array,
+    live_manifest,
     live_rows,
     live_shard_files,
     numpy_batch,
@@ -135,13 +135,13 @@ def read_live_embeddings(out: str, files: list[str]) -> Any:
 
     fs, _ = storage.resolve(out)
     dataset = ray.data.read_parquet([storage.resolve(uri)[1] for uri in files], filesystem=fs)
-    return keep_live_rows(dataset, load_manifest(out))
+    return keep_live_rows(dataset, live_manifest(out))
 
 
 def live_embedding_table(out: str, files: list[str]) -> pa.Table:
     """The cached embedding rows whose source files are still live, read in the driver (128 floats
     a row: a few MB for thousands of faces)."""
-    keys = live_key_array(load_manifest(out))
+    keys = live_key_array(live_manifest(out))
     tables = [live_rows(storage.read_table(uri), keys, LIVE_KEY_COLUMNS) for uri in files]
     if not tables:
         raise NoTrainingData(f"no live train embeddings under {out}: run `faceproc preprocess` first")

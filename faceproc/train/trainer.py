@@ -8,11 +8,11 @@ the split in the driver's memory (`data.Columns`) no Ray at all.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,17 +41,6 @@ def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build:
     `initial_weights` (a warm start on workers) set to them, else as built (a new model, or in the
     driver's warm start the current one); returns the loop's final state (history, best
     epoch) and the weights of the epoch with the lowest holdout loss, from its last checkpoint."""
-    run = functools.partial(_run_trainer, config, spec, where, build, num_classes, feature, fit, holdout, fit_rows,
-                            initial_weights)
-    if not where.in_driver:
-        return run(checkpoint_root=None)  # Ray Train uploads each checkpoint and deletes its folder
-    with tempfile.TemporaryDirectory(prefix="faceproc-train-") as checkpoints:  # local mode deletes none
-        return run(checkpoint_root=checkpoints)
-
-
-def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Callable[[int], Any],
-                 num_classes: int, feature: str, fit: Any, holdout: Any | None, fit_rows: int,
-                 initial_weights: list | None, checkpoint_root: str | None) -> tuple[LoopState, list]:
     import ray
     from ray.train import CheckpointConfig, ControllerError, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
@@ -62,6 +51,12 @@ def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Calla
                 for name, split in splits.items() if name not in in_memory}
     for dataset in datasets.values():  # workers print one line per epoch instead (loop.epoch_line)
         dataset.context.enable_progress_bars = False
+    run_name, storage_root = f"{spec.name}-{int(time.time())}", _ray_storage(config.output)
+    for old in storage.list_dirs(storage_root):  # left by a killed run: a run never resumes another's
+        if re.fullmatch(rf"{re.escape(spec.name)}-\d+", old):
+            _discard_run_folder(storage.join(storage_root, old))
+    # workers' checkpoints are uploaded and deleted by Ray Train; local mode deletes none of the driver's
+    checkpoint_root = _driver_checkpoints(storage_root, run_name) if where.in_driver else None
     loop = LoopConfig(
         model=spec.name, build=build, optimizer=spec.make_optimizer, num_classes=num_classes, feature=feature,
         in_memory=in_memory, has_holdout=holdout is not None, epochs=spec.epochs, batch_size=spec.batch_size,
@@ -75,10 +70,6 @@ def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Calla
         initial_weights=None if initial_weights is None else ray.put(initial_weights),  # workers only
         in_driver=where.in_driver, checkpoint_root=checkpoint_root,
     )
-    run_name, storage_root = f"{spec.name}-{int(time.time())}", _ray_storage(config.output)
-    for old in storage.list_dirs(storage_root):  # left by a killed run: a run never resumes another's
-        if re.fullmatch(rf"{re.escape(spec.name)}-\d+", old):
-            _discard_run_folder(storage.join(storage_root, old))
     resources = {"CPU": where.cpus_per_worker}
     if where.use_gpu:
         resources["GPU"] = where.gpus_per_worker
@@ -112,6 +103,18 @@ def _run_trainer(config: Config, spec: ModelSpec, where: Placement, build: Calla
             return read_state(directory), read_weights(directory, best=True)
     finally:  # its checkpoints (the model's weights, twice) served this fit's retries only
         _discard_run_folder(storage.join(storage_root, run_name))
+        if checkpoint_root is not None and not checkpoint_root.startswith(storage_root):
+            shutil.rmtree(checkpoint_root, ignore_errors=True)
+
+
+def _driver_checkpoints(storage_root: str, run_name: str) -> str:
+    """Where the driver's loop writes its checkpoints: in the run's folder on a local OUT, deleted
+    with it (or, after a kill, by the next fit of the model), else in a temporary folder."""
+    if not storage.is_local(storage_root):
+        return tempfile.mkdtemp(prefix="faceproc-train-")
+    folder = os.path.join(storage_root, run_name, "driver")
+    os.makedirs(folder, exist_ok=True)
+    return folder
 
 
 def _discard_run_folder(uri: str) -> None:

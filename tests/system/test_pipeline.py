@@ -60,6 +60,7 @@ def test_run_history_and_a_rerun_with_nothing_new(pipeline, capsys):
     capsys.readouterr()
     again = run_pipeline(config)
     assert (again.preprocess.processed, again.accuracy) == (0, None)
+    assert again.reported == json.loads((out / "reports" / "accuracy.json").read_text())  # what `run` prints
     printed = capsys.readouterr().out
     assert f"nothing to do: all {again.preprocess.unchanged} files already processed" in printed
     assert "new / changed" not in printed  # no table of zeros

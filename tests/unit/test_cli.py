@@ -4,6 +4,7 @@ loads anything."""
 import pytest
 
 from faceproc.cli import main
+from tests.conftest import run_bound_by_permissions
 
 
 def _refused(capsys, argv: list[str]) -> str:
@@ -93,6 +94,14 @@ def test_an_output_inside_the_input_is_refused(tmp_path, capsys, command):
     error = _refused(capsys, [command, "--input", f"file://{tmp_path / 'photos'}", "--output", str(out)])
     assert f"output {out} is inside the input folder {tmp_path / 'photos'}" in error and not out.exists()
 
+
+
+def test_an_output_inside_the_default_dataset_is_refused_too(tmp_path, capsys, monkeypatch):
+    """`run` without --input fetches the default dataset when it is missing; inside it is no place for OUT."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "data" / "5-celebrity-faces-dataset" / "out"
+    error = _refused(capsys, ["run", "--output", str(out)])
+    assert f"output {out} is inside the input folder {out.parent}" in error and not (tmp_path / "data").exists()
 
 @pytest.mark.parametrize("argv, verbose", [(["train", "--output", "o"], False),
                                            (["-v", "train", "--output", "o"], True),
@@ -209,6 +218,26 @@ def test_train_and_evaluate_save_the_preprocessing_their_rows_were_made_with(tmp
     _adopt_rows_preprocessing(_config(args, output=args.output), args)
 
 
+def test_evaluate_saves_the_unknown_threshold_settings_facenet_trained_with(tmp_path, capsys):
+    """The threshold is chosen when facenet trains; evaluate only reports it, so it takes that
+    training's values and refuses others the user sets, which it could not apply."""
+    import json
+
+    from faceproc.cli import _adopt_unknown_threshold_settings, _config, build_parser
+
+    facenet = tmp_path / "out" / "models" / "facenet"
+    facenet.mkdir(parents=True)
+    (facenet / "result.json").write_text(json.dumps({"status": "ok", "inputs": {"unknown": [0.05, 0.9]}}))
+    args = build_parser().parse_args(["evaluate", "--output", str(tmp_path / "out")])
+    config = _config(args, output=args.output)
+    _adopt_unknown_threshold_settings(config, args)
+    assert (config.evaluate.unknown_far, config.evaluate.unknown_quantile) == (0.05, 0.9)
+
+    error = _refused(capsys, ["evaluate", "--output", str(tmp_path / "out"), "--set", "evaluate.unknown_far=0.01"])
+    assert "evaluate.unknown_far=0.01 is not applied by `faceproc evaluate`" in error and "chosen with 0.05" in error
+    args = build_parser().parse_args(["evaluate", "--output", str(tmp_path / "out"), "--set", "evaluate.unknown_far=0.05"])
+    _adopt_unknown_threshold_settings(_config(args, output=args.output), args)  # the same value: nothing to refuse
+
 @pytest.mark.parametrize(("option", "what"), [("--data-dir", "the dataset's folder"),
                                               ("--models-dir", "the FaceNet weights' folder")])
 def test_fetch_data_refuses_a_folder_it_cannot_make_before_downloading(tmp_path, capsys, option, what):
@@ -220,6 +249,43 @@ def test_fetch_data_refuses_a_folder_it_cannot_make_before_downloading(tmp_path,
     assert f"{what} {in_the_way / 'below'} cannot be made: a file is in the way ({in_the_way})" in error
     assert not (tmp_path / "data" / "5-celebrity-faces-dataset").exists()  # nothing fetched, nothing half-done
 
+
+
+def test_fetch_data_leaves_a_dataset_folder_without_its_splits_alone(tmp_path, capsys):
+    """Such a folder is a user's own (a fetch renames the whole tree into place): never replaced."""
+    partial = tmp_path / "data" / "5-celebrity-faces-dataset"
+    (partial / "train" / "ann").mkdir(parents=True)
+    (partial / "train" / "ann" / "1.jpg").write_bytes(b"mine")
+    error = _refused(capsys, ["fetch-data", "--data-dir", str(tmp_path / "data"), "--models-dir",
+                              str(tmp_path / "models")])
+    assert f"{partial} is there but holds no train and val folders: move it away" in error
+    assert (partial / "train" / "ann" / "1.jpg").read_bytes() == b"mine" and not (tmp_path / "models").exists()
+
+
+def test_fetch_data_refuses_a_folder_it_cannot_write_in_before_downloading(tmp_path):
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o555)
+    done = run_bound_by_permissions(["-m", "faceproc.cli", "fetch-data", "--data-dir", str(read_only / "data"), "--models-dir",
+                                     str(tmp_path / "models")])
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.strip() == (f"faceproc: error: the dataset's folder {read_only / 'data'} cannot be made: "
+                                   f"{read_only} is not writable")
+    assert not (tmp_path / "models").exists()
+
+
+def test_a_folder_of_the_input_that_cannot_be_listed_stops_the_run_in_one_line(tmp_path):
+    """Its photos are neither processed nor taken for deleted: nothing is published."""
+    (tmp_path / "photos" / "train" / "ann").mkdir(parents=True)
+    (tmp_path / "photos" / "train" / "ann" / "1.jpg").write_bytes(b"x")
+    (tmp_path / "photos" / "train" / "bob").mkdir(mode=0o000)
+    out = tmp_path / "out"
+    done = run_bound_by_permissions(["-m", "faceproc.cli", "preprocess", "--input", str(tmp_path / "photos"),
+                                     "--output", str(out)])
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.strip() == (f"faceproc: error: cannot list {tmp_path / 'photos' / 'train' / 'bob'} in the input "
+                                   "(Permission denied): nothing was processed; make it readable, or move it out "
+                                   "of the input")
+    assert not (out / "manifest.parquet").exists()
 
 def test_a_negative_wait_is_refused(tmp_path, capsys):
     (tmp_path / "photos").mkdir()

@@ -53,6 +53,7 @@ def test_yaml_file(tmp_path):
         ({"preprocess.nope": "1"}, "unknown config key 'preprocess.nope'"),
         ({"preprocess.augment_copies": "two"}, "not a valid int"),
         ({"train.concurrent": "maybe"}, "not a valid bool"),
+        ({"preprocess": "5"}, "config key 'preprocess' is a section: set one of its keys, such as preprocess."),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, message):
@@ -71,6 +72,8 @@ def test_bad_overrides_name_the_key(overrides, message):
         ({"train.model_epochs": "cnn=0"}, "train.model_epochs cnn=0 must be at least 1"),
         ({"identify.model": "nosuch"}, "identify.model 'nosuch' must be one of cnn"),
         ({"evaluate.unknown_far": "2"}, "evaluate.unknown_far 2.0 must be between 0 and 1"),
+        ({"train.seed": "-1"}, "train.seed -1 must be between 0 and 4294967295"),  # numpy's seeds
+        ({"preprocess.seed": str(2**32)}, "preprocess.seed 4294967296 must be between 0 and 4294967295"),
     ],
 )
 def test_values_a_run_cannot_use_fail_when_the_config_is_built(overrides, message):

@@ -38,10 +38,12 @@ def section(anchor: str, title: str, body: str, intro: str = "") -> str:
     return f'<section id="{e(anchor)}"><h2>{e(title)}</h2>{intro_html}{body}</section>'
 
 
-def shown_note(total: int, limit: int, what: str) -> str:
-    """Says that a list was cut at `limit`, so a short page is not mistaken for a small run."""
+def shown_note(total: int, limit: int, what: str, which: str = "first") -> str:
+    """Says that a list was cut at `limit`, and which of its items were kept, so a short page is not
+    mistaken for a small run."""
     if total > limit:
-        return f'<p class="muted small">Showing the first {limit} of {total:,} {e(what)}.</p>'
+        return (f'<p class="muted small">Showing the {e(which)} {limit} of {total:,} {e(what)} '
+                f'({total - limit:,} more not shown).</p>')
     return ""
 
 

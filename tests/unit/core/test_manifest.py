@@ -120,3 +120,18 @@ def test_a_manifest_from_an_earlier_faceproc_loads_with_unknown_settings_and_lis
     current = hash_where_needed(listing, loaded, verify=False, sha256=lambda path: "1")
     plan = plan_run(current, loaded, "s1")
     assert (plan.resettled, plan.hashed) == (1, 1)  # the content says unchanged, the settings are unknown
+
+
+def test_a_manifest_loads_only_the_columns_asked_for_in_their_order(tmp_path):
+    """A column an earlier faceproc did not write comes back as nulls; others are not read at all."""
+    import pyarrow.parquet as pq
+
+    from faceproc.core.manifest import load_manifest
+
+    assert load_manifest(str(tmp_path), columns=["status", "path"]).schema.names == ["status", "path"]  # none yet
+    old = _manifest([_row("a", "1", status="rejected"), _row("b", "2")]).drop_columns(["settings"])
+    pq.write_table(old, tmp_path / "manifest.parquet")
+    loaded = load_manifest(str(tmp_path), columns=["settings", "status", "path"])
+    assert loaded.schema == pa.schema([MANIFEST_SCHEMA.field(n) for n in ("settings", "status", "path")])
+    assert loaded.to_pylist() == [{"settings": None, "status": "rejected", "path": "a"},
+                                  {"settings": None, "status": "ok", "path": "b"}]

@@ -1,4 +1,5 @@
 import pyarrow as pa
+import pytest
 
 from faceproc.core import storage
 
@@ -12,6 +13,13 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path):
     assert storage.read_json(storage.join(out, "a", "x.json")) == {"k": 2}
     assert storage.read_table(storage.join(out, "a", "t.parquet")).column("v").to_pylist() == [1, 2]
 
+
+
+def test_an_atomic_write_that_fails_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "x.json" / "in-the-way").mkdir(parents=True)  # a folder where the file should go
+    with pytest.raises(OSError):
+        storage.write_json_atomic(str(tmp_path / "x.json"), {"k": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
 
 def test_list_files_and_uris(tmp_path):
     (tmp_path / "d").mkdir()

@@ -18,7 +18,7 @@ from faceproc.core.errors import one_line_reason
 from faceproc.core.layout import shard_name
 from faceproc.core.model_names import model_order
 from faceproc.core.schema import FACE_SCHEMA, MANIFEST_SCHEMA
-from faceproc.evaluate.predictor import PREDICTION_SCHEMA, Predictor
+from faceproc.evaluate.predictor import PREDICTION_SCHEMA, MultiPredictor
 from faceproc.evaluate.run import EvaluateError, run_evaluate
 from tests.conftest import train_tiny_cnn
 
@@ -196,8 +196,8 @@ def test_report_and_config_written(evaluated):
 def test_predictor_called_directly(tmp_path):
     """The actor class is plain Python: load once, then batches of PNG crops in, rows out."""
     train_tiny_cnn(tmp_path / "models" / "cnn", PEOPLE)
-    predictor = Predictor(str(tmp_path), "cnn")
-    assert predictor.classes == PEOPLE
+    predictor = MultiPredictor(str(tmp_path), ["cnn"])
+    assert predictor.predictors["cnn"].classes == PEOPLE
     batch = {
         "image": np.array([_png(1), _png(2), _png(3)], dtype=object),
         "label": np.array(["alice", "bob", "carol"], dtype=object),
@@ -205,7 +205,7 @@ def test_predictor_called_directly(tmp_path):
         "source_sha256": np.array(["s1", "s2", "s3"], dtype=object),
     }
     table = predictor(batch)
-    assert table.num_rows == 3 and table.column_names == [f.name for f in PREDICTION_SCHEMA if f.name != "model"]
+    assert table.num_rows == 3 and table.schema == PREDICTION_SCHEMA and set(table["model"].to_pylist()) == {"cnn"}
     for row in table.to_pylist():
         probs = dict(row["probabilities"])
         assert list(probs) == PEOPLE

@@ -71,6 +71,6 @@ def test_page_groups_people_unknown_last_nearest_first_and_says_what_it_cut(tmp_
     assert order == sorted(order)  # most faces first, unknown last
     madonna = page[order[0]:order[1]]
     assert madonna.index("m2.jpg") < madonna.index("m3.jpg") and "m1.jpg" not in madonna  # nearest two shown
-    assert "Showing the first 2 of 3 faces" in madonna
+    assert "Showing the nearest 2 of 3 faces (1 more not shown)" in madonna
     assert page[order[2]:].count("<figure") == 2 and "face_index 1 · p 0.90" in page  # the photo's second face
     assert page.count('loading="lazy"') == 5 and "wall.jpg" in page and "no_face" in page

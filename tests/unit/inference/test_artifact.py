@@ -79,3 +79,17 @@ def test_released_models_are_read_from_their_files_and_other_outputs_keep_theirs
     release_saved_models(str(tmp_path / "released"))
     assert ModelArtifact(str(tmp_path / "released"), "m").load(open_set=False).model is not released
     assert ModelArtifact(str(tmp_path / "kept"), "m").load(open_set=False).model is kept
+
+
+@pytest.mark.parametrize("name", [layout.RESULT_FILE, layout.CENTROIDS_FILE])
+def test_an_unreadable_json_file_of_a_model_is_one_artifact_error(tmp_path, name):
+    """A hand-edited or truncated file stops the model in one line naming the file, not a traceback."""
+    from faceproc.inference.artifact import ArtifactError
+
+    folder = tmp_path / "out" / layout.MODELS_DIR / "facenet"
+    folder.mkdir(parents=True)
+    (folder / layout.RESULT_FILE).write_text(json.dumps({"model": "facenet", "status": "ok"}))
+    (folder / name).write_text('{"status": "ok", ')
+    artifact = ModelArtifact(str(tmp_path / "out"), "facenet")
+    with pytest.raises(ArtifactError, match=f"{name} cannot be read: "):
+        artifact.check_usable() if name == layout.RESULT_FILE else artifact.open_set()

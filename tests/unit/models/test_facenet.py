@@ -22,7 +22,7 @@ from faceproc.models.facenet import (
     build_embedding_head,
     build_facenet_classifier,
 )
-from faceproc.models.facenet_weights import load_facenet_backbone, read_model_config
+from faceproc.models.facenet_weights import load_facenet_backbone
 from faceproc.models.keras_env import keras
 from faceproc.models.layers import ScaledResidual
 from faceproc.models.saving import load_model
@@ -43,7 +43,9 @@ def backbone() -> keras.Model:
 
 @pytest.fixture(scope="module")
 def file_config() -> dict:
-    return json.loads(read_model_config(str(FACENET_WEIGHTS)))
+    """The architecture the Keras 2 file itself describes (its ``model_config``), read apart from faceproc."""
+    with h5py.File(FACENET_WEIGHTS, "r") as f:
+        return json.loads(f.attrs["model_config"])
 
 
 def _images(n: int = 2, seed: int = 0) -> np.ndarray:

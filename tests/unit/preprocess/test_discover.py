@@ -1,6 +1,7 @@
 import pytest
 
 from faceproc.preprocess.discover import discover
+from tests.conftest import run_bound_by_permissions
 
 
 def test_layout_hidden_files_and_misplaced_files(tmp_path):
@@ -35,3 +36,16 @@ def test_split_folders_that_nothing_reads_are_counted(tmp_path):
 def test_missing_input_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         discover(str(tmp_path / "nope"))
+
+
+def test_identify_s_listing_also_stops_at_a_folder_it_cannot_list(tmp_path):
+    (tmp_path / "inbox" / "2024" / "trip").mkdir(parents=True)
+    (tmp_path / "inbox" / "2024" / "trip").chmod(0o000)
+    script = ("from faceproc.preprocess.discover import UnlistableFolder, list_photos\n"
+              "try:\n"
+              f"    list_photos({str(tmp_path / 'inbox')!r})\n"
+              "except UnlistableFolder as exc:\n"
+              "    print(exc)\n")
+    done = run_bound_by_permissions(["-c", script])
+    assert done.stdout.startswith(f"cannot list {tmp_path / 'inbox' / '2024' / 'trip'} in the input (Permission "
+                                  "denied)"), done.stderr

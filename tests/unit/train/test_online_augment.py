@@ -26,16 +26,29 @@ def test_a_seed_repeats_exactly_and_the_next_epoch_differs():
     assert len({round(float(x.mean()), 3) for x in first}) == len(first)  # each face its own draw
 
 
+def _smooth_faces(n: int = 6) -> np.ndarray:
+    """A bright oval on a sloped background, placed at random: what a mild turn, shift or relighting
+    keeps recognisable, unlike pixel noise, so a correlation can tell one from the other."""
+    yy, xx = np.mgrid[0:160, 0:160]
+    faces = []
+    for cx, cy in np.random.default_rng(1).uniform(50, 110, (n, 2)):
+        face = 200 * np.exp(-(((xx - cx) / 40) ** 2 + ((yy - cy) / 55) ** 2)) + 30 + 0.3 * xx
+        faces.append(np.repeat(face[..., None], 3, axis=2).clip(0, 255).astype(np.uint8))
+    return np.stack(faces)
+
+
 def test_labels_and_shape_are_kept_and_pixels_stay_in_range():
-    images, labels = _faces()
+    images, labels = _smooth_faces(), np.arange(6) % 3
     out = list(augment_epoch(tf.data.Dataset.from_tensor_slices((images, labels)), 3))
     assert [int(y) for _, y in out] == labels.tolist()
     for (x, _), original in zip(out, images):
         x = x.numpy()
         assert x.shape == original.shape and x.dtype == np.float32
         assert 0.0 <= x.min() and x.max() <= 255.0
-        # a mild change: a turned, shifted, relit face, not noise
-        assert np.corrcoef(x.mean(axis=2).ravel(), np.fliplr(x).mean(axis=2).ravel())[0, 1] < 1.0
+        # a mild change: a turned, shifted, relit (perhaps mirrored) face, not noise (about 0 here)
+        gray, before = x.mean(axis=2).ravel(), original.astype(np.float32).mean(axis=2)
+        kept = max(np.corrcoef(gray, view.ravel())[0, 1] for view in (before, np.fliplr(before)))
+        assert 0.7 < kept and not np.allclose(x, original, atol=1.0)
         assert abs(float(x.mean()) - float(original.mean())) < 0.35 * float(original.mean())
 
 

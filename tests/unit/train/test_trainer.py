@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,10 +48,12 @@ def _noise(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("in_driver, columns", [(True, False), (False, False), (True, True), (False, True)])
 def test_the_kept_weights_are_the_best_holdout_epochs_in_the_driver_and_on_a_worker(ray_session, tmp_path, in_driver,
-                                                                                     columns):
+                                                                                     columns, monkeypatch):
     """Ray Datasets or the driver's numpy columns (`data.Columns`: kept in memory for the driver's
     loop, put in the object store for a worker) train the same way."""
     import ray
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this process's temporary folders, and no other's
 
     fit_x, fit_y = _noise(64, 0)
     holdout_x, holdout_y = _noise(32, 1)
@@ -66,7 +67,6 @@ def test_the_kept_weights_are_the_best_holdout_epochs_in_the_driver_and_on_a_wor
     config.train.patience = 20
     spec = dataclasses.replace(resolve_spec("facenet", config.train), epochs=6, learning_rate=0.5)
     where = Placement(workers=1, use_gpu=False, cpus_per_worker=1.0, gpus_per_worker=0.0, in_driver=in_driver)
-    leftovers = set(Path(tempfile.gettempdir()).glob("faceproc-train-*"))
     if columns:
         fit, holdout = {"embedding": fit_x, "label": fit_y}, {"embedding": holdout_x, "label": holdout_y}
     else:
@@ -81,7 +81,8 @@ def test_the_kept_weights_are_the_best_holdout_epochs_in_the_driver_and_on_a_wor
     head.set_weights(weights)
     head.compile(loss="sparse_categorical_crossentropy")
     assert head.evaluate(holdout_x, holdout_y, verbose=0) == pytest.approx(state.best_loss, abs=1e-4)
-    assert set(Path(tempfile.gettempdir()).glob("faceproc-train-*")) == leftovers  # the driver's checkpoints went
+    assert list((tmp_path / "out" / "_ray_train").iterdir()) == []  # the run's checkpoints went, the driver's too
+    assert not list(tmp_path.glob("faceproc-*"))  # none written outside OUT, where a killed run would leave them
 
 
 def test_start_retries_cover_start_wait_minutes(monkeypatch):
