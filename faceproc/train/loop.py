@@ -55,6 +55,7 @@ class LoopConfig:
     steps_per_epoch: int  # batches of this worker's share per epoch, for the learning-rate schedule
     augment: bool  # online augmentation of the fitting faces
     initial_weights: Any = None  # ObjectRef of the current model's weight list: a warm start on workers (warm_start.py)
+    warm_start: bool = False  # fine-tuning the current model: an epoch replaces its weights only by beating them
     in_driver: bool = False  # Ray Train's local mode: the driver's own thread pools, logging and console
     checkpoint_root: str | None = None  # where checkpoints are written; None: the system's temporary folder
 
@@ -65,7 +66,8 @@ class LoopState:
 
     next_epoch: int = 0
     best_loss: float = math.inf
-    best_epoch: int = -1  # the epoch whose weights are the model, -1 before the first
+    best_epoch: int = -1  # the epoch whose weights are the model; -1 before the first, or the starting weights
+    start_loss: float | None = None  # a warm start: the holdout loss of the weights it started from
     bad_epochs: int = 0
     resumed_at: list[int] = field(default_factory=list)
     history: dict[str, list[float]] = field(default_factory=lambda: {
@@ -105,16 +107,21 @@ def read_weights(directory: str, best: bool = False) -> list[np.ndarray]:
 
 def record_epoch(state: LoopState, epoch: int, holdout_loss: float) -> bool:
     """Count `epoch` into the early-stopping state; True when its weights are the best so far. The
-    first epoch always is (there must be a model to keep), and a non-finite loss counts as infinite,
-    so that a diverged first epoch does not stand in for the first finite one."""
-    loss = float(holdout_loss) if math.isfinite(holdout_loss) else math.inf
-    improved = state.best_epoch < 0 or loss < state.best_loss - 1e-6
+    first epoch always is (there must be a model to keep) unless a warm start's starting weights
+    scored `start_loss`, which it must then beat; a non-finite loss counts as infinite, so that a
+    diverged first epoch does not stand in for the first finite one."""
+    loss = finite_loss(holdout_loss)
+    improved = (state.best_epoch < 0 and state.start_loss is None) or loss < state.best_loss - 1e-6
     if improved:
         state.best_loss, state.best_epoch, state.bad_epochs = loss, epoch, 0
     else:
         state.bad_epochs += 1
     state.next_epoch = epoch + 1
     return improved
+
+
+def finite_loss(loss: float) -> float:
+    return float(loss) if math.isfinite(loss) else math.inf
 
 
 def epoch_line(model: str, epoch: int, epochs: int, scores: dict[str, float], seconds: float, stop: bool) -> str:
@@ -184,6 +191,10 @@ def train_func(config: dict[str, LoopConfig]) -> None:
     fit_feed = ShardFeed(split("fit"), feature, batch_size, loop.cache_in_worker, shuffle=True, augment=loop.augment)
     holdout_feed = (ShardFeed(split("holdout"), feature, batch_size, loop.cache_in_worker, shuffle=False)
                     if loop.has_holdout else None)
+    if loop.warm_start and holdout_feed is not None and not checkpoint:  # the current model is the one to beat
+        scored = model.evaluate(holdout_feed.epoch(loop.seed), verbose=0, return_dict=True)
+        state.start_loss = state.best_loss = finite_loss(scored["loss"])
+        best_weights = model.get_weights()
     chief = context.get_world_rank() == 0  # the only worker whose checkpoints are kept
     for epoch in range(state.next_epoch, loop.epochs):
         started = time.perf_counter()

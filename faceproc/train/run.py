@@ -215,6 +215,10 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
         log.info("%s: %s (%s)", name, how, "; ".join(dict.fromkeys([result["trained_because"], start.reason])))
         trained, facts = _fit(config, spec, recipe, data, where, artifact if start.warm else None)
         result.update(facts)
+        if facts["start_holdout_loss"] is not None and facts["best_epoch"] < 0:
+            result["start_reason"] = (f"{start.reason}; no epoch beat its holdout loss "
+                                      f"{facts['start_holdout_loss']:.3f}, so its weights are kept")
+            log.info("%s: %s", name, result["start_reason"])
     except WeightsUnavailable as exc:
         result.update(status=Status.SKIPPED, reason=str(exc))
         for how_it_ran in ("start", "start_reason", "trained_because", "workers", "device", "in_driver"):
@@ -270,7 +274,7 @@ def _fit(config: Config, spec: ModelSpec, recipe: ModelSpec, data: TrainingData,
         feature = "image"
 
     state, weights = fit_with_ray_train(config, recipe, where, build, num_classes, feature, fit, holdout,
-                                        fit_rows=fit_count, initial_weights=initial)
+                                        fit_rows=fit_count, initial_weights=initial, warm_start=current is not None)
     if frozen_facenet:
         head = build_embedding_head(num_classes)
         head.set_weights(weights)
@@ -285,6 +289,7 @@ def _fit(config: Config, spec: ModelSpec, recipe: ModelSpec, data: TrainingData,
         "epochs_run": len(state.history["epoch"]),
         "best_epoch": state.best_epoch,
         "best_holdout_loss": state.best_loss,
+        "start_holdout_loss": state.start_loss,  # a warm start: the current model's, the loss to beat
         "resumed_at_epochs": state.resumed_at,
         "epochs": recipe.epochs,
         "batch_size": recipe.batch_size,

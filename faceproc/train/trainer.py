@@ -34,13 +34,15 @@ DEFAULT_START_TIMEOUT_S = 60.0
 
 def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build: Callable[[int], Any],
                        num_classes: int, feature: str, fit: Any, holdout: Any | None,
-                       fit_rows: int, initial_weights: list | None = None) -> tuple[LoopState, list]:
+                       fit_rows: int, initial_weights: list | None = None,
+                       warm_start: bool = False) -> tuple[LoopState, list]:
     """One TensorflowTrainer run over `fit` (`fit_rows` rows; `fit` and `holdout` are Ray Datasets, or
     `data.Columns` the driver decoded: its own loop trains from them in memory, workers get them
     through the object store), from what `build` returns: with
     `initial_weights` (a warm start on workers) set to them, else as built (a new model, or in the
     driver's warm start the current one); returns the loop's final state (history, best
-    epoch) and the weights of the epoch with the lowest holdout loss, from its last checkpoint."""
+    epoch) and the weights of the epoch with the lowest holdout loss, from its last checkpoint. With
+    `warm_start` those are the starting weights unless an epoch beats them on the holdout."""
     import ray
     from ray.train import CheckpointConfig, ControllerError, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
@@ -68,6 +70,7 @@ def fit_with_ray_train(config: Config, spec: ModelSpec, where: Placement, build:
         steps_per_epoch=max(1, math.ceil(fit_rows / where.workers / spec.batch_size)),
         augment=feature == "image" and spec.online_augment and config.train.online_augment,
         initial_weights=None if initial_weights is None else ray.put(initial_weights),  # workers only
+        warm_start=warm_start,
         in_driver=where.in_driver, checkpoint_root=checkpoint_root,
     )
     resources = {"CPU": where.cpus_per_worker}

@@ -322,7 +322,8 @@ def _history_charts(hist: Mapping[str, Any], best_epoch: Any = None) -> str:
     if n == 0:
         return note("The history is empty.")
     marker = (
-        dict(marker_x=float(best_epoch) + 1, marker_label="kept") if isinstance(best_epoch, (int, float)) else {}
+        dict(marker_x=float(best_epoch) + 1, marker_label="kept")
+        if isinstance(best_epoch, (int, float)) and best_epoch >= 0 else {}  # -1: the warm start's own weights
     )
     loss_chart = line_chart(
         "loss",

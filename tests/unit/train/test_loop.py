@@ -56,3 +56,13 @@ def test_the_best_epoch_is_the_lowest_finite_holdout_loss_and_patience_counts_th
     improved = [record_epoch(state, epoch, loss) for epoch, loss in enumerate(losses)]
     assert improved == [True, True, False, True, False, False]  # a diverged first epoch stands in until one is finite
     assert (state.best_epoch, state.best_loss, state.bad_epochs, state.next_epoch) == (3, 0.7, 2, 6)
+
+
+def test_a_warm_start_keeps_its_own_weights_until_an_epoch_beats_them():
+    state = LoopState(start_loss=0.8, best_loss=0.8)
+    improved = [record_epoch(state, epoch, loss) for epoch, loss in enumerate([0.9, 0.85, 0.7, 0.75])]
+    assert improved == [False, False, True, False]  # the first epoch is no model of its own here
+    assert (state.best_epoch, state.best_loss, state.bad_epochs) == (2, 0.7, 1)
+    worse = LoopState(start_loss=0.5, best_loss=0.5)
+    assert not any(record_epoch(worse, epoch, loss) for epoch, loss in enumerate([0.6, float("nan")]))
+    assert (worse.best_epoch, worse.best_loss) == (-1, 0.5)  # the starting weights stay the model

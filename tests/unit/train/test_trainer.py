@@ -113,3 +113,26 @@ def test_workers_no_node_can_hold_fail_the_training_after_start_wait_minutes(ray
                            {"embedding": fit_x, "label": fit_y}, None, fit_rows=16)
     pending = [pg for pg in ray.util.placement_group_table().values() if pg["state"] == "PENDING"]
     assert not pending, pending  # nothing left waiting for the resources
+
+
+@pytest.mark.parametrize("in_driver", [True, False], ids=["driver", "worker"])
+def test_a_warm_start_that_only_gets_worse_keeps_the_weights_it_started_from(ray_session, tmp_path, in_driver):
+    """Fine-tuning on labels nothing predicts raises the holdout loss from the first epoch: the
+    current model is kept rather than replaced by a worse one."""
+    fit_x, fit_y = _noise(64, 0)
+    holdout_x, holdout_y = _noise(32, 1)
+    current = build_embedding_head(2)
+    start = [w.copy() for w in current.get_weights()]
+    config = Config(output=str(tmp_path / "out"))
+    spec = dataclasses.replace(resolve_spec("facenet", config.train), epochs=3, learning_rate=0.5)
+    where = Placement(workers=1, use_gpu=False, cpus_per_worker=1.0, gpus_per_worker=0.0, in_driver=in_driver)
+    build = (lambda num_classes: current) if in_driver else build_embedding_head
+    state, weights = fit_with_ray_train(config, spec, where, build, 2, "embedding",
+                                        {"embedding": fit_x, "label": fit_y},
+                                        {"embedding": holdout_x, "label": holdout_y}, fit_rows=64,
+                                        initial_weights=None if in_driver else start, warm_start=True)
+
+    assert state.start_loss is not None and min(state.history[SCORE]) > state.start_loss  # every epoch was worse
+    assert (state.best_epoch, state.best_loss, len(state.history["epoch"])) == (-1, state.start_loss, 3)
+    for kept, original in zip(weights, start, strict=True):
+        np.testing.assert_array_equal(kept, original)
