@@ -210,6 +210,11 @@ def live_settings(manifest: pa.Table, split: str) -> set[str]:
     return set(pc.unique(_live_files(manifest, split).column("settings")).to_pylist()) - {None}
 
 
+def live_people(manifest: pa.Table, split: str) -> set[str]:
+    """The people (labels) of `split`'s live files."""
+    return set(pc.unique(_live_files(manifest, split).column("label")).to_pylist()) - {None}
+
+
 def split_files(manifest: pa.Table, split: str) -> pa.Table:
     """The manifest rows (or rows of a table shaped like it) of `split`'s files, rejected ones too."""
     return manifest.filter(pc.equal(manifest.column("split"), split))

@@ -33,7 +33,14 @@ import pyarrow as pa
 from faceproc.config import Config
 from faceproc.core import layout, storage
 from faceproc.core.errors import one_line_reason
-from faceproc.core.manifest import live_face_rows, live_settings, load_manifest, rejected_count, split_files
+from faceproc.core.manifest import (
+    live_face_rows,
+    live_people,
+    live_settings,
+    load_manifest,
+    rejected_count,
+    split_files,
+)
 from faceproc.core.model_names import REFERENCE_ACCURACY, model_order
 from faceproc.core.schema import MODEL_INPUT_COLUMNS, Status
 from faceproc.core.shards import (
@@ -133,20 +140,26 @@ def val_people_never_trained(val_files: pa.Table, trained: set[str]) -> dict[str
     return dict(sorted(Counter(label for label in labels if label and label not in trained).items()))
 
 
-def stale_reason(out: str, result: dict[str, Any], val_settings: set[str]) -> str | None:
+def stale_reason(out: str, result: dict[str, Any], val_settings: set[str], train_people: set[str]) -> str | None:
     """Why a model is not evaluated on the validation faces as they are now, or None when it can be.
 
     A model trained on rows made with other preprocessing settings (another margin, alignment off, ...)
-    would be scored on crops it never saw; a model whose result.json records no settings (an earlier
-    faceproc) is evaluated as before."""
+    would be scored on crops it never saw, and one trained on other people than the train split now
+    holds (`train_people`) cannot name a newcomer and still names someone removed; a model whose
+    result.json records neither (an earlier faceproc) is evaluated as before."""
     from faceproc.preprocess.settings import describe_settings_change  # MTCNN's and OpenCV's constants
 
+    retrain = f"not evaluated; `{ModelArtifact(out, result['model']).train_command}` retrains it"
+    classes = set(result.get("classes") or [])
+    if classes and train_people and classes != train_people:
+        change = ", ".join([f"+{person}" for person in sorted(train_people - classes)]
+                           + [f"-{person}" for person in sorted(classes - train_people)])
+        return f"trained on other people than the train split now holds ({change}): {retrain}"
     trained_on = set(result.get("row_settings") or [])
     if not trained_on or not val_settings or val_settings <= trained_on:
         return None
     change = describe_settings_change(out, trained_on, val_settings)
-    return (f"trained on other preprocessing settings than the validation faces now hold ({change}): not "
-            f"evaluated; `{ModelArtifact(out, result['model']).train_command}` retrains it")
+    return f"trained on other preprocessing settings than the validation faces now hold ({change}): {retrain}"
 
 
 def _failed(result: dict[str, Any], name: str, reason: str) -> dict[str, Any]:
@@ -182,6 +195,7 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
         require_on_every_node({"output": out})
         use_gpu = float(ray.cluster_resources().get("GPU", 0)) > 0
     val_settings = live_settings(manifest, layout.VAL_SPLIT)
+    train_people = live_people(manifest, layout.TRAIN_SPLIT)
     results: dict[str, dict[str, Any]] = {}
     usable: list[str] = []
     labels: set[str] = set()
@@ -191,7 +205,7 @@ def run_evaluate(config: Config) -> list[dict[str, Any]]:
         results[name] = artifact.result()
         if results[name]["status"] != Status.OK:
             continue
-        stale = stale_reason(out, results[name], val_settings)
+        stale = stale_reason(out, results[name], val_settings, train_people)
         if stale:
             log.warning("evaluate: %s: %s", name, stale)
             results[name] = {**results[name], "status": Status.STALE, "reason": stale}

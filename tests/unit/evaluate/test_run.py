@@ -250,3 +250,16 @@ def test_model_order_and_one_line_reason():
     except RuntimeError as exc:
         assert one_line_reason(exc) == "KeyError: 'inner'"
     assert one_line_reason(ValueError("a\nb")) == "ValueError: a"
+
+
+def test_a_model_trained_on_other_people_than_the_train_split_holds_is_stale(tmp_path):
+    """It cannot name a newcomer and still names someone removed: scored, it would look merely weak."""
+    from faceproc.evaluate.run import stale_reason
+
+    out = str(tmp_path / "out")
+    result = {"model": "resnet50", "status": "ok", "classes": ["ann", "bob", "cy"]}
+    assert stale_reason(out, result, set(), {"ann", "bob", "cy"}) is None
+    assert stale_reason(out, result, set(), {"ann", "bob", "dee"}) == (
+        "trained on other people than the train split now holds (+dee, -cy): not evaluated; "
+        f"`faceproc train --output {out} --models resnet50` retrains it")
+    assert stale_reason(out, {"model": "cnn", "status": "ok"}, set(), {"ann"}) is None  # an earlier faceproc's
