@@ -194,6 +194,19 @@ def leakage_flags(manifest: pa.Table) -> pa.ChunkedArray:
     return pc.and_(placed, pc.is_in(manifest["sha256"], value_set=_values(shared)))
 
 
+def same_content_other_people(manifest: pa.Table) -> pa.Table:
+    """The live files of a split whose content (SHA-256) is also filed under another person of that
+    split: a mislabelled copy, which a model learns as both people. Sorted by content, then path."""
+    live = manifest.filter(pc.fill_null(pc.and_(pc.equal(manifest["status"], "ok"),
+                                                pc.not_equal(manifest["split"], "")), False))
+    people = live.group_by(["split", "sha256"]).aggregate([("label", "count_distinct")])
+    shared = people.filter(pc.greater(people["label_count_distinct"], 1))
+    keys = pc.binary_join_element_wise(live["split"], live["sha256"], "\0")
+    shared_keys = pc.binary_join_element_wise(shared["split"], shared["sha256"], "\0")
+    return live.filter(pc.is_in(keys, value_set=_values(shared_keys))).sort_by([("sha256", "ascending"),
+                                                                                ("path", "ascending")])
+
+
 def rejected_count(manifest: pa.Table, split: str) -> int:
     """Files of `split` the manifest lists as rejected (counted as errors end to end)."""
     mask = pc.and_(pc.equal(manifest.column("status"), "rejected"), pc.equal(manifest.column("split"), split))

@@ -30,6 +30,22 @@ CURVE_POINTS = 101  # thresholds on the recorded false-accept / false-reject cur
 _EPS = 1e-12
 
 
+HIGH_FRR = 0.2  # a threshold rejecting more of the known faces than this is said to be unusable
+
+
+def threshold_warning(calibration: dict[str, Any]) -> str | None:
+    """Why a chosen threshold names few known faces, or None: when it rejects more than HIGH_FRR of
+    them, some person's faces lie as close to another person as to their own."""
+    frr = calibration.get("estimated_frr")
+    if not isinstance(frr, (int, float)) or frr <= HIGH_FRR:
+        return None
+    return (f"the unknown threshold {calibration['threshold']:.3f} calls {frr:.0%} of the known train faces "
+            f"unknown: to accept at most {calibration['target_far']:.0%} of {calibration['impostor_trials']} "
+            "stranger trials it must sit below a few faces that are as close to another person as to their own "
+            "(the same photo filed under two people, or two people alike); predict and identify will say "
+            "`unknown` for most faces")
+
+
 class CentroidsError(ValueError):
     """A centroids object that cannot be used; the message says which part and where."""
 

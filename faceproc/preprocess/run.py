@@ -30,7 +30,14 @@ from faceproc.core.commit import (
     run_staged,
     stage_photos,
 )
-from faceproc.core.manifest import Plan, hash_where_needed, load_manifest, plan_run, split_files
+from faceproc.core.manifest import (
+    Plan,
+    hash_where_needed,
+    load_manifest,
+    plan_run,
+    same_content_other_people,
+    split_files,
+)
 from faceproc.core.schema import FACE_SCHEMA
 from faceproc.core.text import key_values
 from faceproc.preprocess.discover import Discovery, discover
@@ -171,6 +178,18 @@ def _fill_live_counts(summary: PreprocessSummary, manifest: pa.Table) -> None:
     leaked = manifest.filter(manifest.column("leakage"))
     summary.leakage = leaked.column("path").to_pylist()
     _warn_of_val_photos_in_train(leaked)
+    _warn_of_photos_under_two_people(same_content_other_people(manifest))
+
+
+def _warn_of_photos_under_two_people(copies: pa.Table) -> None:
+    """Name the photos filed under two people of one split (a copy in the wrong folder): a model
+    learns the face as both, and FaceNet's unknown threshold, which must not take one person for
+    another, falls toward 0 and calls most known faces unknown."""
+    if copies.num_rows:
+        pairs = [f"{path} ({person})" for path, person in zip(copies["path"].to_pylist(), copies["label"].to_pylist())]
+        shown = ", ".join(pairs[:6]) + (f" and {len(pairs) - 6} more" if len(pairs) > 6 else "")
+        log.warning("photos with the same content filed under more than one person (%d files): %s; remove or move "
+                    "the wrong copy", copies.num_rows, shown)
 
 
 def _warn_of_val_photos_in_train(leaked: pa.Table) -> None:

@@ -26,6 +26,7 @@ from faceproc.core.errors import describe
 from faceproc.core.schema import Status
 from faceproc.core.text import plural
 from faceproc.inference.artifact import ModelArtifact, TrainedFiles
+from faceproc.inference.openset import threshold_warning
 from faceproc.models.errors import UnknownModelError, WeightsError, WeightsUnavailable
 from faceproc.models.registry import BuildContext, ModelSpec, parse_model_names, resolve_spec
 from faceproc.train.data import HOLDOUT_METHOD, TrainingData, decoded_faces, load_training_data
@@ -285,6 +286,9 @@ def _fit(config: Config, spec: ModelSpec, recipe: ModelSpec, data: TrainingData,
     centroids = (train_centroids(config.output, context.facenet_weights_path, config.evaluate.unknown_far,
                                  config.evaluate.unknown_quantile)
                  if frozen_facenet else None)
+    warning = threshold_warning(centroids.get("calibration") or {}) if centroids else None
+    if warning:
+        log.warning("%s: %s", spec.name, warning)
     facts = {
         "epochs_run": len(state.history["epoch"]),
         "best_epoch": state.best_epoch,

@@ -18,6 +18,7 @@ from faceproc.evaluate.report.charts import accuracy_bar, line_chart
 from faceproc.evaluate.report.data import RunData
 from faceproc.evaluate.report.markup import badge, breakable, e, note
 from faceproc.evaluate.tables import fmt
+from faceproc.inference.openset import threshold_warning
 
 
 def summary_section(data: RunData) -> str:
@@ -358,6 +359,9 @@ def _open_set(calibration: Mapping[str, Any]) -> str:
                  f"{far:.1%} of {calibration.get('impostor_trials', '?')} strangers, false rejects {frr:.1%} of "
                  f"{calibration.get('genuine_trials', '?')} known faces")
     html = f'<p class="open-set">{text}).</p>'
+    warning = threshold_warning(dict(calibration))
+    if warning:
+        html += f'<p class="open-set warn">{e(warning[0].upper() + warning[1:])}.</p>'
     curve = calibration.get("curve")
     if isinstance(curve, Mapping) and curve.get("threshold"):
         html += '<div class="charts one">' + line_chart(

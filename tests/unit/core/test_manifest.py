@@ -135,3 +135,14 @@ def test_a_manifest_loads_only_the_columns_asked_for_in_their_order(tmp_path):
     assert loaded.schema == pa.schema([MANIFEST_SCHEMA.field(n) for n in ("settings", "status", "path")])
     assert loaded.to_pylist() == [{"settings": None, "status": "rejected", "path": "a"},
                                   {"settings": None, "status": "ok", "path": "b"}]
+
+
+def test_the_same_content_under_two_people_of_a_split_is_found():
+    from faceproc.core.manifest import same_content_other_people
+
+    rows = [dict(_row("t/ann/1", "x"), label="ann"), dict(_row("t/bob/9", "x"), label="bob"),  # a copy misfiled
+            dict(_row("t/ann/2", "y"), label="ann"), dict(_row("t/ann/3", "y"), label="ann"),  # twice, same person
+            dict(_row("v/cy/1", "z", split="val"), label="cy"), dict(_row("t/ann/4", "z"), label="ann"),  # leakage
+            dict(_row("t/dee/1", "w", status="rejected"), label="dee"), dict(_row("t/eve/1", "w"), label="eve")]
+    found = same_content_other_people(_manifest(rows))
+    assert list(zip(found["path"].to_pylist(), found["label"].to_pylist())) == [("t/ann/1", "ann"), ("t/bob/9", "bob")]

@@ -291,3 +291,19 @@ def test_facenet_style_model_uses_backbone_and_centroids(tmp_path):
 def test_json_lines_keep_the_open_set_distance():
     row = {"image": "a.jpg", "box": [1, 2, 30, 40], "person": "unknown", "probability": 0.9, "distance": 1.25}
     assert json.loads(json_lines([row]))["distance"] == 1.25
+
+
+def test_a_face_filed_under_two_people_is_said_to_ruin_the_threshold():
+    """One alice photo (with its augmented copies) also filed under bob: the stranger trials it makes
+    pull the threshold below most known faces, which the warning says, where clean data says nothing."""
+    from faceproc.inference.openset import threshold_warning
+
+    embeddings, labels, _ = _clusters(np.random.default_rng(0))
+    clean = compute_centroids(embeddings, labels, unknown_far=0.01)["calibration"]
+    assert threshold_warning(clean) is None and clean["estimated_frr"] < 0.2
+    misfiled = np.concatenate([embeddings, np.repeat(embeddings[:1], 3, axis=0)])
+    calibration = compute_centroids(misfiled, labels + ["bob"] * 3, unknown_far=0.01)["calibration"]
+    warning = threshold_warning(calibration)
+    assert calibration["estimated_frr"] > 0.2 and warning is not None
+    assert warning.startswith(f"the unknown threshold {calibration['threshold']:.3f} calls "
+                              f"{calibration['estimated_frr']:.0%} of the known train faces unknown")
