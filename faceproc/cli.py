@@ -66,6 +66,10 @@ def _config(args: argparse.Namespace, **values: object) -> Config:
     config = absolute_paths(load_config(args.config, overrides))
     if hasattr(args, "ray_address") and config.ray_address is None and os.environ.get("RAY_ADDRESS"):
         config.ray_address = os.environ["RAY_ADDRESS"]  # what init_ray joins, and so what the saved config says
+    for what, uri in (("input", config.input), ("output", config.output), ("identify.into", config.identify.into)):
+        reason = uri and not storage.is_local(uri) and storage.reachable_or_reason(uri)
+        if reason:
+            raise ConfigError(f"{what} {uri} cannot be used: {reason}")
     job_copy = job_working_copy()
     for what, folder in (("output", config.output), ("identify.into", config.identify.into)):
         if folder and _local_type(folder) == pafs.FileType.File:

@@ -16,10 +16,18 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from faceproc.core.errors import message_or_type
+
+# pyarrow's GCS client retries a failing request for 15 minutes: without credentials (or network), a
+# command hung that long before saying anything; a minute still rides out a transient error
+GCS_RETRY_SECONDS = 60
+
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem and the path within it for a local path or a URI."""
     if "://" in uri:
+        if uri.startswith(("gs://", "gcs://")) and "retry_limit_seconds=" not in uri:
+            uri += ("&" if "?" in uri else "?") + f"retry_limit_seconds={GCS_RETRY_SECONDS}"
         return pafs.FileSystem.from_uri(uri)
     return pafs.LocalFileSystem(), os.path.abspath(uri)
 
@@ -30,6 +38,17 @@ def join(base: str, *parts: str) -> str:
     for part in parts:
         out = f"{out}/{part.strip('/')}"
     return out
+
+
+def reachable_or_reason(uri: str) -> str | None:
+    """None when `uri`'s filesystem can be asked about it, else why not in one line (an unknown
+    scheme, a host that cannot be resolved, missing credentials), before any work relies on it."""
+    try:
+        fs, path = resolve(uri)
+        fs.get_file_info(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        return message_or_type(exc)
+    return None
 
 
 def is_local(uri: str) -> bool:

@@ -292,3 +292,16 @@ def test_a_negative_wait_is_refused(tmp_path, capsys):
     error = _refused(capsys, ["preprocess", "--input", str(tmp_path / "photos"), "--output", str(tmp_path / "out"),
                               "--wait", "-5"])
     assert "--wait -5 must be at least 0" in error and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("uri, reason", [
+    ("foo://bar/photos", "Unrecognized filesystem type in URI: foo://bar/photos"),
+    ("s3://bucket/photos?endpoint_override=127.0.0.1:{port}&scheme=http", "Could not connect to server"),
+])
+def test_an_input_uri_that_cannot_be_used_is_refused_before_the_output_is_made(tmp_path, capsys, uri, reason):
+    from tests.conftest import closed_port
+
+    uri = uri.format(port=closed_port())
+    error = _refused(capsys, ["preprocess", "--input", uri, "--output", str(tmp_path / "out")])
+    assert error.startswith(f"faceproc: error: input {uri} cannot be used: ") and reason in error
+    assert not (tmp_path / "out").exists()

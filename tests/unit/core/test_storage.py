@@ -74,3 +74,17 @@ def test_restore_dir_undoes_a_swap_that_died_halfway(tmp_path):
     storage.restore_dir(str(models / "cnn"))
     assert _tree(models / "cnn") == {"model.keras": "old model"}
     assert not (models / ".cnn.previous").exists()
+
+
+def test_a_gcs_client_gives_up_in_a_minute_unless_told_otherwise():
+    """pyarrow's default of 15 minutes of retries made a command without credentials hang that long."""
+    import datetime
+
+    def retry_limit(uri: str) -> datetime.timedelta:
+        fs, path = storage.resolve(uri)
+        assert path == "bucket/photos"
+        return fs.__reduce__()[1][0]["retry_time_limit"]  # the options it was made with
+
+    assert retry_limit("gs://bucket/photos") == datetime.timedelta(seconds=storage.GCS_RETRY_SECONDS) \
+        == datetime.timedelta(minutes=1)
+    assert retry_limit("gs://bucket/photos?retry_limit_seconds=5") == datetime.timedelta(seconds=5)
