@@ -210,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             seconds = f"{result['train_seconds']:>7.1f} s"
         print(f"{result['model']:<18} {status:<14} {seconds}{reason}")
-    return 1 if any(r["status"] == Status.FAILED for r in results) else 0
+    return 1 if any(r["status"] == Status.FAILED for r in results) else _exit_code_of_skips(results)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -244,7 +244,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.reported:
         print(format_table(result.reported))
     print(f"report: {layout.report_file(config.output, layout.REPORT_HTML)}")
-    return 1 if result.failed else 0
+    return 1 if result.failed else _exit_code_of_skips(result.training)
+
+
+def _exit_code_of_skips(training: list[dict]) -> int:
+    """1, saying why, when every model asked for was skipped (no weights for it): a scheduled job
+    that trained nothing must not report success; else 0."""
+    if not training or any(r["status"] != Status.SKIPPED for r in training):
+        return 0
+    print("faceproc: error: every model asked for was skipped, so nothing can name a face (the reasons are above)",
+          file=sys.stderr)
+    return 1
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -356,7 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except KeyboardInterrupt:
-        print("faceproc: interrupted; published outputs are unchanged", file=sys.stderr)
+        print("faceproc: interrupted; what was published before stays whole, and the next run redoes the rest",
+              file=sys.stderr)
         return 130
     except Exception as exc:
         if not _is_user_error(exc):

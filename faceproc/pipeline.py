@@ -59,7 +59,7 @@ def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0)
         summary = run_preprocess(config, run_id=run_id)
         changed = summary.processed + summary.deleted
         stages["preprocess"] = (f"{summary.new} new, {summary.changed} changed, {summary.deleted} deleted, "
-                                f"{summary.unchanged} unchanged")
+                                f"{summary.resettled} redone for new settings, {summary.unchanged} unchanged")
         print(summary.format() if changed else f"nothing to do: all {summary.unchanged} files already processed "
               f"({summary.live_rejects} of them rejected)", flush=True)
         result = PipelineResult(run_id, summary, stages=stages)
@@ -87,7 +87,7 @@ def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0)
             "ended": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(time.monotonic() - started, 1),
             "counts": {"new": summary.new, "changed": summary.changed, "deleted": summary.deleted,
-                       "unchanged": summary.unchanged, "rejected": summary.rejects},
+                       "resettled": summary.resettled, "unchanged": summary.unchanged, "rejected": summary.rejects},
             "stages": stages,
             "training": [{k: r.get(k) for k in ("model", "status", "reason", "train_seconds", "up_to_date", "trained_because")}
                          for r in result.training],

@@ -52,6 +52,12 @@ def _unwritable(out: str, exc: OSError) -> OutputUnwritable:
     return OutputUnwritable(f"cannot write to {out}: {message_or_type(exc)}")
 
 
+def _what_next(wait_seconds: float) -> str:
+    if wait_seconds > 0:
+        return f"it was still in use after --wait {wait_seconds:g} s: wait longer, or for it to end"
+    return "wait for it or pass --wait SECONDS"
+
+
 @contextlib.contextmanager
 def output_lock(out: str, wait_seconds: float = 0.0) -> Iterator[None]:
     """Hold OUT's lock (or, on object storage, its lease) for the duration; wait up to `wait_seconds`
@@ -71,7 +77,7 @@ def output_lock(out: str, wait_seconds: float = 0.0) -> Iterator[None]:
                     handle.seek(0)
                     holder = handle.read().strip() or "unknown"
                     raise LockedError(f"another faceproc run is using {out} ({holder}); "
-                                      f"wait for it or pass --wait SECONDS") from None
+                                      f"{_what_next(wait_seconds)}") from None
                 time.sleep(POLL_SECONDS)
         handle.seek(0)
         handle.truncate()
@@ -120,7 +126,7 @@ def output_lease(out: str, wait_seconds: float = 0.0, ttl: float = TTL_SECONDS,
             current = read_lease(out) or {}
             left = max(0.0, float(current.get("expires", 0)) - time.time())
             raise LockedError(f"another faceproc run is using {out} ({current.get('holder', 'unknown')}; its lease "
-                              f"expires in {left:.0f} s unless renewed); wait for it or pass --wait SECONDS")
+                              f"expires in {left:.0f} s unless renewed); {_what_next(wait_seconds)}")
         time.sleep(POLL_SECONDS)
     stop = threading.Event()
     renewer = threading.Thread(target=_renew, args=(out, owner, holder, ttl, renew, stop), daemon=True,

@@ -120,6 +120,12 @@ def record_epoch(state: LoopState, epoch: int, holdout_loss: float) -> bool:
     return improved
 
 
+def early_stop(loop: LoopConfig, state: LoopState, epoch: int) -> bool:
+    """Whether training stops after `epoch`, `patience` epochs without a better holdout loss and not
+    before `min_epochs`; the schedule's last epoch ends it anyway, and is not called an early stop."""
+    return state.bad_epochs >= loop.patience and loop.min_epochs <= epoch + 1 < loop.epochs
+
+
 def finite_loss(loss: float) -> float:
     return float(loss) if math.isfinite(loss) else math.inf
 
@@ -214,7 +220,7 @@ def train_func(config: dict[str, LoopConfig]) -> None:
         weights = model.get_weights()  # every worker: under MWMS, reading BatchNorm statistics is collective
         if improved:
             best_weights = weights
-        stop = state.bad_epochs >= loop.patience and epoch + 1 >= loop.min_epochs
+        stop = early_stop(loop, state, epoch)
         metrics = {**scores, "epoch": epoch, "stopped_early": stop}
         if chief:
             print(epoch_line(loop.model, epoch, loop.epochs, scores, seconds, stop), flush=True)

@@ -305,3 +305,16 @@ def test_an_input_uri_that_cannot_be_used_is_refused_before_the_output_is_made(t
     error = _refused(capsys, ["preprocess", "--input", uri, "--output", str(tmp_path / "out")])
     assert error.startswith(f"faceproc: error: input {uri} cannot be used: ") and reason in error
     assert not (tmp_path / "out").exists()
+
+
+def test_a_training_whose_every_model_was_skipped_exits_1(tmp_path, capsys):
+    """A scheduled job that trained nothing (no weights where it looked) must not report success."""
+    from tests.conftest import write_face_shards
+
+    write_face_shards(tmp_path / "out", {"ann": [(200, 40, 40)] * 3, "bob": [(40, 40, 200)] * 3}, copies=1)
+    code = main(["train", "--output", str(tmp_path / "out"), "--models", "facenet",
+                 "--set", f"train.facenet_weights={tmp_path / 'missing.h5'}"])
+    captured = capsys.readouterr()
+    assert code == 1 and "facenet" in captured.out and "skipped" in captured.out
+    assert captured.err.strip().endswith("every model asked for was skipped, so nothing can name a face (the "
+                                         "reasons are above)")

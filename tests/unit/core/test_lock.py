@@ -14,8 +14,11 @@ def test_second_holder_is_refused_with_a_clear_message(tmp_path):
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(LockedError, match=r"another faceproc run is using .*pid \d+"):
+        with pytest.raises(LockedError, match=r"another faceproc run is using .*pid \d+.*after --wait 1 s: wait longer"):
             with output_lock(str(tmp_path), wait_seconds=1):
+                pass
+        with pytest.raises(LockedError, match=r"wait for it or pass --wait SECONDS$"):
+            with output_lock(str(tmp_path)):
                 pass
     finally:
         holder.kill()

@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 
 from faceproc.models.cnn import build_cnn
-from faceproc.train.loop import LoopState, epoch_line, read_state, read_weights, record_epoch, write_checkpoint
+from faceproc.train.loop import (
+    LoopState,
+    early_stop,
+    epoch_line,
+    read_state,
+    read_weights,
+    record_epoch,
+    write_checkpoint,
+)
 
 
 def test_checkpoint_round_trips_weights_and_loop_state():
@@ -66,3 +74,12 @@ def test_a_warm_start_keeps_its_own_weights_until_an_epoch_beats_them():
     worse = LoopState(start_loss=0.5, best_loss=0.5)
     assert not any(record_epoch(worse, epoch, loss) for epoch, loss in enumerate([0.6, float("nan")]))
     assert (worse.best_epoch, worse.best_loss) == (-1, 0.5)  # the starting weights stay the model
+
+
+def test_the_last_epoch_is_never_called_an_early_stop():
+    """A model that runs its whole schedule (resnet50) ended every training with "(early stop)"."""
+    from faceproc.train.loop import LoopConfig
+
+    fields = {name: None for name in LoopConfig.__dataclass_fields__}
+    loop = LoopConfig(**{**fields, "epochs": 3, "patience": 1, "min_epochs": 0, "has_holdout": True})
+    assert [early_stop(loop, LoopState(bad_epochs=1), epoch) for epoch in range(3)] == [True, True, False]
