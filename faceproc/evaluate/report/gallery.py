@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
+from faceproc.core.schema import RejectReason
 from faceproc.evaluate.report.data import RunData
 from faceproc.evaluate.report.images import THUMB_SIDE, crop_thumbnail, load_crops, photo_thumbnail
 from faceproc.evaluate.report.markup import basename, e, img_tag, note, shown_note
@@ -172,7 +173,9 @@ def rejects_section(data: RunData, max_rejects: int) -> str:
     ordered = sorted(data.rejects, key=lambda r: (str(r.get("reason")), str(r.get("path"))))
     for r in ordered[:max_rejects]:
         path = str(r.get("path"))
-        src, why = photo_thumbnail(path, None, side=120)
+        # a photo over preprocess.max_pixels is not decoded again for its thumbnail
+        src, why = ((None, "too large to preview") if r.get("reason") == RejectReason.TOO_LARGE
+                    else photo_thumbnail(path, None, side=120))
         where = " / ".join(e(x) for x in (r.get("split"), r.get("label")) if x)
         rows.append(
             f'<tr><td class="rthumb">{img_tag(src, basename(path), f"no preview: {why}", "rimg")}</td>'

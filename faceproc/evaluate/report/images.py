@@ -55,6 +55,8 @@ def photo_thumbnail(
                 img.draft("RGB", (side * 2, side * 2))  # decode big JPEGs at a reduced scale
             img = Image.fromarray(to_rgb_array(ImageOps.exif_transpose(img)))
             img.thumbnail((side, side), Image.Resampling.LANCZOS)
+    except Image.DecompressionBombError:  # Pillow's own limit, met when the file is opened
+        return None, "too large to preview"
     except Exception as exc:
         return None, _short_error(exc)
     if box is not None and len(box) == 4:

@@ -454,3 +454,12 @@ def test_box_is_drawn_where_the_face_is_on_an_exif_rotated_photo(tmp_path):
     assert not greenish(thumb.getpixel((50, 35)))
     assert not greenish(thumb.getpixel((150, 80)))
     assert BOX_COLOUR[1] > 200
+
+
+def test_a_photo_past_pillows_own_limit_is_too_large_to_preview(tmp_path, png_by_hand):
+    """Pillow refuses it on opening (a decompression bomb to it): said plainly, not in Pillow's words."""
+    from faceproc.evaluate.report.images import photo_thumbnail
+
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_by_hand(100_000, 100_000, 8, 2))  # 10 gigapixels declared, a few bytes stored
+    assert photo_thumbnail(str(path)) == (None, "too large to preview")
