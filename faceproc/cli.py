@@ -137,6 +137,18 @@ def _adopt_rows_preprocessing(config: Config, args: argparse.Namespace) -> None:
     adopt_row_fields(config.preprocess, recorded, asked, args.command)
 
 
+def _refuse_other_crops_than_the_models(config: Config, args: argparse.Namespace, model: str) -> None:
+    """`predict` and `identify` cut faces as the model's training rows were cut (`crop_settings`):
+    a row-shaping `preprocess.*` value the user set to something else is refused in one line, not
+    silently replaced."""
+    from faceproc.inference.artifact import ModelArtifact
+    from faceproc.inference.crop_settings import refuse_other_crops
+
+    asked = explicit_keys(args.config, dict(parse_override(text) for text in args.overrides))
+    refuse_other_crops(config.output, config.preprocess, ModelArtifact(config.output, model).result(), asked,
+                       args.command)
+
+
 def _adopt_unknown_threshold_settings(config: Config, args: argparse.Namespace) -> None:
     """FaceNet's unknown threshold is chosen when it trains (centroids.json), and `evaluate` reports
     it as chosen: its config takes the `evaluate.unknown_*` values facenet trained with, so the config
@@ -267,6 +279,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     missing = [path for path in images if _local_type(path) not in (None, pafs.FileType.File)]
     if missing:
         raise FileNotFoundError(f"not an image file (missing, or a folder): {', '.join(missing)}")
+    _refuse_other_crops_than_the_models(config, args, config.identify.model)
     rows = predict_images(config, images, model=config.identify.model)
     print(json_lines(rows) if args.json else format_predictions(rows), end="" if args.json else "\n")
     return 1 if unreadable(rows) == len(set(images)) else 0
@@ -284,6 +297,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
     folder = identities_folder(config)
     with output_lock(config.output, args.wait):  # OUT's lock first: no training swaps the model meanwhile
         ModelArtifact(config.output, config.identify.model).check_usable()  # before the identities folder exists
+        _refuse_other_crops_than_the_models(config, args, config.identify.model)
         with output_lock(folder, args.wait):
             summary = run_identify(config)
     print(summary.format())

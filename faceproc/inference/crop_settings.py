@@ -13,10 +13,23 @@ import dataclasses
 import logging
 from typing import Any
 
-from faceproc.config import PreprocessConfig
-from faceproc.preprocess.settings import recorded_row_fields
+from faceproc.config import ConfigError, PreprocessConfig
+from faceproc.preprocess.settings import describe_value, recorded_row_fields
 
 log = logging.getLogger(__name__)
+
+
+def refuse_other_crops(out: str, runtime: PreprocessConfig, model_result: dict[str, Any], explicit: set[str],
+                       command: str) -> None:
+    """A row-shaping value the user set (`explicit` keys) that differs from the model's training rows
+    would be replaced by `training_preprocess`: refused (ConfigError) rather than silently dropped."""
+    recorded = recorded_row_fields(out, model_result.get("row_settings") or []) or {}
+    for name, value in recorded.items():
+        key, asked = f"preprocess.{name}", getattr(runtime, name)
+        if key in explicit and asked != value:
+            raise ConfigError(f"{key}={describe_value(asked)} is not applied by `faceproc {command}`: it cuts faces "
+                              f"as {model_result.get('model')} was trained on them ({describe_value(value)}); "
+                              "`faceproc run` with it makes the rows and the model anew")
 
 
 def training_preprocess(out: str, runtime: PreprocessConfig, model_result: dict[str, Any]) -> PreprocessConfig:

@@ -58,8 +58,8 @@ def adopt_row_fields(prep: PreprocessConfig, made_with: dict[str, Any], explicit
     for name, value in made_with.items():
         key, asked = f"preprocess.{name}", getattr(prep, name)
         if key in explicit and asked != value:
-            raise ConfigError(f"{key}={_text(asked)} is not applied by `faceproc {command}`: the face rows in the "
-                              f"output were made with {_text(value)}; `faceproc preprocess` (or `faceproc run`) "
+            raise ConfigError(f"{key}={describe_value(asked)} is not applied by `faceproc {command}`: the face rows in the "
+                              f"output were made with {describe_value(value)}; `faceproc preprocess` (or `faceproc run`) "
                               "makes them again with it")
         setattr(prep, name, value)
 
@@ -73,7 +73,7 @@ def describe_change(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
     (an earlier faceproc, or a deleted settings record) are said to be so."""
     if old is None:
         return "rows made by an earlier faceproc or unknown settings"
-    changed = [f"{key} {_text(old.get(key))} -> {_text(new.get(key))}"
+    changed = [f"{key} {describe_value(old.get(key))} -> {describe_value(new.get(key))}"
                for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
     return ", ".join(changed) or "no visible difference"
 
@@ -87,7 +87,8 @@ def describe_settings_change(out: str, before: set[str], now: set[str]) -> str:
     return describe_change(saved_settings(out, min(before)) if before else None, current)
 
 
-def _text(value: Any) -> str:
+def describe_value(value: Any) -> str:
+    """A setting's value as the messages show it: JSON for booleans, lists and null (true, not True)."""
     return json.dumps(value) if isinstance(value, (bool, list, dict)) or value is None else str(value)
 
 

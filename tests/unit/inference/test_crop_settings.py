@@ -29,3 +29,21 @@ def test_without_a_record_the_current_settings_are_used(tmp_path):
     runtime = PreprocessConfig(face_margin=0.2)
     assert training_preprocess(str(tmp_path), runtime, {"model": "cnn"}) is runtime
     assert training_preprocess(str(tmp_path), runtime, {"row_settings": ["gone"]}) is runtime
+
+
+def test_a_crop_setting_the_user_set_otherwise_is_refused_not_silently_replaced(tmp_path):
+    import pytest
+
+    from faceproc.config import ConfigError
+    from faceproc.inference.crop_settings import refuse_other_crops
+
+    out = str(tmp_path)
+    record = row_settings(PreprocessConfig(face_margin=0.3, align=False))
+    storage.write_json_atomic(layout.preprocess_settings(out, fingerprint(record)), record)
+    result = {"model": "cnn", "row_settings": [fingerprint(record)]}
+    asked = PreprocessConfig(face_margin=0.4, align=False, detector_actors=3)
+    refuse_other_crops(out, asked, result, {"preprocess.detector_actors"}, "identify")  # a run-time knob: fine
+    refuse_other_crops(out, asked, result, {"preprocess.align"}, "identify")  # set, but to the model's value
+    with pytest.raises(ConfigError, match=r"preprocess.face_margin=0.4 is not applied by `faceproc predict`: it "
+                                          r"cuts faces as cnn was trained on them \(0.3\)"):
+        refuse_other_crops(out, asked, result, {"preprocess.face_margin"}, "predict")
