@@ -198,9 +198,11 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     _require_input(config)
     with output_lock(config.output, args.wait):
         summary = run_preprocess(config)
-    if not summary.processed and not summary.deleted:
-        print(f"preprocess: nothing to do, all {summary.unchanged} files already processed")
-    print(summary.format())
+    if summary.processed or summary.deleted:
+        print(summary.format())
+    else:  # as `run` says it: a table of zeros says less
+        print(f"preprocess: nothing to do: all {summary.unchanged} files already processed "
+              f"({summary.live_rejects} of them rejected)")
     return 0
 
 

@@ -35,7 +35,7 @@ from faceproc.core.commit import (
 )
 from faceproc.core.manifest import Plan, hash_where_needed, load_manifest, plan_run
 from faceproc.core.schema import IDENTITY_SCHEMA
-from faceproc.core.text import key_values
+from faceproc.core.text import key_values, plural
 from faceproc.identify.rows import iter_live_identities
 from faceproc.inference.artifact import ModelArtifact
 from faceproc.preprocess.discover import list_photos
@@ -101,6 +101,7 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
     found = list_photos(config.input)
 
     previous = load_manifest(root)
+    _require_no_photos_outside(previous, config.input, root)
     remove_leftovers(root, previous, [layout.identity_shards(root)])
     listing = hash_where_needed(found.files, previous, config.preprocess.verify_hashes, storage.sha256_or_none)
     plan = plan_run(listing, _as_judged(previous, version, config.identify.keep_old_results), version)
@@ -120,6 +121,17 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
         storage.write_json_atomic(layout.run_record(root, summary.run_id, "identify"),
                                   {**summary.to_dict(), "config": config.to_dict()})
     return summary
+
+
+def _require_no_photos_outside(previous: pa.Table, input_root: str, root: str) -> None:
+    """A run takes the photos it does not list for deleted: identifying one folder into identities
+    that hold another's (yesterday's inbox, a parent folder) would drop their results, so it is refused."""
+    outside = previous.filter(pc.invert(pc.starts_with(previous["path"], pattern=input_root.rstrip("/") + "/")))
+    if outside.num_rows:
+        raise ConfigError(f"the identities in {root} hold {plural(outside.num_rows, 'photo')} from outside "
+                          f"{input_root} (such as {outside['path'][0]}), whose results identifying it alone would "
+                          "drop: identify a folder holding both (only new photos are read), or pass --into "
+                          "another identities folder")
 
 
 def _as_judged(previous: pa.Table, version: str, keep_old_results: bool) -> pa.Table:

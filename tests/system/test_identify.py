@@ -163,6 +163,12 @@ def test_reruns_read_only_what_is_new_or_needs_the_new_model(model_copy, dataset
     assert len({(r["photo_path"], r["face_index"]) for r in rows}) == len(rows)  # no face twice
     assert (model_copy / "reports" / "identities.html").is_file()
 
+    # a folder of the input alone would take the photo beside it for deleted: refused, nothing dropped
+    assert main(["identify", "--input", str(photos / "a"), "--output", str(model_copy)]) == 2
+    error = capsys.readouterr().err
+    assert f"hold 1 photo from outside {photos / 'a'} (such as {photos / val[3].name})" in error
+    assert len(_identities(into)) == len(rows)
+
 
 def test_a_run_killed_before_its_commit_leaves_nothing_live(model_copy, dataset_dir, tmp_path, capsys):
     photos = tmp_path / "in"
