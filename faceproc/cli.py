@@ -55,7 +55,7 @@ def _config(args: argparse.Namespace, **values: object) -> Config:
     """The command's config, checked before anything is locked, created or loaded: its values
     (`load_config`), on a local disk that its output folders are not files (nor, in a Ray job, inside
     the job's temporary copy of its working_dir), and that a Ray cluster it names answers."""
-    overrides = dict(parse_override(text) for text in args.overrides)
+    overrides = _overrides(args)
     for key, value in values.items():
         if value is not None:
             overrides[key] = value
@@ -66,7 +66,9 @@ def _config(args: argparse.Namespace, **values: object) -> Config:
     config = absolute_paths(load_config(args.config, overrides))
     if hasattr(args, "ray_address") and config.ray_address is None and os.environ.get("RAY_ADDRESS"):
         config.ray_address = os.environ["RAY_ADDRESS"]  # what init_ray joins, and so what the saved config says
-    for what, uri in (("input", config.input), ("output", config.output), ("identify.into", config.identify.into)):
+    used = [("output", config.output), *([("input", config.input)] if hasattr(args, "input") else []),
+            *([("identify.into", config.identify.into)] if args.command == "identify" else [])]
+    for what, uri in used:  # only those this command reads or writes: a shared config names others
         reason = uri and not storage.is_local(uri) and storage.reachable_or_reason(uri)
         if reason:
             raise ConfigError(f"{what} {uri} cannot be used: {reason}")
@@ -133,40 +135,24 @@ def _adopt_rows_preprocessing(config: Config, args: argparse.Namespace) -> None:
     recorded = recorded_row_fields(config.output, made_with)
     if recorded is None:  # no rows yet (the command says so), or rows of an earlier faceproc without a record
         return
-    asked = explicit_keys(args.config, dict(parse_override(text) for text in args.overrides))
+    asked = explicit_keys(args.config, _overrides(args))
     adopt_row_fields(config.preprocess, recorded, asked, args.command)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The `--set KEY=VALUE` options, as given."""
+    return dict(parse_override(text) for text in args.overrides)
 
 
 def _refuse_other_crops_than_the_models(config: Config, args: argparse.Namespace, model: str) -> None:
     """`predict` and `identify` cut faces as the model's training rows were cut (`crop_settings`):
-    a row-shaping `preprocess.*` value the user set to something else is refused in one line, not
-    silently replaced."""
+    a crop setting given with `--set` to something else is refused in one line, not silently replaced
+    (a config file's is the shared one the other commands read, and leaves a stale model usable)."""
     from faceproc.inference.artifact import ModelArtifact
     from faceproc.inference.crop_settings import refuse_other_crops
 
-    asked = explicit_keys(args.config, dict(parse_override(text) for text in args.overrides))
-    refuse_other_crops(config.output, config.preprocess, ModelArtifact(config.output, model).result(), asked,
-                       args.command)
-
-
-def _adopt_unknown_threshold_settings(config: Config, args: argparse.Namespace) -> None:
-    """FaceNet's unknown threshold is chosen when it trains (centroids.json), and `evaluate` reports
-    it as chosen: its config takes the `evaluate.unknown_*` values facenet trained with, so the config
-    it saves says what produced the report; one the user set to something else is refused in one line."""
-    from faceproc.inference.artifact import ModelArtifact
-
-    result = ModelArtifact(config.output, "facenet").result()
-    trained_with = (result.get("inputs") or {}).get("unknown") if result["status"] == Status.OK else None
-    if not trained_with:  # no facenet, or one trained by an earlier faceproc
-        return
-    asked = explicit_keys(args.config, dict(parse_override(text) for text in args.overrides))
-    for name, value in zip(("unknown_far", "unknown_quantile"), trained_with):
-        key, wanted = f"evaluate.{name}", getattr(config.evaluate, name)
-        if key in asked and wanted != value:
-            raise ConfigError(f"{key}={wanted:g} is not applied by `faceproc evaluate`: facenet's unknown threshold "
-                              f"was chosen with {value:g} when it trained; `faceproc train --models facenet` (or "
-                              "`faceproc run`) with this setting chooses it again")
-        setattr(config.evaluate, name, value)
+    refuse_other_crops(config.output, config.preprocess, ModelArtifact(config.output, model).result(),
+                       set(_overrides(args)), args.command)
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -224,18 +210,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             seconds = f"{result['train_seconds']:>7.1f} s"
         print(f"{result['model']:<18} {status:<14} {seconds}{reason}")
-    return 1 if any(r["status"] == Status.FAILED for r in results) else _exit_code_of_skips(results)
+    return 1 if any(r["status"] == Status.FAILED for r in results) else _exit_code_of_skips(config.output, results)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from faceproc.evaluate.run import run_evaluate
+    from faceproc.evaluate.run import adopt_trained_unknown_settings, run_evaluate
     from faceproc.evaluate.tables import format_table
 
     config = _config(args, output=args.output)
     _require_output(config)
     with output_lock(config.output, args.wait):
         _adopt_rows_preprocessing(config, args)
-        _adopt_unknown_threshold_settings(config, args)
+        adopt_trained_unknown_settings(config, explicit_keys(args.config, _overrides(args)))
         rows = run_evaluate(config)
     print(format_table(rows))
     print(f"report: {layout.report_file(config.output, layout.REPORT_HTML)}")
@@ -258,14 +244,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.reported:
         print(format_table(result.reported))
     print(f"report: {layout.report_file(config.output, layout.REPORT_HTML)}")
-    return 1 if result.failed else _exit_code_of_skips(result.training)
+    return 1 if result.failed else _exit_code_of_skips(config.output, result.training)
 
 
-def _exit_code_of_skips(training: list[dict]) -> int:
-    """1, saying why, when every model asked for was skipped (no weights for it): a scheduled job
-    that trained nothing must not report success; else 0."""
+def _exit_code_of_skips(out: str, training: list[dict]) -> int:
+    """1, saying why, when every model asked for was skipped (no weights for it) and none trained
+    before stays in use: a scheduled job that left nothing to name a face must not report success;
+    else 0."""
+    from faceproc.inference.artifact import ModelArtifact
+
     if not training or any(r["status"] != Status.SKIPPED for r in training):
         return 0
+    if any((ModelArtifact(out, r["model"]).saved_result() or {}).get("status") == Status.OK for r in training):
+        return 0  # an older model stays in use
     print("faceproc: error: every model asked for was skipped, so nothing can name a face (the reasons are above)",
           file=sys.stderr)
     return 1

@@ -90,8 +90,13 @@ def _staging_beside(stack: contextlib.ExitStack, destination: Path) -> Path:
 def _require_no_partial_dataset(dataset_dir: Path) -> None:
     """A dataset folder without its train and val folders is somebody's, not a fetch's (a fetch renames
     the whole tree into place): refused, never replaced."""
-    if dataset_dir.is_file() or (dataset_dir.is_dir() and any(dataset_dir.iterdir())):
-        raise ConfigError(f"{dataset_dir} is there but holds no {' and '.join(_SPLITS)} folders: move it away, "
+    try:
+        taken = dataset_dir.is_file() or (dataset_dir.is_dir() and any(dataset_dir.iterdir()))
+    except OSError as exc:
+        raise ConfigError(f"{dataset_dir} cannot be read ({exc.strerror or exc}): pass another --data-dir") from None
+    if taken:
+        missing = [split for split in _SPLITS if not (dataset_dir / split).is_dir()]
+        raise ConfigError(f"{dataset_dir} is there but holds no {' or '.join(missing)} folder: move it away, "
                           "or pass another --data-dir")
 
 

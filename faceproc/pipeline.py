@@ -7,6 +7,7 @@ changed. Every run leaves a record in OUT/runs/<run>.json saying what ran and wh
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ def stage(number: int, name: str, message: str) -> None:
 
 def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0) -> PipelineResult:
     """The main job. `force` retrains and re-evaluates even when nothing changed."""
-    from faceproc.evaluate.run import run_evaluate
+    from faceproc.evaluate.run import adopt_trained_unknown_settings, run_evaluate
     from faceproc.train.run import run_train
 
     run_id = new_run_id()
@@ -74,7 +75,9 @@ def run_pipeline(config: Config, force: bool = False, wait_seconds: float = 0.0)
         why = evaluation_reason(force, changed, result.training, reported)
         if why:
             stage(4, "evaluate", why)
-            result.accuracy = result.reported = run_evaluate(config)
+            evaluated = dataclasses.replace(config, evaluate=dataclasses.replace(config.evaluate))
+            adopt_trained_unknown_settings(evaluated)  # a facenet this run did not train keeps its threshold
+            result.accuracy = result.reported = run_evaluate(evaluated)
             stages["evaluate"] = f"ran: {why}"
         else:
             result.reported = reported

@@ -16,7 +16,7 @@ class Status(str, Enum):
     OK = "ok"
     SKIPPED = "skipped"  # pretrained weights cannot be had; the reason says where to put them
     FAILED = "failed"
-    STALE = "stale"  # trained on other preprocessing settings than the validation faces hold: not evaluated
+    STALE = "stale"  # trained on other preprocessing settings or people than there are now: not evaluated
 
     def __str__(self) -> str:  # "ok", not "Status.OK", in messages and tables on every Python
         return self.value

@@ -2,7 +2,8 @@
 then the predictions, the accuracy table and the report are written under `OUT/reports/`.
 
 For each `OUT/models/<name>/` whose `result.json` says `ok` (and that was trained on rows made with the
-preprocessing settings the validation faces now have; otherwise it is `stale`), the live validation faces
+preprocessing settings the validation faces now have, and on the people the train split now holds;
+otherwise it is `stale`), the live validation faces
 (original crops only) go through one `MultiPredictor` that loads every model once (a model this
 process has just trained and saved is used as it is in memory, `ModelArtifact.load`), so the faces
 are read and decoded once and TensorFlow is imported once: in the driver for up to
@@ -30,7 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from faceproc.config import Config
+from faceproc.config import Config, ConfigError
 from faceproc.core import layout, storage
 from faceproc.core.errors import one_line_reason
 from faceproc.core.manifest import (
@@ -160,6 +161,21 @@ def stale_reason(out: str, result: dict[str, Any], val_settings: set[str], train
         return None
     change = describe_settings_change(out, trained_on, val_settings)
     return f"trained on other preprocessing settings than the validation faces now hold ({change}): {retrain}"
+
+
+def adopt_trained_unknown_settings(config: Config, explicit: set[str] = frozenset()) -> None:
+    """FaceNet's unknown threshold is chosen when it trains (centroids.json) and evaluation reports it
+    as chosen: `config` takes the `evaluate.unknown_*` values it was calibrated with, so the config
+    saved beside the report says what produced it. One in `explicit` (the user's) that differs could
+    not be applied, so it is refused (ConfigError) rather than recorded."""
+    trained_with = ModelArtifact(config.output, "facenet").unknown_settings()
+    for name, value in zip(("unknown_far", "unknown_quantile"), trained_with or []):
+        key, wanted = f"evaluate.{name}", getattr(config.evaluate, name)
+        if key in explicit and wanted != value:
+            raise ConfigError(f"{key}={wanted:g} is not applied by `faceproc evaluate`: facenet's unknown threshold "
+                              f"was chosen with {value:g} when it trained; `faceproc train --models facenet` (or "
+                              "`faceproc run`) with this setting chooses it again")
+        setattr(config.evaluate, name, value)
 
 
 def _failed(result: dict[str, Any], name: str, reason: str) -> dict[str, Any]:

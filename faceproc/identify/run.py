@@ -98,10 +98,9 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
     version = artifact.version()
     config = dataclasses.replace(config, preprocess=training_preprocess(out, config.preprocess, artifact.result()))
     summary = IdentifySummary(run_id=run_id or new_run_id(), model=name, model_version=version, identities=root)
-    found = list_photos(config.input)
-
     previous = load_manifest(root)
-    _require_no_photos_outside(previous, config.input, root)
+    _require_no_photos_outside(previous, config.input, root)  # before a listing that may take minutes
+    found = list_photos(config.input)
     remove_leftovers(root, previous, [layout.identity_shards(root)])
     listing = hash_where_needed(found.files, previous, config.preprocess.verify_hashes, storage.sha256_or_none)
     plan = plan_run(listing, _as_judged(previous, version, config.identify.keep_old_results), version)
@@ -130,8 +129,8 @@ def _require_no_photos_outside(previous: pa.Table, input_root: str, root: str) -
     if outside.num_rows:
         raise ConfigError(f"the identities in {root} hold {plural(outside.num_rows, 'photo')} from outside "
                           f"{input_root} (such as {outside['path'][0]}), whose results identifying it alone would "
-                          "drop: identify a folder holding both (only new photos are read), or pass --into "
-                          "another identities folder")
+                          "drop: identify a folder holding both (only new photos are read), pass --into another "
+                          "identities folder, or delete this one if the photos moved")
 
 
 def _as_judged(previous: pa.Table, version: str, keep_old_results: bool) -> pa.Table:

@@ -84,6 +84,15 @@ class ModelArtifact:
     def file(self, name: str) -> str:
         return storage.join(self.dir, name)
 
+    def _json(self, name: str) -> Any:
+        """One of the folder's JSON files; an unreadable one (truncated, hand-edited) is an
+        ArtifactError naming it, not a traceback."""
+        uri = self.file(name)
+        try:
+            return storage.read_json(uri)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{uri} cannot be read: {type(exc).__name__}: {exc}") from None
+
     # ---- written by training
 
     def recover(self) -> None:
@@ -93,10 +102,15 @@ class ModelArtifact:
             storage.restore_dir(self.dir)
 
     def saved_result(self) -> dict[str, Any] | None:
-        """result.json as the last training wrote it, when there is one and its model file."""
+        """result.json as the last training wrote it, when there is one, it can be read, and its model
+        file is there: an unreadable one is no usable model (the next training starts afresh)."""
         if not storage.exists(self.file(layout.RESULT_FILE)) or not storage.exists(self.file(layout.MODEL_FILE)):
             return None
-        saved = storage.read_json(self.file(layout.RESULT_FILE))
+        try:
+            saved = self._json(layout.RESULT_FILE)
+        except ArtifactError as exc:
+            log.warning("%s: treated as no trained model", exc)
+            return None
         return saved if isinstance(saved, dict) else None
 
     def last_attempt(self) -> dict[str, Any] | None:
@@ -158,6 +172,13 @@ class ModelArtifact:
                 storage.delete_file(storage.join(layout.model_dir(self.out, self.name), name))
         _remember(self.out, self.name, version, trained.model)
 
+    def restamp(self, result: dict[str, Any], config: dict[str, Any]) -> None:
+        """A warm start that kept the current weights: the model files and their `model_version` stay
+        (so identify's results stand), and result.json and config.json now describe the inputs the
+        weights were checked against, so the next run finds the model up to date."""
+        result["model_version"] = (self.saved_result() or {}).get("model_version")
+        self._write_result(self.dir, result, config)
+
     @staticmethod
     def _write_files(folder: str, result: dict[str, Any], config: dict[str, Any], trained: TrainedFiles) -> None:
         _save_keras(trained.model, storage.join(folder, layout.MODEL_FILE))
@@ -211,24 +232,30 @@ class ModelArtifact:
         uri = self.file(layout.CENTROIDS_FILE)
         if not storage.exists(uri):
             return None
-        try:
-            saved = storage.read_json(uri)
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{uri} cannot be read: {type(exc).__name__}: {exc}") from None
+        saved = self._json(layout.CENTROIDS_FILE)
         if not isinstance(saved, dict):
             raise ArtifactError(f"{uri} is not a JSON object")
         calibration = dict(saved.get("calibration") or {"method": "quantile of own-centroid distances"})
         calibration.pop("curve", None)
         return {**calibration, "threshold": saved.get("threshold")}
 
+    def unknown_settings(self) -> list[float] | None:
+        """The [evaluate.unknown_far, evaluate.unknown_quantile] its centroids.json was calibrated with
+        (result.json's `inputs`), or None: no centroids, or a model of an earlier faceproc."""
+        if not storage.exists(self.file(layout.CENTROIDS_FILE)):
+            return None
+        result = self.result()
+        return (result.get("inputs") or {}).get("unknown") if result["status"] == Status.OK else None
+
     def check_usable(self) -> None:
         """Fail early, in one line, when the model was not trained `ok` or its `model.keras` is missing or
         not a `.keras` archive (reads only the zip directory, also on remote storage)."""
         if storage.exists(self.file(layout.RESULT_FILE)):
-            saved = self.result()  # an unreadable file is a failed training, with the reason it cannot be read
-            if saved["status"] != Status.OK:
+            saved = self._json(layout.RESULT_FILE)
+            status = saved.get("status") if isinstance(saved, dict) else None
+            if status not in (None, Status.OK):
                 why = saved.get("reason") or "no reason given"
-                raise ArtifactError(f"model {self.name!r} was {saved['status']} in training ({why}): "
+                raise ArtifactError(f"model {self.name!r} was {status} in training ({why}): "
                                     f"run `{self.train_command}` again")
         rel = f"{layout.MODELS_DIR}/{self.name}/{layout.MODEL_FILE}"
         fs, path = storage.resolve(self.file(layout.MODEL_FILE))
@@ -263,7 +290,7 @@ class ModelArtifact:
         centroids = None
         if open_set and storage.exists(centroids_uri):
             try:
-                centroids = openset.validate_centroids(storage.read_json(centroids_uri), centroids_uri)
+                centroids = openset.validate_centroids(self._json(layout.CENTROIDS_FILE), centroids_uri)
             except openset.CentroidsError as exc:
                 raise ArtifactError(str(exc)) from None
         elif open_set and self.name == "facenet":

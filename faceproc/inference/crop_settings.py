@@ -18,13 +18,18 @@ from faceproc.preprocess.settings import describe_value, recorded_row_fields
 
 log = logging.getLogger(__name__)
 
+COPY_FIELDS = ("augment_copies", "seed")  # row fields that shape only the stored training copies, no crop
+
 
 def refuse_other_crops(out: str, runtime: PreprocessConfig, model_result: dict[str, Any], explicit: set[str],
                        command: str) -> None:
-    """A row-shaping value the user set (`explicit` keys) that differs from the model's training rows
-    would be replaced by `training_preprocess`: refused (ConfigError) rather than silently dropped."""
+    """A crop setting the user set (`explicit` keys: `--set`, not a config file shared with other
+    commands) that differs from the model's training rows would be replaced by `training_preprocess`:
+    refused (ConfigError) rather than silently dropped."""
     recorded = recorded_row_fields(out, model_result.get("row_settings") or []) or {}
     for name, value in recorded.items():
+        if name in COPY_FIELDS:
+            continue
         key, asked = f"preprocess.{name}", getattr(runtime, name)
         if key in explicit and asked != value:
             raise ConfigError(f"{key}={describe_value(asked)} is not applied by `faceproc {command}`: it cuts faces "

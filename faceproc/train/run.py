@@ -193,7 +193,7 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
     artifact = ModelArtifact(config.output, name)
     result: dict[str, Any] = {"model": name, "status": Status.OK, "reason": None, "workers": where.workers,
                               "device": where.device, "in_driver": where.in_driver}
-    trained = None
+    trained, kept = None, False
     try:
         spec = resolve_spec(name, config.train)
         inputs = model_inputs(config, spec, data)
@@ -216,7 +216,8 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
         log.info("%s: %s (%s)", name, how, "; ".join(dict.fromkeys([result["trained_because"], start.reason])))
         trained, facts = _fit(config, spec, recipe, data, where, artifact if start.warm else None)
         result.update(facts)
-        if facts["start_holdout_loss"] is not None and facts["best_epoch"] < 0:
+        kept = facts["start_holdout_loss"] is not None and facts["best_epoch"] < 0
+        if kept:  # the same weights: the same model version, and nothing to save but the record
             result["start_reason"] = (f"{start.reason}; no epoch beat its holdout loss "
                                       f"{facts['start_holdout_loss']:.3f}, so its weights are kept")
             log.info("%s: %s", name, result["start_reason"])
@@ -232,7 +233,10 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
     result["train_seconds"] = round(time.monotonic() - started, 1)
     result["finished_at_unix"] = round(time.time(), 1)  # when a skipped model may try its weights again
     try:
-        artifact.save(result, config.to_dict(), trained)
+        if kept:
+            artifact.restamp(result, config.to_dict())
+        else:
+            artifact.save(result, config.to_dict(), trained)
     except Exception as exc:  # a model that cannot be saved is failed; the previous one stays usable
         log.exception("saving %s failed", name)
         result.update(status=Status.FAILED, reason=f"saving the model failed: {describe(exc)}")

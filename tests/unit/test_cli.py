@@ -223,20 +223,23 @@ def test_evaluate_saves_the_unknown_threshold_settings_facenet_trained_with(tmp_
     training's values and refuses others the user sets, which it could not apply."""
     import json
 
-    from faceproc.cli import _adopt_unknown_threshold_settings, _config, build_parser
+    from faceproc.config import Config
+    from faceproc.evaluate.run import adopt_trained_unknown_settings
 
     facenet = tmp_path / "out" / "models" / "facenet"
     facenet.mkdir(parents=True)
     (facenet / "result.json").write_text(json.dumps({"status": "ok", "inputs": {"unknown": [0.05, 0.9]}}))
-    args = build_parser().parse_args(["evaluate", "--output", str(tmp_path / "out")])
-    config = _config(args, output=args.output)
-    _adopt_unknown_threshold_settings(config, args)
+    config = Config(output=str(tmp_path / "out"))
+    adopt_trained_unknown_settings(config)
+    assert (config.evaluate.unknown_far, config.evaluate.unknown_quantile) == (0.01, 0.99)  # no threshold: as set
+    (facenet / "centroids.json").write_text("{}")
+    adopt_trained_unknown_settings(config)
     assert (config.evaluate.unknown_far, config.evaluate.unknown_quantile) == (0.05, 0.9)
 
     error = _refused(capsys, ["evaluate", "--output", str(tmp_path / "out"), "--set", "evaluate.unknown_far=0.01"])
     assert "evaluate.unknown_far=0.01 is not applied by `faceproc evaluate`" in error and "chosen with 0.05" in error
-    args = build_parser().parse_args(["evaluate", "--output", str(tmp_path / "out"), "--set", "evaluate.unknown_far=0.05"])
-    _adopt_unknown_threshold_settings(_config(args, output=args.output), args)  # the same value: nothing to refuse
+    adopt_trained_unknown_settings(config, {"evaluate.unknown_far"})  # the same value: nothing to refuse
+
 
 @pytest.mark.parametrize(("option", "what"), [("--data-dir", "the dataset's folder"),
                                               ("--models-dir", "the FaceNet weights' folder")])
@@ -258,7 +261,7 @@ def test_fetch_data_leaves_a_dataset_folder_without_its_splits_alone(tmp_path, c
     (partial / "train" / "ann" / "1.jpg").write_bytes(b"mine")
     error = _refused(capsys, ["fetch-data", "--data-dir", str(tmp_path / "data"), "--models-dir",
                               str(tmp_path / "models")])
-    assert f"{partial} is there but holds no train and val folders: move it away" in error
+    assert f"{partial} is there but holds no val folder: move it away" in error
     assert (partial / "train" / "ann" / "1.jpg").read_bytes() == b"mine" and not (tmp_path / "models").exists()
 
 

@@ -123,7 +123,7 @@ def test_a_manifest_from_an_earlier_faceproc_loads_with_unknown_settings_and_lis
 
 
 def test_a_manifest_loads_only_the_columns_asked_for_in_their_order(tmp_path):
-    """A column an earlier faceproc did not write comes back as nulls; others are not read at all."""
+    """Only those come back, in that order; one an earlier faceproc did not write comes back as nulls."""
     import pyarrow.parquet as pq
 
     from faceproc.core.manifest import load_manifest

@@ -90,6 +90,24 @@ def test_an_unreadable_json_file_of_a_model_is_one_artifact_error(tmp_path, name
     folder.mkdir(parents=True)
     (folder / layout.RESULT_FILE).write_text(json.dumps({"model": "facenet", "status": "ok"}))
     (folder / name).write_text('{"status": "ok", ')
+    (folder / layout.MODEL_FILE).write_bytes(b"PK")
     artifact = ModelArtifact(str(tmp_path / "out"), "facenet")
-    with pytest.raises(ArtifactError, match=f"{name} cannot be read: "):
+    with pytest.raises(ArtifactError, match=f"{name} cannot be read: JSONDecodeError"):
         artifact.check_usable() if name == layout.RESULT_FILE else artifact.open_set()
+    if name == layout.RESULT_FILE:
+        assert artifact.saved_result() is None  # no usable model: training starts afresh, not a traceback
+
+
+def test_a_restamp_keeps_the_model_and_its_version_and_records_the_new_inputs(tmp_path):
+    """A warm start that kept the current weights: identify's results, keyed by version, stand."""
+    out = str(tmp_path / "out")
+    _save(out, "cnn", _cnn())
+    artifact = ModelArtifact(out, "cnn")
+    before = artifact.saved_result()
+    weights = (tmp_path / "out" / layout.MODELS_DIR / "cnn" / layout.MODEL_FILE).read_bytes()
+    artifact.restamp({"model": "cnn", "status": "ok", "reason": None, "fingerprint": "new"}, {"seed": 1})
+    after = ModelArtifact(out, "cnn")
+    assert after.saved_result()["fingerprint"] == "new"
+    assert after.saved_result()["model_version"] == before["model_version"] is not None
+    assert (tmp_path / "out" / layout.MODELS_DIR / "cnn" / layout.MODEL_FILE).read_bytes() == weights
+    assert json.loads((tmp_path / "out" / layout.MODELS_DIR / "cnn" / layout.CONFIG_FILE).read_text()) == {"seed": 1}

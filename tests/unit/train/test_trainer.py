@@ -136,3 +136,22 @@ def test_a_warm_start_that_only_gets_worse_keeps_the_weights_it_started_from(ray
     assert (state.best_epoch, state.best_loss, len(state.history["epoch"])) == (-1, state.start_loss, 3)
     for kept, original in zip(weights, start, strict=True):
         np.testing.assert_array_equal(kept, original)
+
+
+
+def test_a_warm_start_that_gets_better_keeps_its_best_epoch(ray_session, tmp_path):
+    """Labels the embeddings predict: the first epoch already beats the starting weights' holdout loss."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, EMBEDDING_DIM)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    current = build_embedding_head(2)
+    start = [w.copy() for w in current.get_weights()]
+    config = Config(output=str(tmp_path / "out"))
+    spec = dataclasses.replace(resolve_spec("facenet", config.train), epochs=3, learning_rate=0.05)
+    where = Placement(workers=1, use_gpu=False, cpus_per_worker=1.0, gpus_per_worker=0.0, in_driver=True)
+    state, weights = fit_with_ray_train(config, spec, where, lambda num_classes: current, 2, "embedding",
+                                        {"embedding": x[:64], "label": y[:64]},
+                                        {"embedding": x[64:], "label": y[64:]}, fit_rows=64, warm_start=True)
+
+    assert state.best_epoch >= 0 and state.best_loss == min(state.history[SCORE]) < state.start_loss
+    assert any(not np.array_equal(kept, original) for kept, original in zip(weights, start, strict=True))
