@@ -195,6 +195,18 @@ def explicit_keys(path: str | None, overrides: Mapping[str, Any]) -> set[str]:
     return keys
 
 
+def unapplied_setting(section: Any, prefix: str, applied: Mapping[str, Any],
+                      explicit: set[str]) -> tuple[str, Any, Any] | None:
+    """For a command that applies `applied` (field -> value) to `section` whatever it was told: the
+    first ("prefix.field", value asked, value applied) whose key is in `explicit` (the user's) with
+    another value, which the command must refuse rather than record; None when there is none."""
+    for name, value in applied.items():
+        key, asked = f"{prefix}.{name}", getattr(section, name)
+        if key in explicit and asked != value:
+            return key, asked, value
+    return None
+
+
 Rule = tuple[Callable[[Any], bool], str]  # (test of one value, what it requires)
 
 

@@ -200,11 +200,9 @@ def same_content_other_people(manifest: pa.Table) -> pa.Table:
     live = manifest.filter(pc.fill_null(pc.and_(pc.equal(manifest["status"], "ok"),
                                                 pc.not_equal(manifest["split"], "")), False))
     people = live.group_by(["split", "sha256"]).aggregate([("label", "count_distinct")])
-    shared = people.filter(pc.greater(people["label_count_distinct"], 1))
-    keys = pc.binary_join_element_wise(live["split"], live["sha256"], "\0")
-    shared_keys = pc.binary_join_element_wise(shared["split"], shared["sha256"], "\0")
-    return live.filter(pc.is_in(keys, value_set=_values(shared_keys))).sort_by([("sha256", "ascending"),
-                                                                                ("path", "ascending")])
+    shared = people.filter(pc.greater(people["label_count_distinct"], 1)).select(["split", "sha256"])
+    return live.join(shared, keys=["split", "sha256"], join_type="inner").select(live.column_names).sort_by(
+        [("sha256", "ascending"), ("path", "ascending")])
 
 
 def rejected_count(manifest: pa.Table, split: str) -> int:

@@ -31,7 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from faceproc.config import Config, ConfigError
+from faceproc.config import Config, ConfigError, unapplied_setting
 from faceproc.core import layout, storage
 from faceproc.core.errors import one_line_reason
 from faceproc.core.manifest import (
@@ -168,13 +168,15 @@ def adopt_trained_unknown_settings(config: Config, explicit: set[str] = frozense
     as chosen: `config` takes the `evaluate.unknown_*` values it was calibrated with, so the config
     saved beside the report says what produced it. One in `explicit` (the user's) that differs could
     not be applied, so it is refused (ConfigError) rather than recorded."""
-    trained_with = ModelArtifact(config.output, "facenet").unknown_settings()
-    for name, value in zip(("unknown_far", "unknown_quantile"), trained_with or []):
-        key, wanted = f"evaluate.{name}", getattr(config.evaluate, name)
-        if key in explicit and wanted != value:
-            raise ConfigError(f"{key}={wanted:g} is not applied by `faceproc evaluate`: facenet's unknown threshold "
-                              f"was chosen with {value:g} when it trained; `faceproc train --models facenet` (or "
-                              "`faceproc run`) with this setting chooses it again")
+    trained_with = dict(zip(("unknown_far", "unknown_quantile"),
+                            ModelArtifact(config.output, "facenet").unknown_settings() or []))
+    unapplied = unapplied_setting(config.evaluate, "evaluate", trained_with, explicit)
+    if unapplied:
+        key, wanted, value = unapplied
+        raise ConfigError(f"{key}={wanted:g} is not applied by `faceproc evaluate`: facenet's unknown threshold "
+                          f"was chosen with {value:g} when it trained; `faceproc train --models facenet` (or "
+                          "`faceproc run`) with this setting chooses it again")
+    for name, value in trained_with.items():
         setattr(config.evaluate, name, value)
 
 

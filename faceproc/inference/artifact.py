@@ -90,6 +90,8 @@ class ModelArtifact:
         uri = self.file(name)
         try:
             return storage.read_json(uri)
+        except FileNotFoundError:
+            raise  # missing is not unreadable: callers that read without asking first say what to run
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"{uri} cannot be read: {type(exc).__name__}: {exc}") from None
 
@@ -216,11 +218,9 @@ class ModelArtifact:
         """The person names of classes.json (a non-empty list of distinct strings)."""
         uri = self.file(layout.CLASSES_FILE)
         try:
-            classes = storage.read_json(uri)
+            classes = self._json(layout.CLASSES_FILE)
         except FileNotFoundError:
             raise ArtifactError(f"{uri} is missing: run `{self.train_command}` first") from None
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{uri} cannot be read: {type(exc).__name__}: {exc}") from None
         if (not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes)
                 or len(set(classes)) != len(classes)):
             raise ArtifactError(f"{uri} must hold a non-empty list of distinct person names")

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from faceproc.config import ConfigError, PreprocessConfig
+from faceproc.config import ConfigError, PreprocessConfig, unapplied_setting
 from faceproc.preprocess.settings import describe_value, recorded_row_fields
 
 log = logging.getLogger(__name__)
@@ -27,14 +27,13 @@ def refuse_other_crops(out: str, runtime: PreprocessConfig, model_result: dict[s
     commands) that differs from the model's training rows would be replaced by `training_preprocess`:
     refused (ConfigError) rather than silently dropped."""
     recorded = recorded_row_fields(out, model_result.get("row_settings") or []) or {}
-    for name, value in recorded.items():
-        if name in COPY_FIELDS:
-            continue
-        key, asked = f"preprocess.{name}", getattr(runtime, name)
-        if key in explicit and asked != value:
-            raise ConfigError(f"{key}={describe_value(asked)} is not applied by `faceproc {command}`: it cuts faces "
-                              f"as {model_result.get('model')} was trained on them ({describe_value(value)}); "
-                              "`faceproc run` with it makes the rows and the model anew")
+    crop = {name: value for name, value in recorded.items() if name not in COPY_FIELDS}
+    unapplied = unapplied_setting(runtime, "preprocess", crop, explicit)
+    if unapplied:
+        key, asked, value = unapplied
+        raise ConfigError(f"{key}={describe_value(asked)} is not applied by `faceproc {command}`: it cuts faces "
+                          f"as {model_result.get('model')} was trained on them ({describe_value(value)}); "
+                          "`faceproc run` with it makes the rows and the model anew")
 
 
 def training_preprocess(out: str, runtime: PreprocessConfig, model_result: dict[str, Any]) -> PreprocessConfig:

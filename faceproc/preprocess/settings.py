@@ -14,7 +14,7 @@ import typing
 from collections.abc import Collection
 from typing import Any
 
-from faceproc.config import ConfigError, PreprocessConfig
+from faceproc.config import ConfigError, PreprocessConfig, unapplied_setting
 from faceproc.core import layout, storage
 from faceproc.preprocess import augment, detector, geometry
 
@@ -55,12 +55,13 @@ def adopt_row_fields(prep: PreprocessConfig, made_with: dict[str, Any], explicit
     ROW_FIELDS to `made_with` (`recorded_row_fields` of OUT's rows), so the config saved beside its
     outputs says what produced them. A value the user set (`explicit` keys) that differs would not
     be applied, so it is refused (ConfigError) rather than recorded."""
+    unapplied = unapplied_setting(prep, "preprocess", made_with, explicit)
+    if unapplied:
+        key, asked, value = unapplied
+        raise ConfigError(f"{key}={describe_value(asked)} is not applied by `faceproc {command}`: the face rows in "
+                          f"the output were made with {describe_value(value)}; `faceproc preprocess` (or `faceproc "
+                          "run`) makes them again with it")
     for name, value in made_with.items():
-        key, asked = f"preprocess.{name}", getattr(prep, name)
-        if key in explicit and asked != value:
-            raise ConfigError(f"{key}={describe_value(asked)} is not applied by `faceproc {command}`: the face rows in the "
-                              f"output were made with {describe_value(value)}; `faceproc preprocess` (or `faceproc run`) "
-                              "makes them again with it")
         setattr(prep, name, value)
 
 
