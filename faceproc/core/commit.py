@@ -160,26 +160,31 @@ def stage_photos(files: pa.Table, udf: type, udf_args: tuple, prep: PreprocessCo
                  ray_address: str | None, shared_paths: Mapping[str, str],
                  partition_cols: list[str] | None = None) -> str:
     """Run `udf` (a callable class built as `udf(prep, *udf_args)`: photo rows in, face rows out) over
-    the photos in `files`, writing its rows as Parquet under `faces_dir`.
-
-    At most `prep.driver_photo_limit` photos on a one-node cluster without detector GPUs are done in
-    the driver (with no Ray joined and none named by `ray_address` or $RAY_ADDRESS, Ray is not started
-    for them); more go to a Ray Data actor pool sized by `prep`, on the cluster at `ray_address` (joined
-    here), once every node is seen to share `shared_paths` (name -> path).
-    Returns where the photos went, for the run's summary."""
-    from faceproc.core import ray_env
-
+    the photos in `files`, writing its rows as Parquet under `faces_dir`, in the driver or on an actor
+    pool as `runs_in_driver` decides. Returns where the photos went, for the run's summary."""
     step = prep.actor_batch_size  # one block per actor call, so the pool shares the work from the start
     blocks = [files.slice(start, step) for start in range(0, files.num_rows, step)]
-    in_driver = files.num_rows <= prep.driver_photo_limit and not prep.detector_num_gpus
+    if runs_in_driver(files.num_rows, prep, ray_address, shared_paths):
+        return _stage_in_driver(blocks, udf, udf_args, prep, faces_dir, partition_cols)
+    return _stage_with_actor_pool(blocks, udf, udf_args, prep, faces_dir, partition_cols)
+
+
+def runs_in_driver(photos: int, prep: PreprocessConfig, ray_address: str | None,
+                   shared_paths: Mapping[str, str]) -> bool:
+    """Whether a stage's work on `photos` photos is done in the driver: at most `prep.driver_photo_limit`
+    on a one-node cluster without detector GPUs (with no Ray joined and none named by `ray_address` or
+    $RAY_ADDRESS, Ray is not started for them). Otherwise the cluster at `ray_address` is joined here and
+    every node must be seen to share `shared_paths` (name -> path) before an actor pool may run."""
+    from faceproc.core import ray_env
+
+    in_driver = photos <= prep.driver_photo_limit and not prep.detector_num_gpus
     if in_driver and not ray_env.would_start_here(ray_address):  # a cluster to join: is it one node?
         ray_env.init_ray(ray_address)
         in_driver = ray_env.alive_nodes() == 1
-    if in_driver:
-        return _stage_in_driver(blocks, udf, udf_args, prep, faces_dir, partition_cols)
-    ray_env.init_ray(ray_address)
-    ray_env.require_on_every_node(shared_paths)
-    return _stage_with_actor_pool(blocks, udf, udf_args, prep, faces_dir, partition_cols)
+    if not in_driver:
+        ray_env.init_ray(ray_address)
+        ray_env.require_on_every_node(shared_paths)
+    return in_driver
 
 
 def _stage_with_actor_pool(blocks: list[pa.Table], udf: type, udf_args: tuple, prep: PreprocessConfig,
@@ -204,27 +209,31 @@ def _stage_in_driver(blocks: list[pa.Table], udf: type, udf_args: tuple, prep: P
                      partition_cols: list[str] | None) -> str:
     """`udf` in the driver over the pool's batches (detection batches photos by size, so the batches
     shape the boxes), `prep.driver_thread_count` batches at a time on one `udf`, written as the pool
-    writes (Hive partitions, the partition columns dropped from the files). The pool would first start
-    Ray, then a process per actor that imports TensorFlow and builds MTCNN on its own: 15-20 s on two
-    cores, which a `run`'s driver does once for training anyway. The driver's TensorFlow keeps its
-    thread pools (`detector_threads` is for actors sharing a node)."""
-    import pyarrow.dataset as ds
-
+    writes. The pool would first start Ray, then a process per actor that imports TensorFlow and builds
+    MTCNN on its own: 15-20 s on two cores, which a `run`'s driver does once for training anyway. The
+    driver's TensorFlow keeps its thread pools (`detector_threads` is for actors sharing a node)."""
     storage.makedirs(faces_dir)  # the run is staging from here on, as with the pool
     pipeline = udf(dataclasses.replace(prep, detector_threads=0), *udf_args)
     threads = max(1, min(prep.driver_thread_count, len(blocks)))
-    where = f"the driver ({plural(threads, 'thread')})"
     first, rest = blocks[:1], blocks[1:]  # the first alone: its lazy imports and graph traces happen once
     tables = [pipeline(numpy_batch(block)) for block in first]
     with ThreadPoolExecutor(threads, thread_name_prefix="faceproc-detect") as pool:
         tables += pool.map(lambda block: pipeline(numpy_batch(block)), rest)
-    rows = pa.concat_tables(tables)
+    write_staged_rows(pa.concat_tables(tables), faces_dir, prep.rows_per_shard, partition_cols)
+    return f"the driver ({plural(threads, 'thread')})"
+
+
+def write_staged_rows(rows: pa.Table, faces_dir: str, rows_per_shard: int,
+                      partition_cols: list[str] | None = None) -> None:
+    """Rows a driver made, written under `faces_dir` as an actor pool writes them (Hive partitions,
+    the partition columns dropped from the files); nothing when there are none."""
+    import pyarrow.dataset as ds
+
     if not rows.num_rows:
-        return where
+        return
     fs, path = storage.resolve(faces_dir)
     partitioning = (ds.partitioning(pa.schema([rows.schema.field(name) for name in partition_cols]), flavor="hive")
                     if partition_cols else None)
     ds.write_dataset(rows, path, filesystem=fs, format="parquet", partitioning=partitioning,
-                     basename_template=f"{uuid.uuid4().hex}-{{i}}.parquet", max_rows_per_file=prep.rows_per_shard,
-                     max_rows_per_group=prep.rows_per_shard, existing_data_behavior="overwrite_or_ignore")
-    return where
+                     basename_template=f"{uuid.uuid4().hex}-{{i}}.parquet", max_rows_per_file=rows_per_shard,
+                     max_rows_per_group=rows_per_shard, existing_data_behavior="overwrite_or_ignore")

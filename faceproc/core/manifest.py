@@ -36,6 +36,7 @@ class Plan:
     deleted: int = 0
     resettled: int = 0  # unchanged files made with other preprocessing settings, processed again
     old_settings: set[str | None] = field(default_factory=set)  # the fingerprints they were made with
+    resettled_paths: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # those files' paths
     hashed: int = 0  # files the driver read to decide (old rows, unreadable last time, verify_hashes)
     relisted: int = 0  # unchanged files whose listing entry the manifest must learn (content decided)
 
@@ -125,6 +126,7 @@ def plan_run(listing: pa.Table, manifest: pa.Table, settings: str) -> Plan:
         deleted=_count(pc.invert(pc.is_in(manifest["path"], value_set=_values(listing["path"])))),
         resettled=_count(resettled),
         old_settings=set(pc.unique(rows["known_settings"].filter(resettled)).to_pylist()),
+        resettled_paths=_values(rows["path"].filter(resettled)),
         hashed=_count(hashed),
         relisted=_count(pc.and_(pc.and_(hashed, same), pc.invert(same_entry))),
     )

@@ -4,6 +4,9 @@ list (any layout) -> plan against the identities manifest (a photo whose listing
 that this model version already identified is not read) -> Arrow blocks of the photos to do ->
 `IdentifyPipeline` actors (decode, every face, training's crop, the model and its open-set check) ->
 staged Parquet -> publish: shards moved into place, rejects, then the manifest (the commit) -> report.
+A photo another model version identified from crops cut as this one's are is not read either: its
+stored faces are named again (`rename`), and a photo rejected with those crop settings stays rejected.
+Each manifest row's `settings` says both: `<crop fingerprint>/<model version>` (`identity_settings`).
 
 The identities folder (default OUT/identities) keeps preprocessing's commit protocol and layout, so it
 has the same guarantees: until its manifest is replaced readers see the previous run, and what a run
@@ -49,6 +52,8 @@ class IdentifySummary(StageSummary):
     model_version: str
     identities: str  # the identities folder
     reidentified: int = 0  # unchanged photos identified again: another model or model version named them
+    renamed: int = 0  # of those, photos whose stored faces were named again, without reading the photo
+    renamed_in: str = ""  # where: the driver or an actor pool
     faces: int = 0  # found this run
     live_photos: int = 0  # photos with at least one identified face
     live_faces: int = 0
@@ -64,6 +69,8 @@ class IdentifySummary(StageSummary):
             *([("identified again (model changed)", self.reidentified)] if self.reidentified else []),
             ("photos read this run", self.processed),
             *self.detection_lines(),
+            *([("photos named again from stored faces", self.renamed), ("  named in", self.renamed_in)]
+              if self.renamed else []),
             ("faces found this run", self.faces),
             *self.reject_lines(),
             ("photos with faces / faces (all)", f"{self.live_photos} / {self.live_faces}"),
@@ -89,7 +96,7 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
     crop settings are the model's (`crop_settings.training_preprocess`), and the run record saves the
     config with them."""
     from faceproc.identify.report import write_identities_report
-    from faceproc.inference.crop_settings import training_preprocess
+    from faceproc.inference.crop_settings import crop_fingerprint, training_preprocess
 
     started = time.monotonic()
     out, name, root = config.output, config.identify.model, identities_folder(config)
@@ -103,15 +110,20 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
     found = list_photos(config.input)
     remove_leftovers(root, previous, [layout.identity_shards(root)])
     listing = hash_where_needed(found.files, previous, config.preprocess.verify_hashes, storage.sha256_or_none)
-    plan = plan_run(listing, _as_judged(previous, version, config.identify.keep_old_results), version)
+    crops = crop_fingerprint(config.preprocess)
+    settings = identity_settings(crops, version)
+    plan = plan_run(listing, _as_judged(previous, settings, crops, config.identify.keep_old_results), settings)
+    renames = _stored_faces_to_rename(plan, previous, crops)
     summary.count_plan(found.files.num_rows, found.skipped, plan)
-    summary.reidentified = plan.resettled
+    summary.reidentified, summary.renamed = plan.resettled, renames.num_rows
+    summary.processed -= renames.num_rows
     if plan.resettled:
-        log.info("%d photos were identified by another model or model version: identifying them again with %s "
-                 "version %s (--keep-old-results keeps the older results)", plan.resettled, name, version[:12])
+        log.info("%s identified by another model or model version: identifying them again with %s version %s, "
+                 "%d from their stored faces (--keep-old-results keeps the older results)",
+                 plural(plan.resettled, "photo"), name, version[:12], renames.num_rows)
 
     manifest = run_staged(root, summary.run_id, listing, plan, previous,
-                          stage=functools.partial(_stage, config, plan, version, summary, root=root),
+                          stage=functools.partial(_stage, config, plan, renames, version, summary, root=root),
                           on_staged=functools.partial(_count_staged, summary))
     _fill_live_counts(summary, root, manifest)
     summary.seconds = time.monotonic() - started
@@ -133,30 +145,56 @@ def _require_no_photos_outside(previous: pa.Table, input_root: str, root: str) -
                           "identities folder, or delete this one if the photos moved")
 
 
-def _as_judged(previous: pa.Table, version: str, keep_old_results: bool) -> pa.Table:
-    """The manifest as the plan must see it: with `keep_old_results`, every photo counts as identified
-    by the current version, so only new and changed photos are read."""
-    if not keep_old_results:
-        return previous
+def identity_settings(crop_fingerprint: str, version: str) -> str:
+    """An identities manifest row's `settings`: the crops its faces were cut as, and who named them."""
+    return f"{crop_fingerprint}/{version}"
+
+
+def _made_with_crops(previous: pa.Table, crop_fingerprint: str) -> pa.ChunkedArray:
+    return pc.fill_null(pc.starts_with(previous["settings"], pattern=crop_fingerprint + "/"), False)
+
+
+def _as_judged(previous: pa.Table, settings: str, crop_fingerprint: str, keep_old_results: bool) -> pa.Table:
+    """The manifest as the plan must see it. A photo rejected with the same crop settings stays
+    rejected whatever model looks (no face was found in it, or it could not be decoded); with
+    `keep_old_results`, every photo counts as identified by the current version, so only new and
+    changed photos are read."""
+    current = pa.array([True] * previous.num_rows) if keep_old_results else pc.and_(
+        _made_with_crops(previous, crop_fingerprint), pc.equal(previous["status"], "rejected"))
     index = previous.schema.get_field_index("settings")
-    return previous.set_column(index, "settings", pa.array([version] * previous.num_rows, pa.string()))
+    return previous.set_column(index, "settings", pc.if_else(current, settings, previous["settings"]))
 
 
-def _stage(config: Config, plan: Plan, version: str, summary: IdentifySummary, staging: str, *, root: str) -> Staged:
-    """Identify the faces of the photos in `plan`, staging identity rows and rejects under `staging`;
-    Ray starts only when they need the actor pool (`stage_photos`)."""
-    if plan.to_process.num_rows:
+def _stored_faces_to_rename(plan: Plan, previous: pa.Table, crop_fingerprint: str) -> pa.Table:
+    """The manifest rows of the photos `plan` identifies again whose stored faces were cut as the
+    current crops are: named again from those, not read."""
+    again = pc.is_in(previous["path"], value_set=plan.resettled_paths)
+    ok = pc.equal(previous["status"], "ok")
+    return previous.filter(pc.and_(pc.and_(again, ok), _made_with_crops(previous, crop_fingerprint)))
+
+
+def _stage(config: Config, plan: Plan, renames: pa.Table, version: str, summary: IdentifySummary, staging: str,
+           *, root: str) -> Staged:
+    """Identify the faces of the photos in `plan`, staging identity rows and rejects under `staging`:
+    `renames` from their stored faces, the others by reading them. Ray starts only when they need an
+    actor pool (`commit.runs_in_driver`)."""
+    from faceproc.identify.rename import stage_renames
+
+    storage.makedirs(root)  # so that the first run's check can find it on every node
+    shared = {"input": config.input, "output": config.output, "identities": root}
+    args = (config.output, config.identify.model, version, summary.run_id)
+    to_read = plan.to_process.filter(pc.invert(pc.is_in(plan.to_process["path"], value_set=renames["path"])))
+    if to_read.num_rows:
         from faceproc.identify.operators import IdentifyPipeline
 
-        storage.makedirs(root)  # so that the first run's check can find it on every node
-        files = pa.table({"path": plan.to_process["path"],
-                          "layout_error": pc.fill_null(plan.to_process["layout_error"], "")})
-        rejects = storage.join(staging, "rejects")
-        args = (config.output, config.identify.model, version, summary.run_id, rejects)
-        summary.detected_in = stage_photos(
-            files, IdentifyPipeline, args, config.preprocess, storage.join(staging, "faces"), config.ray_address,
-            {"input": config.input, "output": config.output, "identities": root})
-    folders = [(storage.join(staging, "faces"), layout.identity_shards(root))]
+        files = pa.table({"path": to_read["path"], "layout_error": pc.fill_null(to_read["layout_error"], "")})
+        summary.detected_in = stage_photos(files, IdentifyPipeline, (*args, storage.join(staging, "rejects")),
+                                           config.preprocess, storage.join(staging, "faces"), config.ray_address,
+                                           shared)
+    if renames.num_rows:
+        summary.renamed_in = stage_renames(renames, root, args, config.preprocess, storage.join(staging, "renamed"),
+                                           config.ray_address, shared)
+    folders = [(storage.join(staging, name), layout.identity_shards(root)) for name in ("faces", "renamed")]
     return read_staged(staging, folders, IDENTITY_SCHEMA, "photo_path", "photo_sha256")
 
 

@@ -14,11 +14,12 @@ import logging
 from typing import Any
 
 from faceproc.config import ConfigError, PreprocessConfig, unapplied_setting
-from faceproc.preprocess.settings import describe_value, recorded_row_fields
+from faceproc.preprocess.settings import describe_value, fingerprint, recorded_row_fields, row_settings
 
 log = logging.getLogger(__name__)
 
 COPY_FIELDS = ("augment_copies", "seed")  # row fields that shape only the stored training copies, no crop
+COPY_CONSTANTS = ("augment_ranges",)  # the `row_settings` constants that shape only those copies
 
 
 def refuse_other_crops(out: str, runtime: PreprocessConfig, model_result: dict[str, Any], explicit: set[str],
@@ -45,3 +46,11 @@ def training_preprocess(out: str, runtime: PreprocessConfig, model_result: dict[
                  "with the current ones", model_result.get("model"))
         return runtime
     return dataclasses.replace(runtime, **recorded)
+
+
+def crop_fingerprint(prep: PreprocessConfig) -> str:
+    """The fingerprint of what cuts a face crop (`row_settings` without the training copies' fields):
+    two models trained on rows with the same one take the same crops, so `identify` can name stored
+    crops again with a new model instead of reading their photos."""
+    crop = {name: value for name, value in row_settings(prep).items() if name not in (*COPY_FIELDS, *COPY_CONSTANTS)}
+    return fingerprint(crop)

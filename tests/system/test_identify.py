@@ -2,8 +2,8 @@
 
 Unlabelled photos in any layout: the val photos under made-up nested folders and names, a stranger,
 a photo of two people, a wall and a broken file. Then reruns: nothing new reads nothing, one new photo
-reads exactly one, a new model version identifies everything again (or, asked to, keeps the old
-results), and a run killed before its commit leaves the identities folder as it was.
+reads exactly one, a new model version names every stored face again without reading a photo (or,
+asked to, keeps the old results), and a run killed before its commit leaves the identities folder as it was.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 COLUMNS = ["photo_path", "face_index", "faces_in_photo", "person", "distance", "model_version", "box", "keypoints"]
 
 
-def _identities(root: Path) -> list[dict]:
+def _identities(root: Path, with_faces: bool = False) -> list[dict]:
     manifest = load_manifest(str(root))
-    tables = list(iter_live_identities(str(root), manifest, COLUMNS))
+    tables = list(iter_live_identities(str(root), manifest, [*COLUMNS, *(["face"] if with_faces else [])]))
     return pa.concat_tables(tables).to_pylist() if tables else []
 
 
@@ -136,12 +136,13 @@ def test_reruns_read_only_what_is_new_or_needs_the_new_model(model_copy, dataset
     val = sorted((dataset_dir / "val").glob("*/*"))
     for src in val[:3]:
         shutil.copy(src, photos / "a" / src.name)
+    Image.new("RGB", (300, 300), (200, 190, 180)).save(photos / "a" / "wall.jpg")
     args = ("--input", str(photos), "--output", str(model_copy))
     into = model_copy / "identities"
 
     _run(*args)
     first = _summary(capsys)
-    assert first["photos read this run"] == "3"
+    assert first["photos read this run"] == "4"
     _run(*args)
     assert _summary(capsys)["photos read this run"] == "0"
     assert len(list((into / "runs").glob("*.identify.json"))) == 1  # a run with nothing to do leaves no record
@@ -154,13 +155,29 @@ def test_reruns_read_only_what_is_new_or_needs_the_new_model(model_copy, dataset
     assert versions[val[3].name] == "retrained-keep" and list(versions.values()).count("retrained-keep") == 1
     assert len(versions) == 4
 
-    _new_version(model_copy, "retrained")
-    _run(*args)
+    before = {(r["photo_path"], r["face_index"]): r for r in _identities(into, with_faces=True)}
+    _new_version(model_copy, "retrained")  # trained on the same rows: its faces are cut as the last version's
+    _run(*args, "--set", "preprocess.driver_max_photos=0")  # on an actor pool, as a cluster does
     again = _summary(capsys)
-    assert again["photos read this run"] == "4" and again["identified again (model changed)"] == "4"
-    rows = _identities(into)
+    assert again["photos read this run"] == "0" and again["identified again (model changed)"] == "4"
+    assert again["photos named again from stored faces"] == "4"
+    record = json.loads(sorted((into / "runs").glob("*.identify.json"))[-1].read_text())
+    assert (record["processed"], record["renamed"]) == (0, 4) and "Ray Data pool" in record["renamed_in"]
+    rows = _identities(into, with_faces=True)
     assert {r["model_version"] for r in rows} == {"retrained"}
-    assert len({(r["photo_path"], r["face_index"]) for r in rows}) == len(rows)  # no face twice
+    assert {(r["photo_path"], r["face_index"]) for r in rows} == set(before)  # every face once, none lost
+    for row in rows:  # the same weights on the same stored crops: the same verdicts
+        old = before[row["photo_path"], row["face_index"]]
+        assert (row["face"], row["box"], row["person"]) == (old["face"], old["box"], old["person"])
+        assert row["distance"] == pytest.approx(old["distance"], abs=1e-4)
+    rejects = read_live_rejects(str(into), load_manifest(str(into)))
+    assert rejects["path"].to_pylist() == [str(photos / "a" / "wall.jpg")]  # no model finds a face there
+    _new_version(model_copy, "retrained-again")
+    _run(*args)  # in the driver
+    record = json.loads(sorted((into / "runs").glob("*.identify.json"))[-1].read_text())
+    assert (record["processed"], record["renamed"], record["renamed_in"]) == (0, 4, "the driver")
+    rows = _identities(into)
+    assert {r["model_version"] for r in rows} == {"retrained-again"} and len(rows) == len(before)
     assert (model_copy / "reports" / "identities.html").is_file()
 
     # a folder of the input alone would take the photo beside it for deleted: refused, nothing dropped

@@ -7,10 +7,12 @@ import pyarrow as pa
 
 from faceproc.core import storage
 from faceproc.core.images import encode_png
+from faceproc.core.manifest import plan_run
 from faceproc.core.schema import IDENTITY_SCHEMA, MANIFEST_SCHEMA, REJECT_SCHEMA
 from faceproc.identify import report
 from faceproc.identify.rows import iter_live_identities
-from faceproc.identify.run import IdentifySummary, _as_judged
+from faceproc.identify.run import IdentifySummary, _as_judged, _stored_faces_to_rename, identity_settings
+from faceproc.preprocess.discover import LISTING_SCHEMA
 
 FACE = encode_png(np.full((16, 16, 3), 128, np.uint8))
 
@@ -22,10 +24,10 @@ def _row(photo: str, person: str, run: str, distance: float, index: int = 0) -> 
             "run_id": run}
 
 
-def _manifest_row(photo: str, run: str, status: str = "ok") -> dict:
+def _manifest_row(photo: str, run: str, status: str = "ok", settings: str = "v1") -> dict:
     return {"path": photo, "sha256": f"sha-{photo}", "split": None, "label": None, "status": status,
             "reason": "no_face" if status == "rejected" else None, "face_rows": int(status == "ok"),
-            "leakage": False, "run_id": run, "settings": "v1", "size": 1, "mtime_ns": 1}
+            "leakage": False, "run_id": run, "settings": settings, "size": 1, "mtime_ns": 1}
 
 
 def _folder(tmp_path, rows_by_run: dict[str, list[dict]], manifest: list[dict]) -> tuple[str, pa.Table]:
@@ -47,10 +49,32 @@ def test_rows_of_a_photo_identified_again_or_of_a_dead_run_are_not_live(tmp_path
     assert sorted((r["photo_path"], r["person"]) for r in rows) == [("/p/a.jpg", "madonna"), ("/p/b.jpg", "elton_john")]
 
 
-def test_keep_old_results_plans_every_known_photo_as_made_by_the_current_version():
-    manifest = pa.Table.from_pylist([_manifest_row("/p/a.jpg", "r1")], schema=MANIFEST_SCHEMA)
-    assert _as_judged(manifest, "v2", keep_old_results=True)["settings"].to_pylist() == ["v2"]
-    assert _as_judged(manifest, "v2", keep_old_results=False)["settings"].to_pylist() == ["v1"]
+def _plan_for_version(manifest: pa.Table, crops: str, version: str, keep_old_results: bool = False):
+    """identify's plan for an unchanged listing of the manifest's photos."""
+    listing = pa.Table.from_pylist([{"path": p, "size": 1, "mtime_ns": 1} for p in manifest["path"].to_pylist()],
+                                   schema=LISTING_SCHEMA).append_column("sha256", pa.nulls(manifest.num_rows, pa.string()))
+    settings = identity_settings(crops, version)
+    return plan_run(listing, _as_judged(manifest, settings, crops, keep_old_results), settings)
+
+
+def test_a_new_model_version_names_stored_faces_again_and_reads_only_photos_cut_otherwise():
+    manifest = pa.Table.from_pylist([
+        _manifest_row("/p/same-crops.jpg", "r1", settings="c1/v1"),
+        _manifest_row("/p/no-face.jpg", "r1", "rejected", settings="c1/v1"),
+        _manifest_row("/p/other-crops.jpg", "r1", settings="c0/v1"),
+        _manifest_row("/p/other-crops-no-face.jpg", "r1", "rejected", settings="c0/v1"),
+        _manifest_row("/p/earlier-faceproc.jpg", "r1", settings="v1"),  # no crop fingerprint: read again
+        _manifest_row("/p/current.jpg", "r2", settings="c1/v2"),
+    ], schema=MANIFEST_SCHEMA)
+
+    plan = _plan_for_version(manifest, "c1", "v2")
+    assert plan.unchanged == 2 and plan.resettled == 4  # current.jpg, and no-face.jpg: no model finds a face
+    assert sorted(plan.paths) == ["/p/earlier-faceproc.jpg", "/p/other-crops-no-face.jpg", "/p/other-crops.jpg",
+                                  "/p/same-crops.jpg"]
+    assert _stored_faces_to_rename(plan, manifest, "c1")["path"].to_pylist() == ["/p/same-crops.jpg"]
+
+    kept = _plan_for_version(manifest, "c1", "v2", keep_old_results=True)
+    assert kept.to_process.num_rows == 0 and _stored_faces_to_rename(kept, manifest, "c1").num_rows == 0
 
 
 def test_page_groups_people_unknown_last_nearest_first_and_says_what_it_cut(tmp_path, monkeypatch):

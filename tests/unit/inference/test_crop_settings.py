@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from faceproc.config import PreprocessConfig
 from faceproc.core import layout, storage
 from faceproc.inference.crop_settings import training_preprocess
@@ -47,3 +49,12 @@ def test_a_crop_setting_the_user_set_otherwise_is_refused_not_silently_replaced(
     with pytest.raises(ConfigError, match=r"preprocess.face_margin=0.4 is not applied by `faceproc predict`: it "
                                           r"cuts faces as cnn was trained on them \(0.3\)"):
         refuse_other_crops(out, asked, result, {"preprocess.face_margin"}, "predict")
+
+
+def test_the_crop_fingerprint_follows_what_cuts_a_crop_and_not_the_training_copies():
+    from faceproc.inference.crop_settings import crop_fingerprint
+
+    base = PreprocessConfig()
+    assert crop_fingerprint(dataclasses.replace(base, augment_copies=7, seed=3)) == crop_fingerprint(base)
+    assert crop_fingerprint(dataclasses.replace(base, face_margin=base.face_margin + 0.1)) != crop_fingerprint(base)
+    assert crop_fingerprint(dataclasses.replace(base, align=not base.align)) != crop_fingerprint(base)

@@ -1,0 +1,84 @@
+"""Naming stored faces again: what a new model version costs when it cuts faces as the last one did.
+
+Every identity row keeps the crop the model saw (PNG, lossless). When a retrained model was trained on
+rows cut with the same crop settings (`crop_settings.crop_fingerprint`), its verdict on a photo
+depends only on those crops, so the photo is not read, decoded or detected again: its live rows are
+read back from the identity shards and classified by the new version, with the same verdicts a full
+read would give. `RenameFaces` is the Ray Data callable class that does it, in the driver for a few
+photos and on an actor pool for more, as `commit.runs_in_driver` decides for reading photos.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pyarrow as pa
+
+from faceproc.config import PreprocessConfig
+from faceproc.core import layout, storage
+from faceproc.core.commit import runs_in_driver, write_staged_rows
+from faceproc.core.images import decode_png
+from faceproc.core.schema import IDENTITY_SCHEMA
+from faceproc.core.shards import iter_live_rows, live_files, live_key_array, live_rows
+from faceproc.core.text import plural
+from faceproc.identify.rows import KEY_COLUMNS
+
+FACES_PER_CALL = 256  # stored crops classified per model call: bounds the float32 input batch (~80 MB)
+
+
+class RenameFaces:
+    """Identity rows of the photos named by `keys` (`path\\0sha256\\0run_id` of their manifest rows) in,
+    the same rows named by `model`'s `version` out; rows of other photos are dropped, so an actor can
+    take the shard files as they are."""
+
+    def __init__(self, out: str, model: str, version: str, run_id: str, keys: pa.Array) -> None:
+        from faceproc.inference.artifact import ModelArtifact
+
+        self.classifier = ModelArtifact(out, model).load()
+        self.model, self.version, self.run_id, self.keys = model, version, run_id, keys
+
+    def __call__(self, rows: pa.Table) -> pa.Table:
+        rows = live_rows(rows, self.keys, KEY_COLUMNS)
+        verdicts = self.classifier.classify([decode_png(face) for face in rows["face"].to_pylist()])
+        named = {
+            "person": pa.array([v["person"] for v in verdicts], pa.string()),
+            "probability": pa.array([float(v["probability"]) for v in verdicts], pa.float32()),
+            "distance": pa.array([v.get("distance") for v in verdicts], pa.float32()),
+            "model": pa.array([self.model] * rows.num_rows, pa.string()),
+            "model_version": pa.array([self.version] * rows.num_rows, pa.string()),
+            "run_id": pa.array([self.run_id] * rows.num_rows, pa.string()),
+        }
+        for name, column in named.items():
+            rows = rows.set_column(rows.schema.get_field_index(name), name, column)
+        return rows.select(IDENTITY_SCHEMA.names).cast(IDENTITY_SCHEMA)
+
+
+def stage_renames(photos: pa.Table, root: str, args: tuple[str, str, str, str], prep: PreprocessConfig,
+                  renamed_dir: str, ray_address: str | None, shared_paths: Mapping[str, str]) -> str:
+    """Name the stored faces of `photos` (identities manifest rows) again with `args` (OUT, model,
+    version, run id), staging the rows under `renamed_dir`. Returns where it ran, for the summary."""
+    keys = live_key_array(photos, with_run=True)
+    files = live_files(layout.identity_shards(root), photos)
+    if runs_in_driver(photos.num_rows, prep, ray_address, shared_paths):
+        rename = RenameFaces(*args, keys)
+        tables = [rename(rows) for rows in iter_live_rows(files, keys, KEY_COLUMNS, IDENTITY_SCHEMA.names,
+                                                          IDENTITY_SCHEMA, FACES_PER_CALL)]
+        storage.makedirs(renamed_dir)
+        write_staged_rows(pa.concat_tables(tables) if tables else IDENTITY_SCHEMA.empty_table(), renamed_dir,
+                          prep.rows_per_shard)
+        return "the driver"
+    import ray.data as data
+
+    fs, _ = storage.resolve(root)
+    out_fs, out_path = storage.resolve(renamed_dir)
+    actors = max(1, min(prep.detector_actors, len(files)))
+    (
+        data.read_parquet([storage.resolve(uri)[1] for uri in files], filesystem=fs,
+                          columns=IDENTITY_SCHEMA.names)
+        .map_batches(RenameFaces, fn_constructor_args=(*args, keys), batch_size=FACES_PER_CALL,
+                     batch_format="pyarrow", compute=data.ActorPoolStrategy(size=actors),
+                     num_cpus=prep.detector_num_cpus, num_gpus=prep.detector_num_gpus)
+        .write_parquet(out_path, filesystem=out_fs, max_rows_per_file=prep.rows_per_shard)
+    )
+    return f"a Ray Data pool of {plural(actors, 'actor')}"
+
