@@ -50,16 +50,29 @@ def prune_rejects(out: str, manifest: pa.Table) -> None:
         storage.write_table_atomic(uri, live)
 
 
-def stage_rejects(rejects_dir: str, rows: dict[str, list]) -> None:
-    """Write one worker batch's reject rows (REJECT_SCHEMA columns) under `rejects_dir`, for the driver
+class RejectRows:
+    """One worker batch's reject rows (REJECT_SCHEMA), staged under a folder by `stage` for the driver
     to gather at publish time: a Ray Data stream feeds only one sink, the face rows."""
-    if rows["path"]:
-        table = pa.table(rows, schema=REJECT_SCHEMA)
-        storage.write_table_atomic(storage.join(rejects_dir, f"{uuid.uuid4().hex}.parquet"), table)
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.columns: dict[str, list] = {name: [] for name in REJECT_SCHEMA.names}
+
+    def add(self, path: str, reason: str, detail: str, sha256: str, split: str = "", label: str = "") -> None:
+        """A file's reject; an empty hash (the file could not be read), split or label is stored as null."""
+        row = {"path": path, "reason": reason, "detail": detail, "split": split or None, "label": label or None,
+               "sha256": sha256 or None, "run_id": self.run_id}
+        for name, value in row.items():
+            self.columns[name].append(value)
+
+    def stage(self, rejects_dir: str) -> None:
+        if self.columns["path"]:
+            table = pa.table(self.columns, schema=REJECT_SCHEMA)
+            storage.write_table_atomic(storage.join(rejects_dir, f"{uuid.uuid4().hex}.parquet"), table)
 
 
 def read_staged_rejects(rejects_dir: str) -> pa.Table:
-    """Every row `stage_rejects` wrote under `rejects_dir`, one per path (a retried task may have staged
+    """Every row `RejectRows.stage` wrote under `rejects_dir`, one per path (a retried task may have staged
     the same file twice)."""
     files = storage.list_files(rejects_dir, ".parquet")
     if not files:

@@ -2,9 +2,9 @@
 
 `IdentifyPipeline` is a Ray Data callable class: MTCNN and the trained model are loaded once per actor,
 and each call takes a batch of file rows and returns one identity row per face. Decoding and its
-reject reasons are preprocessing's (`decode_batch`), the crop is training's (`FaceDetector.faces_of`
-cuts it with `geometry.face_crop`), and the verdict, open-set check included, is `predict`'s
-(`TrainedModel.classify`). A photo with no face or that cannot be read becomes a staged reject.
+reject reasons are preprocessing's (`decode_batch`, `FaceDetector.no_face_detail`, `RejectRows`), the
+crop is training's (`FaceDetector.confident_crops` cuts it with `geometry.face_crop`), and the verdict,
+open-set check included, is `predict`'s (`TrainedModel.classify`). A photo with no face or that cannot be read becomes a staged reject.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pyarrow as pa
 from faceproc.config import PreprocessConfig
 from faceproc.core.errors import describe
 from faceproc.core.images import encode_png
-from faceproc.core.rejects import stage_rejects
-from faceproc.core.schema import IDENTITY_SCHEMA, KEYPOINT_NAMES, REJECT_SCHEMA, RejectReason
+from faceproc.core.rejects import RejectRows
+from faceproc.core.schema import IDENTITY_SCHEMA, KEYPOINT_NAMES, RejectReason
 from faceproc.preprocess.full_resolution import to_full_resolution
 from faceproc.preprocess.operators import decode_batch
 
@@ -42,28 +42,22 @@ class IdentifyPipeline:
         prep = self.config
         decoded = decode_batch(batch, prep.max_pixels, prep.min_side, prep.draft_side)
         readable = [i for i, reason in enumerate(decoded["reason"]) if not reason]
-        found = dict(zip(readable, self.detector.faces_of([decoded["image"][i] for i in readable])))
-        for i, faces in found.items():
-            if not isinstance(faces, Exception):
-                found[i] = to_full_resolution(faces, decoded["decoded"][i], decoded["data"][i], prep)
-        rejects: dict[str, list] = {name: [] for name in REJECT_SCHEMA.names}
+        candidates = dict(zip(readable, self.detector.detect_candidates([decoded["image"][i] for i in readable])))
+        rejects = RejectRows(self.run_id)
         photos: list[tuple[int, list[dict[str, Any]]]] = []
         for i, path in enumerate(decoded["path"]):
-            reason, detail = decoded["reason"][i], decoded["detail"][i]
-            faces = found.get(i)
+            reason, detail, found = decoded["reason"][i], decoded["detail"][i], candidates.get(i)
+            faces = found if reason or isinstance(found, Exception) else \
+                self.detector.confident_crops(decoded["image"][i], found)
             if isinstance(faces, Exception):
                 reason, detail = RejectReason.UNSUPPORTED.value, f"face detection failed: {describe(faces)}"
             elif not reason and not faces:
-                reason = RejectReason.NO_FACE.value
-                detail = f"MTCNN found no face with confidence >= {self.config.min_face_confidence:g}"
+                reason, detail = RejectReason.NO_FACE.value, self.detector.no_face_detail(found)
             if reason:
-                for name, value in (("path", path), ("reason", reason), ("detail", detail), ("split", None),
-                                    ("label", None), ("sha256", decoded["sha256"][i] or None),
-                                    ("run_id", self.run_id)):
-                    rejects[name].append(value)
+                rejects.add(path, reason, detail, decoded["sha256"][i])
             else:
-                photos.append((i, faces))
-        stage_rejects(self.rejects_dir, rejects)
+                photos.append((i, to_full_resolution(faces, decoded["decoded"][i], decoded["data"][i], prep)))
+        rejects.stage(self.rejects_dir)
         verdicts = self.classifier.classify_groups([[face["face"] for face in faces] for _, faces in photos])
         rows = [self._row(decoded, i, index, face, len(faces), verdict)
                 for (i, faces), photo_verdicts in zip(photos, verdicts)

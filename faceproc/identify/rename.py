@@ -23,7 +23,7 @@ from faceproc.core.shards import iter_live_rows, live_files, live_key_array, liv
 from faceproc.core.text import plural
 from faceproc.identify.rows import KEY_COLUMNS
 
-FACES_PER_CALL = 256  # stored crops classified per model call: bounds the float32 input batch (~80 MB)
+FACES_PER_CALL = 32  # stored crops per model call: FaceNet's activations for 256 crops took the driver past 2 GB
 
 
 class RenameFaces:

@@ -220,24 +220,28 @@ class FaceDetector:
         return result
 
     def faces_of(self, images: Sequence[np.ndarray]) -> list[list[dict[str, Any]] | Exception]:
-        """Every confident face of each image, best first: {"box" (int x0, y0, x1, y1 in the image's
-        pixels, clamped), "confidence", "keypoints", "face" (the face_size crop the shards hold),
-        "aligned"}; or the exception that image raised (`predict` and `identify`)."""
-        out: list[list[dict[str, Any]] | Exception] = []
-        for image, result in zip(images, self.detect_candidates(images)):
-            if isinstance(result, Exception):
-                out.append(result)
+        """Every confident face of each image, best first, with its crop (`confident_crops`); or the
+        exception that image raised (`predict`)."""
+        return [result if isinstance(result, Exception) else self.confident_crops(image, result)
+                for image, result in zip(images, self.detect_candidates(images))]
+
+    def confident_crops(self, image: np.ndarray, candidates: list[dict[str, Any]]) -> list[dict[str, Any]] | Exception:
+        """The confident faces among `candidates` (`detect_candidates`' for `image`), best first: {"box"
+        (int x0, y0, x1, y1 in the image's pixels, clamped), "confidence", "keypoints", "face" (the
+        face_size crop the shards hold), "aligned"}; the exception when none of them could be cut."""
+        faces, failure = [], None
+        for face in self._confident(candidates):
+            try:  # one face that cannot be cut does not cost the photo its other faces
+                crop, aligned = self._crop(image, face)
+            except self._image_errors as exc:
+                failure = exc
                 continue
-            faces, failure = [], None
-            for face in self._confident(result):
-                try:  # one face that cannot be cut does not cost the photo its other faces
-                    crop, aligned = self._crop(image, face)
-                except self._image_errors as exc:
-                    failure = exc
-                    continue
-                faces.append({**face, "face": crop, "aligned": aligned})
-            out.append(failure if failure is not None and not faces else faces)
-        return out
+            faces.append({**face, "face": crop, "aligned": aligned})
+        return failure if failure is not None and not faces else faces
+
+    def no_face_detail(self, candidates: list[dict[str, Any]]) -> str:
+        """A no_face reject's detail: the threshold, and the best candidate MTCNN had ("best 0.41")."""
+        return _no_face_detail(candidates, self.config.min_face_confidence)
 
     def _crop(self, image: np.ndarray, face: dict[str, Any]) -> tuple[np.ndarray, bool]:
         config = self.config
@@ -266,8 +270,7 @@ class FaceDetector:
             found[i] = len(confident)
             chosen = select_face(confident, self.config.min_face_confidence)
             if chosen is None:
-                reasons[i] = RejectReason.NO_FACE.value
-                details[i] = _no_face_detail(candidates, self.config.min_face_confidence)
+                reasons[i], details[i] = RejectReason.NO_FACE.value, self.no_face_detail(candidates)
                 continue
             face = confident[chosen]
             try:

@@ -15,8 +15,8 @@ import pyarrow as pa
 from faceproc.config import PreprocessConfig
 from faceproc.core import storage
 from faceproc.core.images import encode_png, object_array
-from faceproc.core.rejects import stage_rejects
-from faceproc.core.schema import FACE_SCHEMA, REJECT_SCHEMA, RejectError, RejectReason
+from faceproc.core.rejects import RejectRows
+from faceproc.core.schema import FACE_SCHEMA, RejectError, RejectReason
 from faceproc.preprocess.augment import augment_face
 from faceproc.preprocess.decode import Decoded, decode_reduced
 from faceproc.preprocess.full_resolution import to_full_resolution
@@ -85,10 +85,11 @@ class Finalizer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         faces: dict[str, list] = {name: [] for name in [*FACE_SCHEMA.names, PARTITION_COLUMN]}
-        rejects: dict[str, list] = {name: [] for name in REJECT_SCHEMA.names}
+        rejects = RejectRows(self.run_id)
         for i, path in enumerate(batch["path"]):
             if batch["reason"][i]:
-                self._add_reject(rejects, batch, i)
+                rejects.add(path, batch["reason"][i], batch["detail"][i], batch["sha256"][i], batch["split"][i],
+                            batch["label"][i])
                 continue
             copies = self.augment_copies if batch["split"][i] == "train" else 0
             for index in range(copies + 1):
@@ -112,18 +113,9 @@ class Finalizer:
                 }
                 for name, value in row.items():
                     faces[name].append(value)
-        stage_rejects(self.rejects_dir, rejects)
+        rejects.stage(self.rejects_dir)
         schema = FACE_SCHEMA.append(pa.field(PARTITION_COLUMN, pa.string()))
         return pa.table(faces, schema=schema)
-
-    def _add_reject(self, rejects: dict[str, list], batch: dict[str, np.ndarray], i: int) -> None:
-        rejects["path"].append(batch["path"][i])
-        rejects["reason"].append(batch["reason"][i])
-        rejects["detail"].append(batch["detail"][i])
-        rejects["split"].append(batch["split"][i] or None)
-        rejects["label"].append(batch["label"][i] or None)
-        rejects["sha256"].append(batch["sha256"][i] or None)
-        rejects["run_id"].append(self.run_id)
 
 
 class FacePipeline:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -94,8 +95,11 @@ def test_identify_names_every_face_in_any_layout(pipeline, unlabelled, tmp_path)
     assert all(r["distance"] is not None and len(r["keypoints"]) == 10 for r in rows)
 
     manifest = load_manifest(str(into))
-    rejects = {Path(r["path"]).name: r["reason"] for r in read_live_rejects(str(into), manifest).to_pylist()}
+    live_rejects = read_live_rejects(str(into), manifest).to_pylist()
+    rejects = {Path(r["path"]).name: r["reason"] for r in live_rejects}
     assert rejects == {"wall.jpg": "no_face", "broken.jpg": "truncated"}
+    (wall,) = [r["detail"] for r in live_rejects if r["reason"] == "no_face"]  # said as preprocessing says it
+    assert re.fullmatch(r"MTCNN found no face with confidence >= 0\.\d+ \((best 0\.\d\d|no candidate)\)", wall), wall
     assert manifest.num_rows == len(truth) + 3  # every photo accounted for: faces or a reject
     report = (into / "identities.html").read_text()
     assert "madonna" in report and "unknown" in report and 'loading="lazy"' in report

@@ -7,8 +7,8 @@ import pytest
 from faceproc.core import layout
 from faceproc.core.commit import read_staged, remove_leftovers, run_staged
 from faceproc.core.manifest import AccountingError, load_manifest, plan_run
-from faceproc.core.rejects import stage_rejects
-from faceproc.core.schema import MANIFEST_SCHEMA, REJECT_SCHEMA
+from faceproc.core.rejects import RejectRows
+from faceproc.core.schema import MANIFEST_SCHEMA
 from faceproc.preprocess.discover import LISTING_SCHEMA
 
 ROW_SCHEMA = pa.schema([("photo", pa.string()), ("sha", pa.string()), ("copy", pa.int32())])
@@ -28,9 +28,9 @@ def _stage_faces(staging, rows):
 
 
 def _reject(staging, path):
-    stage_rejects(str(staging / "rejects"), {name: [None] for name in REJECT_SCHEMA.names} | {
-        "path": [path], "reason": ["no_face"], "detail": ["none"], "sha256": ["s-" + path], "run_id": ["r1"],
-        "split": ["train"], "label": ["p"]})
+    rejects = RejectRows("r1")
+    rejects.add(path, "no_face", "none", "s-" + path, "train", "p")
+    rejects.stage(str(staging / "rejects"))
 
 
 def _stage(published, rows, rejected=()):
