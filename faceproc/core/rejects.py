@@ -66,6 +66,7 @@ class RejectRows:
             self.columns[name].append(value)
 
     def stage(self, rejects_dir: str) -> None:
+        """One file per batch with rejects, under a unique name: actors stage side by side."""
         if self.columns["path"]:
             table = pa.table(self.columns, schema=REJECT_SCHEMA)
             storage.write_table_atomic(storage.join(rejects_dir, f"{uuid.uuid4().hex}.parquet"), table)

@@ -47,8 +47,8 @@ class IdentifyPipeline:
         photos: list[tuple[int, list[dict[str, Any]]]] = []
         for i, path in enumerate(decoded["path"]):
             reason, detail, found = decoded["reason"][i], decoded["detail"][i], candidates.get(i)
-            faces = found if reason or isinstance(found, Exception) else \
-                self.detector.confident_crops(decoded["image"][i], found)
+            faces = (found if reason or isinstance(found, Exception)
+                     else self.detector.confident_crops(decoded["image"][i], found))
             if isinstance(faces, Exception):
                 reason, detail = RejectReason.UNSUPPORTED.value, f"face detection failed: {describe(faces)}"
             elif not reason and not faces:

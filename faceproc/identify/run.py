@@ -22,6 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -39,6 +40,7 @@ from faceproc.core.commit import (
 from faceproc.core.manifest import Plan, hash_where_needed, load_manifest, plan_run
 from faceproc.core.schema import IDENTITY_SCHEMA
 from faceproc.core.text import key_values, plural
+from faceproc.identify.rename import stage_renames, stored_face_counts
 from faceproc.identify.rows import iter_live_identities
 from faceproc.inference.artifact import ModelArtifact
 from faceproc.preprocess.discover import list_photos
@@ -53,6 +55,7 @@ class IdentifySummary(StageSummary):
     identities: str  # the identities folder
     reidentified: int = 0  # unchanged photos identified again: another model or model version named them
     renamed: int = 0  # of those, photos whose stored faces were named again, without reading the photo
+    renamed_faces: int = 0  # their faces
     renamed_in: str = ""  # where: the driver or an actor pool
     faces: int = 0  # found this run
     live_photos: int = 0  # photos with at least one identified face
@@ -69,8 +72,8 @@ class IdentifySummary(StageSummary):
             *([("identified again (model changed)", self.reidentified)] if self.reidentified else []),
             ("photos read this run", self.processed),
             *self.detection_lines(),
-            *([("photos named again from stored faces", self.renamed), ("  named in", self.renamed_in)]
-              if self.renamed else []),
+            *([("photos named again from stored faces", f"{self.renamed} ({plural(self.renamed_faces, 'face')})"),
+               ("  named in", self.renamed_in)] if self.renamed else []),
             ("faces found this run", self.faces),
             *self.reject_lines(),
             ("photos with faces / faces (all)", f"{self.live_photos} / {self.live_faces}"),
@@ -112,8 +115,8 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
     listing = hash_where_needed(found.files, previous, config.preprocess.verify_hashes, storage.sha256_or_none)
     crops = crop_fingerprint(config.preprocess)
     settings = identity_settings(crops, version)
-    plan = plan_run(listing, _as_judged(previous, settings, crops, config.identify.keep_old_results), settings)
-    renames = _stored_faces_to_rename(plan, previous, crops)
+    plan = plan_run(listing, _as_judged(previous, version, crops, config.identify.keep_old_results), settings)
+    renames = _stored_faces_to_rename(plan, previous, crops, root)
     summary.count_plan(found.files.num_rows, found.skipped, plan)
     summary.reidentified, summary.renamed = plan.resettled, renames.num_rows
     summary.processed -= renames.num_rows
@@ -124,7 +127,7 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
 
     manifest = run_staged(root, summary.run_id, listing, plan, previous,
                           stage=functools.partial(_stage, config, plan, renames, version, summary, root=root),
-                          on_staged=functools.partial(_count_staged, summary))
+                          on_staged=functools.partial(_count_staged, summary, renames))
     _fill_live_counts(summary, root, manifest)
     summary.seconds = time.monotonic() - started
     write_identities_report(layout.identities_report(out, root), root, manifest, summary)
@@ -154,23 +157,37 @@ def _made_with_crops(previous: pa.Table, crop_fingerprint: str) -> pa.ChunkedArr
     return pc.fill_null(pc.starts_with(previous["settings"], pattern=crop_fingerprint + "/"), False)
 
 
-def _as_judged(previous: pa.Table, settings: str, crop_fingerprint: str, keep_old_results: bool) -> pa.Table:
-    """The manifest as the plan must see it. A photo rejected with the same crop settings stays
-    rejected whatever model looks (no face was found in it, or it could not be decoded); with
-    `keep_old_results`, every photo counts as identified by the current version, so only new and
-    changed photos are read."""
-    current = pa.array([True] * previous.num_rows) if keep_old_results else pc.and_(
-        _made_with_crops(previous, crop_fingerprint), pc.equal(previous["status"], "rejected"))
+def _as_judged(previous: pa.Table, version: str, crop_fingerprint: str, keep_old_results: bool) -> pa.Table:
+    """The manifest as the plan must see it, every row the current version would not redo stamped
+    with its `identity_settings`:
+    - a photo rejected with the same crop settings stays rejected whatever model looks (no face was
+      found in it, or it could not be decoded);
+    - a row an earlier faceproc stamped with the bare model version is this version's if the version
+      is the same (identify has always cut faces as the model's training rows were cut);
+    - with `keep_old_results`, every photo counts as identified by the current version, so only new
+      and changed photos are read."""
+    settings = identity_settings(crop_fingerprint, version)
+    current = pc.or_(pc.fill_null(pc.equal(previous["settings"], version), False), pc.and_(
+        _made_with_crops(previous, crop_fingerprint), pc.equal(previous["status"], "rejected")))
+    if keep_old_results:
+        current = pa.array(np.ones(previous.num_rows, bool))
     index = previous.schema.get_field_index("settings")
     return previous.set_column(index, "settings", pc.if_else(current, settings, previous["settings"]))
 
 
-def _stored_faces_to_rename(plan: Plan, previous: pa.Table, crop_fingerprint: str) -> pa.Table:
+def _stored_faces_to_rename(plan: Plan, previous: pa.Table, crop_fingerprint: str, root: str) -> pa.Table:
     """The manifest rows of the photos `plan` identifies again whose stored faces were cut as the
-    current crops are: named again from those, not read."""
+    current crops are and are all still in the shards: named again from those, not read. A photo
+    short of a stored face (a shard file lost) is read again instead."""
     again = pc.is_in(previous["path"], value_set=plan.resettled_paths)
     ok = pc.equal(previous["status"], "ok")
-    return previous.filter(pc.and_(pc.and_(again, ok), _made_with_crops(previous, crop_fingerprint)))
+    candidates = previous.filter(pc.and_(pc.and_(again, ok), _made_with_crops(previous, crop_fingerprint)))
+    if not candidates.num_rows:
+        return candidates
+    stored = stored_face_counts(root, candidates)
+    whole = [stored.get(path, 0) == rows for path, rows in zip(candidates["path"].to_pylist(),
+                                                               candidates["face_rows"].to_pylist())]
+    return candidates.filter(pa.array(whole, pa.bool_()))
 
 
 def _stage(config: Config, plan: Plan, renames: pa.Table, version: str, summary: IdentifySummary, staging: str,
@@ -178,28 +195,28 @@ def _stage(config: Config, plan: Plan, renames: pa.Table, version: str, summary:
     """Identify the faces of the photos in `plan`, staging identity rows and rejects under `staging`:
     `renames` from their stored faces, the others by reading them. Ray starts only when they need an
     actor pool (`commit.runs_in_driver`)."""
-    from faceproc.identify.rename import stage_renames
-
     storage.makedirs(root)  # so that the first run's check can find it on every node
     shared = {"input": config.input, "output": config.output, "identities": root}
-    args = (config.output, config.identify.model, version, summary.run_id)
     to_read = plan.to_process.filter(pc.invert(pc.is_in(plan.to_process["path"], value_set=renames["path"])))
     if to_read.num_rows:
         from faceproc.identify.operators import IdentifyPipeline
 
         files = pa.table({"path": to_read["path"], "layout_error": pc.fill_null(to_read["layout_error"], "")})
-        summary.detected_in = stage_photos(files, IdentifyPipeline, (*args, storage.join(staging, "rejects")),
+        args = (config.output, config.identify.model, version, summary.run_id, storage.join(staging, "rejects"))
+        summary.detected_in = stage_photos(files, IdentifyPipeline, args,
                                            config.preprocess, storage.join(staging, "faces"), config.ray_address,
                                            shared)
     if renames.num_rows:
-        summary.renamed_in = stage_renames(renames, root, args, config.preprocess, storage.join(staging, "renamed"),
-                                           config.ray_address, shared)
+        summary.renamed_in = stage_renames(renames, root, config.preprocess, storage.join(staging, "renamed"),
+                                           config.ray_address, shared, out=config.output, model=config.identify.model,
+                                           version=version, run_id=summary.run_id)
     folders = [(storage.join(staging, name), layout.identity_shards(root)) for name in ("faces", "renamed")]
     return read_staged(staging, folders, IDENTITY_SCHEMA, "photo_path", "photo_sha256")
 
 
-def _count_staged(summary: IdentifySummary, staged: Staged) -> None:
-    summary.faces = staged.rows.num_rows
+def _count_staged(summary: IdentifySummary, renames: pa.Table, staged: Staged) -> None:
+    renamed = pc.sum(pc.is_in(staged.rows["photo_path"], value_set=renames["path"])).as_py() or 0
+    summary.faces, summary.renamed_faces = staged.rows.num_rows - renamed, renamed
     summary.count_rejects(staged)
 
 

@@ -88,8 +88,8 @@ class Finalizer:
         rejects = RejectRows(self.run_id)
         for i, path in enumerate(batch["path"]):
             if batch["reason"][i]:
-                rejects.add(path, batch["reason"][i], batch["detail"][i], batch["sha256"][i], batch["split"][i],
-                            batch["label"][i])
+                rejects.add(path, batch["reason"][i], batch["detail"][i], batch["sha256"][i],
+                            split=batch["split"][i], label=batch["label"][i])
                 continue
             copies = self.augment_copies if batch["split"][i] == "train" else 0
             for index in range(copies + 1):

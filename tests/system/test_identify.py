@@ -164,7 +164,7 @@ def test_reruns_read_only_what_is_new_or_needs_the_new_model(model_copy, dataset
     _run(*args, "--set", "preprocess.driver_max_photos=0")  # on an actor pool, as a cluster does
     again = _summary(capsys)
     assert again["photos read this run"] == "0" and again["identified again (model changed)"] == "4"
-    assert again["photos named again from stored faces"] == "4"
+    assert again["photos named again from stored faces"] == "4 (4 faces)"
     record = json.loads(sorted((into / "runs").glob("*.identify.json"))[-1].read_text())
     assert (record["processed"], record["renamed"]) == (0, 4) and "Ray Data pool" in record["renamed_in"]
     rows = _identities(into, with_faces=True)
@@ -176,18 +176,23 @@ def test_reruns_read_only_what_is_new_or_needs_the_new_model(model_copy, dataset
         assert row["distance"] == pytest.approx(old["distance"], abs=1e-4)
     rejects = read_live_rejects(str(into), load_manifest(str(into)))
     assert rejects["path"].to_pylist() == [str(photos / "a" / "wall.jpg")]  # no model finds a face there
-    _new_version(model_copy, "retrained-again")
-    _run(*args)  # in the driver
+    _new_version(model_copy, "retrained-again")  # whose open-set threshold takes every face for a stranger
+    (centroids,) = model_copy.glob("models/facenet/**/centroids.json")
+    centroids.write_text(json.dumps({**json.loads(centroids.read_text()), "threshold": 0.0}))
+    shutil.copy(val[4], photos / val[4].name)
+    _run(*args)  # in the driver, with a new photo beside the stored faces
+    assert _summary(capsys)["photos named again from stored faces"] == "4 (4 faces)"
     record = json.loads(sorted((into / "runs").glob("*.identify.json"))[-1].read_text())
-    assert (record["processed"], record["renamed"], record["renamed_in"]) == (0, 4, "the driver")
+    assert (record["processed"], record["renamed"], record["renamed_in"]) == (1, 4, "the driver")
     rows = _identities(into)
-    assert {r["model_version"] for r in rows} == {"retrained-again"} and len(rows) == len(before)
+    assert {r["model_version"] for r in rows} == {"retrained-again"} and len(rows) == len(before) + 1
+    assert {r["person"] for r in rows} == {"unknown"}  # named by the new version, not restamped
     assert (model_copy / "reports" / "identities.html").is_file()
 
     # a folder of the input alone would take the photo beside it for deleted: refused, nothing dropped
     assert main(["identify", "--input", str(photos / "a"), "--output", str(model_copy)]) == 2
     error = capsys.readouterr().err
-    assert f"hold 1 photo from outside {photos / 'a'} (such as {photos / val[3].name})" in error
+    assert f"hold 2 photos from outside {photos / 'a'} (such as {photos / min(val[3].name, val[4].name)})" in error
     assert len(_identities(into)) == len(rows)
 
 

@@ -53,28 +53,29 @@ def _plan_for_version(manifest: pa.Table, crops: str, version: str, keep_old_res
     """identify's plan for an unchanged listing of the manifest's photos."""
     listing = pa.Table.from_pylist([{"path": p, "size": 1, "mtime_ns": 1} for p in manifest["path"].to_pylist()],
                                    schema=LISTING_SCHEMA).append_column("sha256", pa.nulls(manifest.num_rows, pa.string()))
-    settings = identity_settings(crops, version)
-    return plan_run(listing, _as_judged(manifest, settings, crops, keep_old_results), settings)
+    return plan_run(listing, _as_judged(manifest, version, crops, keep_old_results), identity_settings(crops, version))
 
 
-def test_a_new_model_version_names_stored_faces_again_and_reads_only_photos_cut_otherwise():
-    manifest = pa.Table.from_pylist([
+def test_a_new_model_version_names_stored_faces_again_and_reads_only_photos_cut_otherwise(tmp_path):
+    root, manifest = _folder(tmp_path, {"r1": [_row("/p/same-crops.jpg", "madonna", "r1", 0.3)]}, [
         _manifest_row("/p/same-crops.jpg", "r1", settings="c1/v1"),
+        _manifest_row("/p/shard-lost.jpg", "r9", settings="c1/v1"),  # its stored face is gone: read again
         _manifest_row("/p/no-face.jpg", "r1", "rejected", settings="c1/v1"),
         _manifest_row("/p/other-crops.jpg", "r1", settings="c0/v1"),
         _manifest_row("/p/other-crops-no-face.jpg", "r1", "rejected", settings="c0/v1"),
         _manifest_row("/p/earlier-faceproc.jpg", "r1", settings="v1"),  # no crop fingerprint: read again
+        _manifest_row("/p/earlier-faceproc-same-version.jpg", "r0", settings="v2"),  # its faces are v2's
         _manifest_row("/p/current.jpg", "r2", settings="c1/v2"),
-    ], schema=MANIFEST_SCHEMA)
+    ])
 
     plan = _plan_for_version(manifest, "c1", "v2")
-    assert plan.unchanged == 2 and plan.resettled == 4  # current.jpg, and no-face.jpg: no model finds a face
+    assert plan.unchanged == 3 and plan.resettled == 5  # no-face.jpg stays rejected: no model finds a face
     assert sorted(plan.paths) == ["/p/earlier-faceproc.jpg", "/p/other-crops-no-face.jpg", "/p/other-crops.jpg",
-                                  "/p/same-crops.jpg"]
-    assert _stored_faces_to_rename(plan, manifest, "c1")["path"].to_pylist() == ["/p/same-crops.jpg"]
+                                  "/p/same-crops.jpg", "/p/shard-lost.jpg"]
+    assert _stored_faces_to_rename(plan, manifest, "c1", root)["path"].to_pylist() == ["/p/same-crops.jpg"]
 
     kept = _plan_for_version(manifest, "c1", "v2", keep_old_results=True)
-    assert kept.to_process.num_rows == 0 and _stored_faces_to_rename(kept, manifest, "c1").num_rows == 0
+    assert kept.to_process.num_rows == 0 and _stored_faces_to_rename(kept, manifest, "c1", root).num_rows == 0
 
 
 def test_page_groups_people_unknown_last_nearest_first_and_says_what_it_cut(tmp_path, monkeypatch):
