@@ -5,8 +5,8 @@ rows cut with the same crop settings (`crop_settings.crop_fingerprint`), it is g
 would cut, so the photo is not read, decoded or detected again: its live rows are read back from the
 identity shards and classified by the new version. `RenameFaces` is the Ray Data callable class that
 does it, in the driver for a few photos and on an actor pool for more, with the limit that decides it
-for reading photos (`commit.runs_in_driver`): classifying is most of what reading a photo costs there
-(FaceNet on a stored crop: about 40 ms on a 2-core Zen 3, against about 130 ms for a whole photo).
+for reading photos (`commit.runs_in_driver`): FaceNet on the stored crops costs about as much as the
+detection it saves (docs/benchmarks.md, "Identify after a retrain").
 """
 
 from __future__ import annotations
