@@ -240,4 +240,7 @@ def _live_files(manifest: pa.Table, split: str) -> pa.Table:
 
 
 def live_runs(manifest: pa.Table) -> set[str]:
-    return set(pc.unique(manifest.column("run_id")).to_pylist())
+    """The runs whose shard rows can be live: those the manifest names for an ok file. A run named
+    only by rejects (a photo that stays rejected while its neighbours were processed again) holds no
+    live row, so its shard files go with the leftovers."""
+    return set(pc.unique(manifest.filter(pc.equal(manifest["status"], "ok"))["run_id"]).to_pylist())

@@ -4,7 +4,8 @@
 and each call takes a batch of file rows and returns one identity row per face. Decoding and its
 reject reasons are preprocessing's (`decode_batch`, `FaceDetector.no_face_detail`, `RejectRows`), the
 crop is training's (`FaceDetector.confident_crops` cuts it with `geometry.face_crop`), and the verdict,
-open-set check included, is `predict`'s (`TrainedModel.classify`). A photo with no face or that cannot be read becomes a staged reject.
+open-set check included, is `predict`'s (`TrainedModel.classify`). A photo with no face or that
+cannot be read becomes a staged reject.
 """
 
 from __future__ import annotations

@@ -56,8 +56,10 @@ def render(root: str, manifest: pa.Table, summary: Any, generated: _dt.datetime 
         body += note("No face identified yet.")
     body += _rejects(root, manifest)
     when = (generated or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
+    older = (f" ({summary.older_versions:,} faces named by an older version, kept by --keep-old-results)"
+             if summary.older_versions else "")
     sub = (f"Identities <code>{e(root)}</code> · model {e(summary.model)} version "
-           f"{e(summary.model_version[:12])} · generated {e(when)} · faceproc {e(__version__)}")
+           f"{e(summary.model_version[:12])}{e(older)} · generated {e(when)} · faceproc {e(__version__)}")
     return html_page(f"faceproc identities · {basename(root)}", "faceproc identities", sub,
                      nav + '<a href="#rejects">rejects</a>', body, EXTRA_CSS)
 

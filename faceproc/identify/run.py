@@ -69,7 +69,7 @@ class IdentifySummary(StageSummary):
             ("model", f"{self.model} (version {self.model_version[:12]})"),
             ("photos found", self.discovered),
             *self.plan_lines(),
-            *([("identified again (model changed)", self.reidentified)] if self.reidentified else []),
+            *([("identified again (model or crops changed)", self.reidentified)] if self.reidentified else []),
             ("photos read this run", self.processed),
             *self.detection_lines(),
             *([("photos named again from stored faces", f"{self.renamed} ({plural(self.renamed_faces, 'face')})"),
@@ -121,19 +121,21 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
     summary.reidentified, summary.renamed = plan.resettled, renames.num_rows
     summary.processed -= renames.num_rows
     if plan.resettled:
-        log.info("%s identified by another model or model version: identifying them again with %s version %s, "
-                 "%d from their stored faces (--keep-old-results keeps the older results)",
-                 plural(plan.resettled, "photo"), name, version[:12], renames.num_rows)
+        log.info("%s made with another model version or other crop settings: identifying them again with %s "
+                 "version %s: %d from their stored faces, %d read again (their faces were cut with other crop "
+                 "settings, or are not all stored); --keep-old-results keeps the older results",
+                 plural(plan.resettled, "photo"), name, version[:12], renames.num_rows,
+                 plan.resettled - renames.num_rows)
 
     manifest = run_staged(root, summary.run_id, listing, plan, previous,
                           stage=functools.partial(_stage, config, plan, renames, version, summary, root=root),
                           on_staged=functools.partial(_count_staged, summary, renames))
     _fill_live_counts(summary, root, manifest)
     summary.seconds = time.monotonic() - started
-    write_identities_report(layout.identities_report(out, root), root, manifest, summary)
-    if plan.has_work:
+    if plan.has_work:  # before the report: a run killed while drawing it is committed, so it has its record
         storage.write_json_atomic(layout.run_record(root, summary.run_id, "identify"),
                                   {**summary.to_dict(), "config": config.to_dict()})
+    write_identities_report(layout.identities_report(out, root), root, manifest, summary)
     return summary
 
 
@@ -185,9 +187,13 @@ def _stored_faces_to_rename(plan: Plan, previous: pa.Table, crop_fingerprint: st
     if not candidates.num_rows:
         return candidates
     stored = stored_face_counts(root, candidates)
-    whole = [stored.get(path, 0) == rows for path, rows in zip(candidates["path"].to_pylist(),
-                                                               candidates["face_rows"].to_pylist())]
-    return candidates.filter(pa.array(whole, pa.bool_()))
+    counted = zip(candidates["path"].to_pylist(), candidates["face_rows"].to_pylist())
+    whole = pa.array([stored.get(path, 0) == rows for path, rows in counted], pa.bool_())
+    short = candidates.filter(pc.invert(whole))
+    if short.num_rows:
+        log.warning("%s lack stored faces the manifest counts (a shard file lost, such as one of run %s): "
+                    "reading them again", plural(short.num_rows, "photo"), short["run_id"][0])
+    return candidates.filter(whole)
 
 
 def _stage(config: Config, plan: Plan, renames: pa.Table, version: str, summary: IdentifySummary, staging: str,

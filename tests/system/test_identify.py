@@ -163,7 +163,7 @@ def test_reruns_read_only_what_is_new_or_needs_the_new_model(model_copy, dataset
     _new_version(model_copy, "retrained")  # trained on the same rows: its faces are cut as the last version's
     _run(*args, "--set", "preprocess.driver_max_photos=0")  # on an actor pool, as a cluster does
     again = _summary(capsys)
-    assert again["photos read this run"] == "0" and again["identified again (model changed)"] == "4"
+    assert again["photos read this run"] == "0" and again["identified again (model or crops changed)"] == "4"
     assert again["photos named again from stored faces"] == "4 (4 faces)"
     record = json.loads(sorted((into / "runs").glob("*.identify.json"))[-1].read_text())
     assert (record["processed"], record["renamed"]) == (0, 4) and "Ray Data pool" in record["renamed_in"]

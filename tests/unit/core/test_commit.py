@@ -79,6 +79,19 @@ def test_nothing_staged_reads_back_typed_and_empty(tmp_path):
     assert staged.shards == [] and staged.rejects.num_rows == 0
 
 
+def test_the_shard_of_a_run_named_only_by_rejects_goes_with_the_leftovers(tmp_path):
+    out, published = tmp_path / "out", tmp_path / "out" / "shards"
+    first = plan_run(_listing(["a", "b"]), MANIFEST_SCHEMA.empty_table(), "s1")
+    manifest = run_staged(str(out), "r1", _listing(["a", "b"]), first, MANIFEST_SCHEMA.empty_table(),
+                          stage=_stage(published, [{"photo": "a", "sha": "sa", "copy": 0}], rejected=["b"]))
+    changed = _listing(["a", "b"]).set_column(3, "size", pa.array([2, 1], pa.int64()))  # a's new content, b as it was
+    manifest = run_staged(str(out), "r2", changed, plan_run(changed, manifest, "s1"), manifest,
+                          stage=_stage(published, [{"photo": "a", "sha": "sa2", "copy": 0}]))
+    assert set(manifest["run_id"].to_pylist()) == {"r1", "r2"}  # b's reject still names r1, whose shard is all dead
+    remove_leftovers(str(out), manifest, [str(published)])
+    assert [f.name for f in published.iterdir()] == [layout.shard_name("r2", 0)]
+
+
 def test_leftovers_of_a_run_the_manifest_does_not_name_are_removed(tmp_path):
     out, published = tmp_path / "out", tmp_path / "out" / "shards"
     plan = plan_run(_listing(["a"]), MANIFEST_SCHEMA.empty_table(), "s1")

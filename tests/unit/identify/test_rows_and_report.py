@@ -51,12 +51,13 @@ def test_rows_of_a_photo_identified_again_or_of_a_dead_run_are_not_live(tmp_path
 
 def _plan_for_version(manifest: pa.Table, crops: str, version: str, keep_old_results: bool = False):
     """identify's plan for an unchanged listing of the manifest's photos."""
-    listing = pa.Table.from_pylist([{"path": p, "size": 1, "mtime_ns": 1} for p in manifest["path"].to_pylist()],
-                                   schema=LISTING_SCHEMA).append_column("sha256", pa.nulls(manifest.num_rows, pa.string()))
+    files = [{"path": p, "size": 1, "mtime_ns": 1} for p in manifest["path"].to_pylist()]
+    listing = pa.Table.from_pylist(files, schema=LISTING_SCHEMA)
+    listing = listing.append_column("sha256", pa.nulls(manifest.num_rows, pa.string()))
     return plan_run(listing, _as_judged(manifest, version, crops, keep_old_results), identity_settings(crops, version))
 
 
-def test_a_new_model_version_names_stored_faces_again_and_reads_only_photos_cut_otherwise(tmp_path):
+def test_a_new_model_version_names_stored_faces_again_and_reads_only_photos_cut_otherwise(tmp_path, caplog):
     root, manifest = _folder(tmp_path, {"r1": [_row("/p/same-crops.jpg", "madonna", "r1", 0.3)]}, [
         _manifest_row("/p/same-crops.jpg", "r1", settings="c1/v1"),
         _manifest_row("/p/shard-lost.jpg", "r9", settings="c1/v1"),  # its stored face is gone: read again
@@ -73,6 +74,7 @@ def test_a_new_model_version_names_stored_faces_again_and_reads_only_photos_cut_
     assert sorted(plan.paths) == ["/p/earlier-faceproc.jpg", "/p/other-crops-no-face.jpg", "/p/other-crops.jpg",
                                   "/p/same-crops.jpg", "/p/shard-lost.jpg"]
     assert _stored_faces_to_rename(plan, manifest, "c1", root)["path"].to_pylist() == ["/p/same-crops.jpg"]
+    assert "1 photo lack stored faces the manifest counts (a shard file lost, such as one of run r9)" in caplog.text
 
     kept = _plan_for_version(manifest, "c1", "v2", keep_old_results=True)
     assert kept.to_process.num_rows == 0 and _stored_faces_to_rename(kept, manifest, "c1", root).num_rows == 0
@@ -99,3 +101,7 @@ def test_page_groups_people_unknown_last_nearest_first_and_says_what_it_cut(tmp_
     assert "Showing the nearest 2 of 3 faces (1 more not shown)" in madonna
     assert page[order[2]:].count("<figure") == 2 and "face_index 1 · p 0.90" in page  # the photo's second face
     assert page.count('loading="lazy"') == 5 and "wall.jpg" in page and "no_face" in page
+    assert "older version" not in page
+    summary.older_versions = 2  # --keep-old-results kept faces another version named: the header says so
+    assert "version v1 (2 faces named by an older version, kept by --keep-old-results)" in report.render(
+        root, manifest, summary)
