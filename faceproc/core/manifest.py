@@ -34,15 +34,19 @@ class Plan:
     changed: int = 0
     unchanged: int = 0
     deleted: int = 0
-    resettled: int = 0  # unchanged files made with other preprocessing settings, processed again
+    # unchanged files made with other preprocessing settings, processed again
+    resettled_paths: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
     old_settings: set[str | None] = field(default_factory=set)  # the fingerprints they were made with
-    resettled_paths: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # those files' paths
     hashed: int = 0  # files the driver read to decide (old rows, unreadable last time, verify_hashes)
     relisted: int = 0  # unchanged files whose listing entry the manifest must learn (content decided)
 
     @property
     def has_work(self) -> bool:
         return self.to_process.num_rows > 0 or self.deleted > 0
+
+    @property
+    def resettled(self) -> int:
+        return len(self.resettled_paths)
 
     @property
     def paths(self) -> list[str]:
@@ -124,9 +128,8 @@ def plan_run(listing: pa.Table, manifest: pa.Table, settings: str) -> Plan:
         changed=_count(pc.and_(is_known, pc.invert(same))),
         unchanged=_count(unchanged),
         deleted=_count(pc.invert(pc.is_in(manifest["path"], value_set=_values(listing["path"])))),
-        resettled=_count(resettled),
-        old_settings=set(pc.unique(rows["known_settings"].filter(resettled)).to_pylist()),
         resettled_paths=_values(rows["path"].filter(resettled)),
+        old_settings=set(pc.unique(rows["known_settings"].filter(resettled)).to_pylist()),
         hashed=_count(hashed),
         relisted=_count(pc.and_(pc.and_(hashed, same), pc.invert(same_entry))),
     )

@@ -169,10 +169,11 @@ def _as_judged(previous: pa.Table, version: str, crop_fingerprint: str, keep_old
     - with `keep_old_results`, every photo counts as identified by the current version, so only new
       and changed photos are read."""
     settings = identity_settings(crop_fingerprint, version)
-    current = pc.or_(pc.fill_null(pc.equal(previous["settings"], version), False), pc.and_(
-        _made_with_crops(previous, crop_fingerprint), pc.equal(previous["status"], "rejected")))
     if keep_old_results:
         current = pa.array(np.ones(previous.num_rows, bool))
+    else:
+        current = pc.or_(pc.fill_null(pc.equal(previous["settings"], version), False), pc.and_(
+            _made_with_crops(previous, crop_fingerprint), pc.equal(previous["status"], "rejected")))
     index = previous.schema.get_field_index("settings")
     return previous.set_column(index, "settings", pc.if_else(current, settings, previous["settings"]))
 
