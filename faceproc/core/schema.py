@@ -1,6 +1,6 @@
 """The Parquet schemas of faceproc's outputs and the closed set of reject reasons.
 
-Names and types here are part of the output contract (see README "Outputs").
+Names and types here are part of the output contract (see README "Outputs under OUT" and "Identify").
 """
 
 from __future__ import annotations
@@ -118,6 +118,8 @@ IDENTITY_SCHEMA = pa.schema(
         pa.field("person", pa.string(), nullable=False),  # a known person, or "unknown"
         pa.field("probability", pa.float32(), nullable=False),  # the classifier's top softmax output
         pa.field("distance", pa.float32()),  # to the nearest known person's centroid (null: no centroids)
+        pa.field("embedding", pa.list_(pa.float32())),  # the FaceNet embedding of `face` (null: no backbone)
+        pa.field("embedder", pa.string()),  # the backbone weights' SHA-256 when frozen (null: none to reuse)
         pa.field("model", pa.string(), nullable=False),
         pa.field("model_version", pa.string(), nullable=False),  # the model's training fingerprint
         pa.field("face", pa.binary(), nullable=False),  # PNG of the crop the model saw

@@ -20,6 +20,7 @@ from faceproc.core.errors import describe
 from faceproc.core.images import encode_png
 from faceproc.core.rejects import RejectRows
 from faceproc.core.schema import IDENTITY_SCHEMA, KEYPOINT_NAMES, RejectReason
+from faceproc.identify.rows import embedding_columns
 from faceproc.preprocess.full_resolution import to_full_resolution
 from faceproc.preprocess.operators import decode_batch
 
@@ -35,7 +36,8 @@ class IdentifyPipeline:
         limit_tf_threads(config.detector_threads)
         self.config = config
         self.detector = FaceDetector(config)
-        self.classifier = ModelArtifact(out, model).load()
+        artifact = ModelArtifact(out, model)
+        self.classifier, self.embedder = artifact.load(), artifact.embedder()
         self.model, self.model_version, self.run_id = model, model_version, run_id
         self.rejects_dir = rejects_dir
 
@@ -59,7 +61,8 @@ class IdentifyPipeline:
             else:
                 photos.append((i, to_full_resolution(faces, decoded["decoded"][i], decoded["data"][i], prep)))
         rejects.stage(self.rejects_dir)
-        verdicts = self.classifier.classify_groups([[face["face"] for face in faces] for _, faces in photos])
+        verdicts = self.classifier.classify_groups([[face["face"] for face in faces] for _, faces in photos],
+                                                   with_embeddings=True)
         rows = [self._row(decoded, i, index, face, len(faces), verdict)
                 for (i, faces), photo_verdicts in zip(photos, verdicts)
                 for index, (face, verdict) in enumerate(zip(faces, photo_verdicts))]
@@ -80,6 +83,7 @@ class IdentifyPipeline:
             "person": verdict["person"],
             "probability": float(verdict["probability"]),
             "distance": verdict.get("distance"),
+            **embedding_columns(verdict.get("embedding"), self.embedder),
             "model": self.model,
             "model_version": self.model_version,
             "face": encode_png(face["face"]),

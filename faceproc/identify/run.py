@@ -40,7 +40,7 @@ from faceproc.core.commit import (
 from faceproc.core.manifest import Plan, hash_where_needed, load_manifest, plan_run
 from faceproc.core.schema import IDENTITY_SCHEMA
 from faceproc.core.text import key_values, plural
-from faceproc.identify.rename import stage_renames, stored_face_counts
+from faceproc.identify.rename import stage_renames, stored_faces
 from faceproc.identify.rows import iter_live_identities
 from faceproc.inference.artifact import ModelArtifact
 from faceproc.preprocess.discover import list_photos
@@ -56,6 +56,7 @@ class IdentifySummary(StageSummary):
     reidentified: int = 0  # unchanged photos identified again: another model or model version named them
     renamed: int = 0  # of those, photos whose stored faces were named again, without reading the photo
     renamed_faces: int = 0  # their faces
+    renamed_from_embeddings: int = 0  # of those, faces named from their stored embeddings (the head alone)
     renamed_in: str = ""  # where: the driver or an actor pool
     faces: int = 0  # found this run
     live_photos: int = 0  # photos with at least one identified face
@@ -73,6 +74,7 @@ class IdentifySummary(StageSummary):
             ("photos read this run", self.processed),
             *self.detection_lines(),
             *([("photos named again from stored faces", f"{self.renamed} ({plural(self.renamed_faces, 'face')})"),
+               ("  from stored embeddings (no FaceNet pass)", f"{self.renamed_from_embeddings} faces"),
                ("  named in", self.renamed_in)] if self.renamed else []),
             ("faces found this run", self.faces),
             *self.reject_lines(),
@@ -116,7 +118,8 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
     crops = crop_fingerprint(config.preprocess)
     settings = identity_settings(crops, version)
     plan = plan_run(listing, _as_judged(previous, version, crops, config.identify.keep_old_results), settings)
-    renames = _stored_faces_to_rename(plan, previous, crops, root)
+    renames, summary.renamed_from_embeddings = _stored_faces_to_rename(plan, previous, crops, root,
+                                                                       artifact.embedder())
     summary.count_plan(found.files.num_rows, found.skipped, plan)
     summary.reidentified, summary.renamed = plan.resettled, renames.num_rows
     summary.processed -= renames.num_rows
@@ -178,23 +181,26 @@ def _as_judged(previous: pa.Table, version: str, crop_fingerprint: str, keep_old
     return previous.set_column(index, "settings", pc.if_else(current, settings, previous["settings"]))
 
 
-def _stored_faces_to_rename(plan: Plan, previous: pa.Table, crop_fingerprint: str, root: str) -> pa.Table:
+def _stored_faces_to_rename(plan: Plan, previous: pa.Table, crop_fingerprint: str, root: str,
+                            embedder: str | None) -> tuple[pa.Table, int]:
     """The manifest rows of the photos `plan` identifies again whose stored faces were cut as the
-    current crops are and are all still in the shards: named again from those, not read. A photo
-    short of a stored face (a shard file lost) is read again instead."""
+    current crops are and are all still in the shards: named again from those, not read; and how many
+    of their faces have an embedding made by `embedder` (named by the head alone). A photo short of a
+    stored face (a shard file lost) is read again instead."""
     again = pc.is_in(previous["path"], value_set=plan.resettled_paths)
     ok = pc.equal(previous["status"], "ok")
     candidates = previous.filter(pc.and_(pc.and_(again, ok), _made_with_crops(previous, crop_fingerprint)))
     if not candidates.num_rows:
-        return candidates
-    stored = stored_face_counts(root, candidates)
+        return candidates, 0
+    stored = stored_faces(root, candidates, embedder)
     counted = zip(candidates["path"].to_pylist(), candidates["face_rows"].to_pylist())
-    whole = pa.array([stored.get(path, 0) == rows for path, rows in counted], pa.bool_())
+    whole = pa.array([stored.per_photo.get(path, 0) == rows for path, rows in counted], pa.bool_())
     short = candidates.filter(pc.invert(whole))
     if short.num_rows:
         log.warning("%s lack stored faces the manifest counts (a shard file lost, such as one of run %s): "
                     "reading them again", plural(short.num_rows, "photo"), short["run_id"][0])
-    return candidates.filter(whole)
+    renames = candidates.filter(whole)
+    return renames, sum(stored.embedded_per_photo.get(path, 0) for path in renames["path"].to_pylist())
 
 
 def _stage(config: Config, plan: Plan, renames: pa.Table, version: str, summary: IdentifySummary, staging: str,

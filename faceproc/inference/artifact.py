@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import threading
 import uuid
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILES = (layout.MODEL_FILE, layout.CLASSES_FILE, layout.HISTORY_FILE, layout.CENTROIDS_FILE,
                layout.TRAINED_PHOTOS_FILE, layout.CONFIG_FILE, layout.RESULT_FILE, layout.LAST_ATTEMPT_FILE)
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 BACKBONE_LAYER = "facenet"  # faceproc.models.facenet.wrap_backbone's default name
 
 # The Keras models this process saved, by (OUT, model name) -> (model_version, model): evaluation right
@@ -239,6 +241,16 @@ class ModelArtifact:
         calibration.pop("curve", None)
         return {**calibration, "threshold": saved.get("threshold")}
 
+    def embedder(self) -> str | None:
+        """What the embeddings of its backbone are shared with: the FaceNet weights' SHA-256 for a frozen
+        FaceNet, whose retrainings refit only the head, so a face embedded by one version need not be
+        embedded again by the next; None for any other model (its backbone, if any, is its own)."""
+        inputs = self.result().get("inputs")
+        if not isinstance(inputs, dict) or inputs.get("facenet_mode") != "frozen":
+            return None
+        digest = inputs.get("facenet_weights")
+        return digest if isinstance(digest, str) and SHA256_HEX.fullmatch(digest) else None
+
     def unknown_settings(self) -> list[float] | None:
         """The [evaluate.unknown_far, evaluate.unknown_quantile] its centroids.json was calibrated with
         (result.json's `inputs`), or None: no centroids, or a model of an earlier faceproc."""
@@ -318,8 +330,9 @@ class TrainedModel:
         """(n, classes) softmax outputs for RGB uint8 face crops (resized when their size differs)."""
         return np.asarray(self.model(fit_to_input(faces, self.size), training=False), dtype=np.float32)
 
-    def classify(self, faces: Sequence[np.ndarray]) -> list[dict[str, Any]]:
-        """{"person", "probability"[, "distance"]} per face crop; with centroids, far faces are unknown."""
+    def classify(self, faces: Sequence[np.ndarray], with_embeddings: bool = False) -> list[dict[str, Any]]:
+        """{"person", "probability"[, "distance"]} per face crop; with centroids, far faces are unknown,
+        and `with_embeddings` adds the backbone's "embedding" (identify stores it for `classify_embeddings`)."""
         if not len(faces):
             return []
         x = fit_to_input(faces, self.size)
@@ -329,14 +342,38 @@ class TrainedModel:
         embeddings = self.backbone(x, training=False).numpy()
         probs = (self.head(embeddings, training=False) if self.head is not None
                  else self.model(x, training=False)).numpy()
+        return self._open_set_verdicts(probs, embeddings, with_embeddings)
+
+    @property
+    def takes_embeddings(self) -> bool:
+        """Whether `classify_embeddings` can name faces: a backbone followed by nothing but the head."""
+        return self.head is not None
+
+    def classify_embeddings(self, embeddings: np.ndarray) -> list[dict[str, Any]]:
+        """`classify` from the backbone's embeddings of the crops (n, d), without the backbone: what a
+        frozen FaceNet's retrained head costs on faces whose embeddings were stored."""
+        if not self.takes_embeddings:
+            raise ArtifactError("this model does not classify embeddings: it has no backbone -> head split")
+        if not len(embeddings):
+            return []
+        embeddings = np.asarray(embeddings, np.float32)
+        return self._open_set_verdicts(self.head(embeddings, training=False).numpy(), embeddings, False)
+
+    def _open_set_verdicts(self, probs: np.ndarray, embeddings: np.ndarray,
+                           with_embeddings: bool) -> list[dict[str, Any]]:
         _, distances = openset.nearest_centroid(embeddings, self.centroids)
         decided = openset.decide(probs, self.classes, distances, self.centroids["threshold"])
-        return [{"person": p, "probability": q, "distance": float(d)} for (p, q), d in zip(decided, distances)]
+        verdicts = [{"person": p, "probability": q, "distance": float(d)} for (p, q), d in zip(decided, distances)]
+        if with_embeddings:
+            for verdict, embedding in zip(verdicts, embeddings):
+                verdict["embedding"] = embedding
+        return verdicts
 
-    def classify_groups(self, groups: Sequence[Sequence[np.ndarray]]) -> list[list[dict[str, Any]]]:
+    def classify_groups(self, groups: Sequence[Sequence[np.ndarray]],
+                        with_embeddings: bool = False) -> list[list[dict[str, Any]]]:
         """`classify` for the face crops of several photos in one model call (a call costs about as much
         for one face as for dozens); one list of verdicts per group, in order."""
-        verdicts = iter(self.classify([crop for group in groups for crop in group]))
+        verdicts = iter(self.classify([crop for group in groups for crop in group], with_embeddings))
         return [[next(verdicts) for _ in group] for group in groups]
 
 

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -28,7 +29,8 @@ from tests.system.test_crash_safety import KILL_AT_BOOTSTRAP, KILL_AT_ENV, _kill
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 
-COLUMNS = ["photo_path", "face_index", "faces_in_photo", "person", "distance", "model_version", "box", "keypoints"]
+COLUMNS = ["photo_path", "face_index", "faces_in_photo", "person", "distance", "model_version", "box", "keypoints",
+           "embedding", "embedder"]
 
 
 def _identities(root: Path, with_faces: bool = False) -> list[dict]:
@@ -93,6 +95,9 @@ def test_identify_names_every_face_in_any_layout(pipeline, unlabelled, tmp_path)
     assert (left["person"], right["person"]) == ("madonna", "elton_john")
     assert by_photo["stranger.png"] and all(r["person"] == "unknown" for r in by_photo["stranger.png"])
     assert all(r["distance"] is not None and len(r["keypoints"]) == 10 for r in rows)
+    weights = json.loads((Path(config.output) / "models" / "facenet" / "result.json").read_text())["inputs"]
+    assert {r["embedder"] for r in rows} == {weights["facenet_weights"]}  # the frozen FaceNet's weights
+    assert all(len(r["embedding"]) == 128 for r in rows)
 
     manifest = load_manifest(str(into))
     live_rejects = read_live_rejects(str(into), manifest).to_pylist()
@@ -128,9 +133,17 @@ def _new_version(out: Path, version: str) -> None:
     result.write_text(json.dumps({**saved, "model_version": version}))
 
 
+def _as_an_earlier_faceproc_wrote(root: Path, photo_name: str) -> None:
+    """Rewrite the identity shard files holding `photo_name`'s rows without the embedding columns."""
+    for shard in (root / "shards").glob("*.parquet"):
+        table = pq.read_table(shard)
+        if any(Path(path).name == photo_name for path in table["photo_path"].to_pylist()):
+            pq.write_table(table.drop_columns(["embedding", "embedder"]), shard)
+
+
 def _summary(capsys) -> dict[str, str]:
     """The summary the last run printed, line name -> value."""
-    lines = [line.split("  ", 1) for line in capsys.readouterr().out.splitlines() if "  " in line]
+    lines = [line.strip().split("  ", 1) for line in capsys.readouterr().out.splitlines() if "  " in line.strip()]
     return {name.strip(): value.strip() for name, value in lines}
 
 
@@ -160,11 +173,13 @@ def test_reruns_read_only_what_is_new_or_needs_the_new_model(model_copy, dataset
     assert len(versions) == 4
 
     before = {(r["photo_path"], r["face_index"]): r for r in _identities(into, with_faces=True)}
+    _as_an_earlier_faceproc_wrote(into, val[3].name)  # a shard without embeddings: its face needs FaceNet again
     _new_version(model_copy, "retrained")  # trained on the same rows: its faces are cut as the last version's
     _run(*args, "--set", "preprocess.driver_max_photos=0")  # on an actor pool, as a cluster does
     again = _summary(capsys)
     assert again["photos read this run"] == "0" and again["identified again (model or crops changed)"] == "4"
     assert again["photos named again from stored faces"] == "4 (4 faces)"
+    assert again["from stored embeddings (no FaceNet pass)"] == "3 faces"
     record = json.loads(sorted((into / "runs").glob("*.identify.json"))[-1].read_text())
     assert (record["processed"], record["renamed"]) == (0, 4) and "Ray Data pool" in record["renamed_in"]
     rows = _identities(into, with_faces=True)
@@ -181,7 +196,9 @@ def test_reruns_read_only_what_is_new_or_needs_the_new_model(model_copy, dataset
     centroids.write_text(json.dumps({**json.loads(centroids.read_text()), "threshold": 0.0}))
     shutil.copy(val[4], photos / val[4].name)
     _run(*args)  # in the driver, with a new photo beside the stored faces
-    assert _summary(capsys)["photos named again from stored faces"] == "4 (4 faces)"
+    again = _summary(capsys)
+    assert again["photos named again from stored faces"] == "4 (4 faces)"
+    assert again["from stored embeddings (no FaceNet pass)"] == "4 faces"  # the pool stored the 4th's embedding
     record = json.loads(sorted((into / "runs").glob("*.identify.json"))[-1].read_text())
     assert (record["processed"], record["renamed"], record["renamed_in"]) == (1, 4, "the driver")
     rows = _identities(into)

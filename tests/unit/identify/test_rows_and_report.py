@@ -20,8 +20,8 @@ FACE = encode_png(np.full((16, 16, 3), 128, np.uint8))
 def _row(photo: str, person: str, run: str, distance: float, index: int = 0) -> dict:
     return {"photo_path": photo, "photo_sha256": f"sha-{photo}", "face_index": index, "faces_in_photo": index + 1,
             "box": [0, 0, 10, 10], "keypoints": [1.0] * 10, "confidence": 0.99, "aligned": True, "person": person,
-            "probability": 0.9, "distance": distance, "model": "facenet", "model_version": "v1", "face": FACE,
-            "run_id": run}
+            "probability": 0.9, "distance": distance, "embedding": [0.5] * 4, "embedder": "weights-sha",
+            "model": "facenet", "model_version": "v1", "face": FACE, "run_id": run}
 
 
 def _manifest_row(photo: str, run: str, status: str = "ok", settings: str = "v1") -> dict:
@@ -73,11 +73,13 @@ def test_a_new_model_version_names_stored_faces_again_and_reads_only_photos_cut_
     assert plan.unchanged == 3 and plan.resettled == 5  # no-face.jpg stays rejected: no model finds a face
     assert sorted(plan.paths) == ["/p/earlier-faceproc.jpg", "/p/other-crops-no-face.jpg", "/p/other-crops.jpg",
                                   "/p/same-crops.jpg", "/p/shard-lost.jpg"]
-    assert _stored_faces_to_rename(plan, manifest, "c1", root)["path"].to_pylist() == ["/p/same-crops.jpg"]
+    renames, embedded = _stored_faces_to_rename(plan, manifest, "c1", root, "weights-sha")
+    assert renames["path"].to_pylist() == ["/p/same-crops.jpg"] and embedded == 1
     assert "1 photo lack stored faces the manifest counts (a shard file lost, such as one of run r9)" in caplog.text
+    assert _stored_faces_to_rename(plan, manifest, "c1", root, "other-weights")[1] == 0  # embedded by another
 
     kept = _plan_for_version(manifest, "c1", "v2", keep_old_results=True)
-    assert kept.to_process.num_rows == 0 and _stored_faces_to_rename(kept, manifest, "c1", root).num_rows == 0
+    assert kept.to_process.num_rows == 0 and _stored_faces_to_rename(kept, manifest, "c1", root, None)[0].num_rows == 0
 
 
 def test_page_groups_people_unknown_last_nearest_first_and_says_what_it_cut(tmp_path, monkeypatch):

@@ -107,7 +107,7 @@ def test_faces_of_many_images_are_classified_in_chunks_with_the_rows_of_one_imag
     def counting_load(self, *args, **kwargs):
         model = classify(self, *args, **kwargs)
         original = model.classify
-        model.classify = lambda faces: calls.append(len(faces)) or original(faces)
+        model.classify = lambda faces, *args: calls.append(len(faces)) or original(faces, *args)
         return model
 
     monkeypatch.setattr(predict, "CLASSIFY_CHUNK", 3)
