@@ -300,10 +300,13 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 def _training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", help="comma-separated: cnn,resnet50,resnet50_imagenet,facenet (default all)")
-    parser.add_argument("--epochs", type=int, help="override every model's default epochs")
+    parser.add_argument("--epochs", type=int, help="override every model's default epochs, except for a model "
+                        "named in train.model_epochs, which wins")
     parser.add_argument("--workers", type=int,
                         help="Ray Train workers per model (default: one per GPU, or one per node on CPUs)")
-    parser.add_argument("--gpus-per-worker", type=float, help="default: 1 when the cluster has GPUs, else 0")
+    parser.add_argument("--gpus-per-worker", type=float,
+                        help="default: 1 when the cluster has a GPU for every worker (--workers, else 1) of "
+                        "every model trained at once, else 0")
     parser.add_argument("--force", action="store_true", help="retrain even when photos and settings are unchanged")
 
 
@@ -357,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True, help="the folder or URI holding models/")
     predict.add_argument("--model", help=f"model to use: {', '.join(MODEL_NAMES)} (default: identify.model, "
                          f"{Config().identify.model})")
-    predict.add_argument("--json", action="store_true", help="one JSON object per face per line")
+    predict.add_argument("--json", action="store_true",
+                         help="one JSON object per line: one per face, and one per image with no face or that "
+                         "could not be read (box and person null, reason set)")
     predict.add_argument("images", nargs="+", help="image files")
     _common(predict, on_ray=False, example="identify.model=cnn")
     predict.set_defaults(func=cmd_predict)

@@ -40,7 +40,8 @@ class PreprocessConfig:
     max_pixels: int = 40_000_000  # images declaring more pixels are rejected before decoding
     min_side: int = 32  # images with a shorter side are rejected as too_small
     detect_max_side: int = 640  # photos are downscaled to this longest side before MTCNN
-    draft_decode: bool = True  # decode big JPEGs at a reduced DCT scale for detection (full size where a crop needs it)
+    draft_decode: bool = True  # decode big JPEGs at a reduced DCT scale for detection (full size where a crop
+    # needs it); MTCNN and big faces' crops then see other pixels, so it shapes rows: a change redoes every photo
     min_face_confidence: float = 0.8  # MTCNN faces below this are ignored (0.9 loses a real val face)
     min_face_size: int = 20  # MTCNN's smallest face, in detection pixels
     face_margin: float = 0.1  # margin added on each side, as a fraction of the box size
@@ -96,7 +97,8 @@ class TrainConfig:
     learning_rate: float | None = None
     workers: int | None = None  # None: one per GPU on a GPU cluster, else one per CPU node (or the driver:
     # driver_train_max_rows)
-    gpus_per_worker: float | None = None  # None: use a GPU when the cluster has one
+    gpus_per_worker: float | None = None  # None: 1 when the cluster has a GPU for every worker (`workers`, else 1)
+    # of every model trained at once, else 0
     holdout_fraction: float = 0.2  # share of train photos held out for early stopping
     patience: int = 10  # epochs without a better holdout loss before stopping (18 holdout photos are noisy)
     seed: int = 0
@@ -104,7 +106,8 @@ class TrainConfig:
     facenet_mode: str = "frozen"  # "frozen" (cached embeddings + head) or "finetune"
     imagenet_weights: str | None = None  # a local ResNet50 notop .h5; None: <models_dir>/resnet50_imagenet_notop.h5,
     # else Keras' download
-    concurrent: bool = False  # fit models at once when the cluster has room for all
+    concurrent: bool = False  # fit the models to train at once (a thread each) whenever there are several, whatever
+    # the cluster's size: their CPU workers divide the CPUs between them, down to 0.25 CPU each
     max_failures: int = 2  # worker failures Ray Train retries from the last checkpoint (none in the driver)
     start_wait_minutes: float = 30.0  # how long a training waits for its workers' resources (an autoscaler's
     # new node, a lost node's replacement) before it fails; Ray Train's own default waits without end
