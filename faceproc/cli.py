@@ -64,6 +64,7 @@ def _config(args: argparse.Namespace, **values: object) -> Config:
     if getattr(args, "ray_address", None):
         overrides["ray_address"] = args.ray_address
     config = absolute_paths(load_config(args.config, overrides))
+    _refuse_unread_settings(args.command, _overrides(args))
     if hasattr(args, "ray_address") and config.ray_address is None and os.environ.get("RAY_ADDRESS"):
         config.ray_address = os.environ["RAY_ADDRESS"]  # what init_ray joins, and so what the saved config says
     used = [("output", config.output), *([("input", config.input)] if hasattr(args, "input") else []),
@@ -85,6 +86,32 @@ def _config(args: argparse.Namespace, **values: object) -> Config:
         except RayUnreachable as exc:
             raise ConfigError(str(exc)) from None
     return config
+
+
+# What each command never reads ("section." for a whole section): a `--set` of it would be saved beside
+# the command's outputs as if it had made them. A `--config` file's values are not refused: one file is
+# shared by every command. `run` and `fetch-data` read everything they are given.
+UNREAD_SETTINGS: dict[str, tuple[str, ...]] = {
+    "preprocess": ("train.", "evaluate.", "identify.", "models_dir"),
+    "train": ("identify.", "evaluate.batch_size", "evaluate.driver_max_faces", "input", "data_dir"),
+    "evaluate": ("train.", "identify.", "input", "data_dir", "models_dir"),
+    "identify": ("train.", "evaluate.", "data_dir", "models_dir"),
+    "predict": ("train.", "evaluate.", "identify.into", "identify.keep_old_results", "input", "data_dir",
+                "models_dir"),
+}
+APPLIED_BY = {"preprocess": "`faceproc preprocess` or `faceproc run`", "train": "`faceproc train` or `faceproc run`",
+              "evaluate": "`faceproc evaluate` or `faceproc run`", "identify": "`faceproc identify`"}
+
+
+def _refuse_unread_settings(command: str, overrides: dict[str, str]) -> None:
+    """A `--set` of a setting `command` never reads is refused in one line, naming who applies it."""
+    unread = UNREAD_SETTINGS.get(command, ())
+    for key in overrides:
+        if any(key == name or (name.endswith(".") and key.startswith(name)) for name in unread):
+            section = key.split(".", 1)[0]
+            who = APPLIED_BY.get(section, "other commands")
+            raise ConfigError(f"--set {key} is not read by `faceproc {command}`, so it would be saved beside its "
+                              f"outputs without having made them: {who} applies it")
 
 
 def _require_input(config: Config) -> None:

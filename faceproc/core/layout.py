@@ -15,6 +15,7 @@ HISTORY_FILE = "history.json"
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.json"
 CENTROIDS_FILE = "centroids.json"
+HEAD_FILE = "head.keras"  # a frozen FaceNet's head alone: names faces from stored embeddings without FaceNet
 TRAINED_PHOTOS_FILE = "trained_photos.parquet"  # the train photos of the last from-scratch training
 LAST_ATTEMPT_FILE = "last_attempt.json"  # a training that failed or was skipped beside a model that stays
 MODEL_POINTER_FILE = "current.json"  # object storage: {"version": ...}, the model folder's commit

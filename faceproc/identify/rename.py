@@ -32,6 +32,7 @@ from faceproc.core.schema import IDENTITY_SCHEMA
 from faceproc.core.shards import iter_live_rows, live_files, live_key_array, live_rows
 from faceproc.core.text import plural
 from faceproc.identify.rows import KEY_COLUMNS, embedding_columns
+from faceproc.inference.artifact import TrainedModel
 
 FACES_PER_CALL = 32  # stored crops per model call: FaceNet's activations for 256 crops took the driver past 2 GB
 
@@ -40,33 +41,39 @@ class RenameFaces:
     """Identity rows in, those of the photos named by `keys` (`path\\0sha256\\0run_id` of their
     manifest rows) out, named by `model`'s `version`: an actor can take the shard files as they are.
     A face whose stored embedding the model's backbone would make again (`ModelArtifact.embedder`) is
-    named from it; the others from their stored crop, whose new embedding the row then keeps."""
+    named by the head alone (`load_head`); the whole model is loaded only for a face without one, which
+    is named from its stored crop and keeps the new embedding."""
 
     def __init__(self, out: str, model: str, version: str, run_id: str, keys: pa.Array, tf_threads: int = 0) -> None:
         from faceproc.inference.artifact import ModelArtifact
         from faceproc.preprocess.detector import limit_tf_threads
 
         limit_tf_threads(tf_threads)
-        artifact = ModelArtifact(out, model)
-        self.classifier, self.embedder = artifact.load(), artifact.embedder()
+        self.artifact = ModelArtifact(out, model)
+        self.embedder = self.artifact.embedder()
+        self.head = self.artifact.load_head() if self.embedder else None
+        self.whole_model: TrainedModel | None = None  # loaded for the first face without a reusable embedding
         self.model, self.version, self.run_id, self.keys = model, version, run_id, keys
 
     def __call__(self, rows: pa.Table) -> pa.Table:
         rows = live_rows(rows, self.keys, KEY_COLUMNS)
-        reuse = reusable_embeddings(rows, self.embedder if self.classifier.takes_embeddings else None)
+        reuse = reusable_embeddings(rows, self.embedder)
         verdicts: list[dict[str, Any]] = [{} for _ in range(rows.num_rows)]
         embeddings, embedders = rows["embedding"].to_pylist(), rows["embedder"].to_pylist()
         stored, cut = np.flatnonzero(reuse), np.flatnonzero(~reuse)
         if stored.size:
-            named = self.classifier.classify_embeddings(np.array([embeddings[i] for i in stored], np.float32))
+            named = self.head.classify(np.array([embeddings[i] for i in stored], np.float32))
             for i, verdict in zip(stored, named):
                 verdicts[i] = verdict
         if cut.size:
+            if self.whole_model is None:
+                self.whole_model = self.artifact.load()
             crops = [decode_png(face) for face in rows["face"].take(cut).to_pylist()]
-            for i, verdict in zip(cut, self.classifier.classify(crops, with_embeddings=True)):
+            for i, verdict in zip(cut, self.whole_model.classify(crops, with_embeddings=True)):
                 verdicts[i] = verdict
-                columns = embedding_columns(verdict.get("embedding"), self.embedder)
-                embeddings[i], embedders[i] = columns["embedding"], columns["embedder"]
+                if "embedding" in verdict:  # a model without FaceNet leaves a face's stored embedding as it was
+                    columns = embedding_columns(verdict["embedding"], self.embedder)
+                    embeddings[i], embedders[i] = columns["embedding"], columns["embedder"]
         named = {
             "person": pa.array([v["person"] for v in verdicts], pa.string()),
             "probability": pa.array([float(v["probability"]) for v in verdicts], pa.float32()),
@@ -94,43 +101,49 @@ def reusable_embeddings(rows: pa.Table, embedder: str | None) -> np.ndarray:
 @dataclass(frozen=True)
 class StoredFaces:
     """What the identity shards hold of some photos: live rows per photo, and how many of them have
-    an embedding the current model shares (`reusable_embeddings`)."""
+    an embedding the current model's head names (`reusable_embeddings`)."""
 
     per_photo: dict[str, int]
     embedded_per_photo: dict[str, int]
 
+    def needs_backbone(self, photo: str) -> bool:
+        """Whether a face of `photo` must go through the whole model (no reusable embedding)."""
+        return self.embedded_per_photo.get(photo, 0) < self.per_photo.get(photo, 0)
+
 
 def stored_faces(root: str, photos: pa.Table, embedder: str | None) -> StoredFaces:
-    """The live identity rows of `photos` (identities manifest rows) in the shards, reading only the key
-    and embedder columns, so that a photo short of a face (a shard file lost) can be read instead."""
+    """The live identity rows of `photos` (identities manifest rows) in the shards, reading only the
+    columns that say whose they are and whether their embedding is reusable, so that a photo short of
+    a face (a shard file lost) can be read instead."""
     keys = live_key_array(photos, with_run=True)
     files = live_files(layout.identity_shards(root), photos)
     counts: collections.Counter[str] = collections.Counter()
     embedded: collections.Counter[str] = collections.Counter()
-    columns = ["photo_path", "embedder"] if embedder else ["photo_path"]
-    for rows in iter_live_rows(files, keys, KEY_COLUMNS, columns, IDENTITY_SCHEMA, 65536):
+    columns = ["photo_path", "embedder", "embedding"] if embedder else ["photo_path"]
+    for rows in iter_live_rows(files, keys, KEY_COLUMNS, columns, IDENTITY_SCHEMA, 8192):
         paths = rows["photo_path"].to_pylist()
         counts.update(paths)
-        if embedder:
-            same = pc.fill_null(pc.equal(rows["embedder"], embedder), False).to_numpy(zero_copy_only=False)
-            embedded.update(path for path, reused in zip(paths, same) if reused)
+        embedded.update(path for path, reused in zip(paths, reusable_embeddings(rows, embedder)) if reused)
     return StoredFaces(dict(counts), dict(embedded))
 
 
-def stage_renames(photos: pa.Table, root: str, prep: PreprocessConfig, renamed_dir: str, ray_address: str | None,
-                  shared_paths: Mapping[str, str], *, out: str, model: str, version: str, run_id: str) -> str:
+def stage_renames(photos: pa.Table, backbone_photos: int, root: str, prep: PreprocessConfig, renamed_dir: str,
+                  ray_address: str | None, shared_paths: Mapping[str, str], *, out: str, model: str, version: str,
+                  run_id: str) -> str:
     """Name the stored faces of `photos` (identities manifest rows) again with OUT's `model`, which is
-    at `version`, as run `run_id`, staging the rows under `renamed_dir`. Returns where it ran."""
+    at `version`, as run `run_id`, staging the rows under `renamed_dir`. Returns where it ran: in the
+    driver when the photos whose faces need FaceNet (`backbone_photos`) are few enough for it, which
+    they always are when every face has a reusable embedding (the head alone is cheap)."""
     keys = live_key_array(photos, with_run=True)
     files = live_files(layout.identity_shards(root), photos)
     args = (out, model, version, run_id, keys)
-    if runs_in_driver(photos.num_rows, prep, ray_address, shared_paths):
+    storage.makedirs(renamed_dir)
+    if runs_in_driver(backbone_photos, prep, ray_address, shared_paths):
         rename = RenameFaces(*args)
-        tables = [rename(rows) for rows in iter_live_rows(files, keys, KEY_COLUMNS, IDENTITY_SCHEMA.names,
-                                                          IDENTITY_SCHEMA, FACES_PER_CALL)]
-        storage.makedirs(renamed_dir)
-        write_staged_rows(pa.concat_tables(tables) if tables else IDENTITY_SCHEMA.empty_table(), renamed_dir,
-                          prep.rows_per_shard)
+        named = (batch for rows in iter_live_rows(files, keys, KEY_COLUMNS, IDENTITY_SCHEMA.names, IDENTITY_SCHEMA,
+                                                  FACES_PER_CALL)
+                 for batch in rename(rows).to_batches())
+        write_staged_rows(pa.RecordBatchReader.from_batches(IDENTITY_SCHEMA, named), renamed_dir, prep.rows_per_shard)
         return "the driver"
     import ray.data as data
 

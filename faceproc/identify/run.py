@@ -74,7 +74,8 @@ class IdentifySummary(StageSummary):
             ("photos read this run", self.processed),
             *self.detection_lines(),
             *([("photos named again from stored faces", f"{self.renamed} ({plural(self.renamed_faces, 'face')})"),
-               ("  from stored embeddings (no FaceNet pass)", f"{self.renamed_from_embeddings} faces"),
+               *([("  from stored embeddings (no FaceNet pass)", plural(self.renamed_from_embeddings, "face"))]
+                 if self.renamed_from_embeddings else []),
                ("  named in", self.renamed_in)] if self.renamed else []),
             ("faces found this run", self.faces),
             *self.reject_lines(),
@@ -118,17 +119,17 @@ def run_identify(config: Config, run_id: str | None = None) -> IdentifySummary:
     crops = crop_fingerprint(config.preprocess)
     settings = identity_settings(crops, version)
     plan = plan_run(listing, _as_judged(previous, version, crops, config.identify.keep_old_results), settings)
-    renames, summary.renamed_from_embeddings = _stored_faces_to_rename(plan, previous, crops, root,
-                                                                       artifact.embedder())
+    renames = _stored_faces_to_rename(plan, previous, crops, root, artifact.embedder())
     summary.count_plan(found.files.num_rows, found.skipped, plan)
-    summary.reidentified, summary.renamed = plan.resettled, renames.num_rows
-    summary.processed -= renames.num_rows
+    summary.reidentified, summary.renamed = plan.resettled, renames.photos.num_rows
+    summary.renamed_from_embeddings = renames.from_embeddings
+    summary.processed -= renames.photos.num_rows
     if plan.resettled:
         log.info("%s made with another model version or other crop settings: identifying them again with %s "
                  "version %s: %d from their stored faces, %d read again (their faces were cut with other crop "
                  "settings, or are not all stored); --keep-old-results keeps the older results",
-                 plural(plan.resettled, "photo"), name, version[:12], renames.num_rows,
-                 plan.resettled - renames.num_rows)
+                 plural(plan.resettled, "photo"), name, version[:12], renames.photos.num_rows,
+                 plan.resettled - renames.photos.num_rows)
 
     manifest = run_staged(root, summary.run_id, listing, plan, previous,
                           stage=functools.partial(_stage, config, plan, renames, version, summary, root=root),
@@ -181,17 +182,27 @@ def _as_judged(previous: pa.Table, version: str, crop_fingerprint: str, keep_old
     return previous.set_column(index, "settings", pc.if_else(current, settings, previous["settings"]))
 
 
+@dataclass(frozen=True)
+class Renames:
+    """The photos whose stored faces are named again (identities manifest rows), how many of their faces
+    the head names from a stored embedding, and how many of the photos have a face that needs FaceNet."""
+
+    photos: pa.Table
+    from_embeddings: int = 0
+    backbone_photos: int = 0
+
+
 def _stored_faces_to_rename(plan: Plan, previous: pa.Table, crop_fingerprint: str, root: str,
-                            embedder: str | None) -> tuple[pa.Table, int]:
+                            embedder: str | None) -> Renames:
     """The manifest rows of the photos `plan` identifies again whose stored faces were cut as the
-    current crops are and are all still in the shards: named again from those, not read; and how many
-    of their faces have an embedding made by `embedder` (named by the head alone). A photo short of a
-    stored face (a shard file lost) is read again instead."""
+    current crops are and are all still in the shards: named again from those, not read, by the head
+    alone where their embedding was made by `embedder`. A photo short of a stored face (a shard file
+    lost) is read again instead."""
     again = pc.is_in(previous["path"], value_set=plan.resettled_paths)
     ok = pc.equal(previous["status"], "ok")
     candidates = previous.filter(pc.and_(pc.and_(again, ok), _made_with_crops(previous, crop_fingerprint)))
     if not candidates.num_rows:
-        return candidates, 0
+        return Renames(candidates)
     stored = stored_faces(root, candidates, embedder)
     counted = zip(candidates["path"].to_pylist(), candidates["face_rows"].to_pylist())
     whole = pa.array([stored.per_photo.get(path, 0) == rows for path, rows in counted], pa.bool_())
@@ -199,18 +210,19 @@ def _stored_faces_to_rename(plan: Plan, previous: pa.Table, crop_fingerprint: st
     if short.num_rows:
         log.warning("%s lack stored faces the manifest counts (a shard file lost, such as one of run %s): "
                     "reading them again", plural(short.num_rows, "photo"), short["run_id"][0])
-    renames = candidates.filter(whole)
-    return renames, sum(stored.embedded_per_photo.get(path, 0) for path in renames["path"].to_pylist())
+    photos = candidates.filter(whole)["path"].to_pylist()
+    return Renames(candidates.filter(whole), sum(stored.embedded_per_photo.get(path, 0) for path in photos),
+                   sum(stored.needs_backbone(path) for path in photos))
 
 
-def _stage(config: Config, plan: Plan, renames: pa.Table, version: str, summary: IdentifySummary, staging: str,
+def _stage(config: Config, plan: Plan, renames: Renames, version: str, summary: IdentifySummary, staging: str,
            *, root: str) -> Staged:
     """Identify the faces of the photos in `plan`, staging identity rows and rejects under `staging`:
     `renames` from their stored faces, the others by reading them. Ray starts only when they need an
     actor pool (`commit.runs_in_driver`)."""
     storage.makedirs(root)  # so that the first run's check can find it on every node
     shared = {"input": config.input, "output": config.output, "identities": root}
-    to_read = plan.to_process.filter(pc.invert(pc.is_in(plan.to_process["path"], value_set=renames["path"])))
+    to_read = plan.to_process.filter(pc.invert(pc.is_in(plan.to_process["path"], value_set=renames.photos["path"])))
     if to_read.num_rows:
         from faceproc.identify.operators import IdentifyPipeline
 
@@ -219,16 +231,17 @@ def _stage(config: Config, plan: Plan, renames: pa.Table, version: str, summary:
         summary.detected_in = stage_photos(files, IdentifyPipeline, args,
                                            config.preprocess, storage.join(staging, "faces"), config.ray_address,
                                            shared)
-    if renames.num_rows:
-        summary.renamed_in = stage_renames(renames, root, config.preprocess, storage.join(staging, "renamed"),
-                                           config.ray_address, shared, out=config.output, model=config.identify.model,
-                                           version=version, run_id=summary.run_id)
+    if renames.photos.num_rows:
+        summary.renamed_in = stage_renames(renames.photos, renames.backbone_photos, root, config.preprocess,
+                                           storage.join(staging, "renamed"), config.ray_address, shared,
+                                           out=config.output, model=config.identify.model, version=version,
+                                           run_id=summary.run_id)
     folders = [(storage.join(staging, name), layout.identity_shards(root)) for name in ("faces", "renamed")]
     return read_staged(staging, folders, IDENTITY_SCHEMA, "photo_path", "photo_sha256")
 
 
-def _count_staged(summary: IdentifySummary, renames: pa.Table, staged: Staged) -> None:
-    renamed = pc.sum(pc.is_in(staged.rows["photo_path"], value_set=renames["path"])).as_py() or 0
+def _count_staged(summary: IdentifySummary, renames: Renames, staged: Staged) -> None:
+    renamed = pc.sum(pc.is_in(staged.rows["photo_path"], value_set=renames.photos["path"])).as_py() or 0
     summary.faces, summary.renamed_faces = staged.rows.num_rows - renamed, renamed
     summary.count_rejects(staged)
 

@@ -32,7 +32,7 @@ from faceproc.inference import openset
 
 log = logging.getLogger(__name__)
 
-MODEL_FILES = (layout.MODEL_FILE, layout.CLASSES_FILE, layout.HISTORY_FILE, layout.CENTROIDS_FILE,
+MODEL_FILES = (layout.MODEL_FILE, layout.HEAD_FILE, layout.CLASSES_FILE, layout.HISTORY_FILE, layout.CENTROIDS_FILE,
                layout.TRAINED_PHOTOS_FILE, layout.CONFIG_FILE, layout.RESULT_FILE, layout.LAST_ATTEMPT_FILE)
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 BACKBONE_LAYER = "facenet"  # faceproc.models.facenet.wrap_backbone's default name
@@ -62,6 +62,7 @@ class TrainedFiles:
     history: dict[str, list[float]]
     centroids: dict[str, Any] | None = None
     photos: Any = None  # pa.Table: the train photos of the last from-scratch training (warm_start)
+    head: Any = None  # keras.Model: a frozen FaceNet's head, saved alone too (`ModelArtifact.load_head`)
 
 
 class ModelArtifact:
@@ -190,6 +191,8 @@ class ModelArtifact:
         storage.write_json_atomic(storage.join(folder, layout.HISTORY_FILE), trained.history)
         if trained.centroids is not None:
             storage.write_json_atomic(storage.join(folder, layout.CENTROIDS_FILE), trained.centroids)
+        if trained.head is not None:
+            _save_keras(trained.head, storage.join(folder, layout.HEAD_FILE))
         if trained.photos is not None:
             storage.write_table_atomic(storage.join(folder, layout.TRAINED_PHOTOS_FILE), trained.photos)
         ModelArtifact._write_result(folder, result, config)
@@ -242,14 +245,29 @@ class ModelArtifact:
         return {**calibration, "threshold": saved.get("threshold")}
 
     def embedder(self) -> str | None:
-        """What the embeddings of its backbone are shared with: the FaceNet weights' SHA-256 for a frozen
-        FaceNet, whose retrainings refit only the head, so a face embedded by one version need not be
-        embedded again by the next; None for any other model (its backbone, if any, is its own)."""
-        inputs = self.result().get("inputs")
-        if not isinstance(inputs, dict) or inputs.get("facenet_mode") != "frozen":
+        """The fingerprint of the backbone whose embeddings its head names (result.json's `embedder`,
+        which a frozen FaceNet's training records), when its head and centroids are saved to name faces
+        from stored embeddings: another version with the same one names them without FaceNet; else None."""
+        recorded = self.result().get("embedder")
+        if not (isinstance(recorded, str) and SHA256_HEX.fullmatch(recorded)):
             return None
-        digest = inputs.get("facenet_weights")
-        return digest if isinstance(digest, str) and SHA256_HEX.fullmatch(digest) else None
+        if not (storage.exists(self.file(layout.HEAD_FILE)) and storage.exists(self.file(layout.CENTROIDS_FILE))):
+            return None
+        return recorded
+
+    def load_head(self) -> EmbeddingHead:
+        """The head alone, with its classes and centroids, for faces whose embeddings are stored: a
+        fraction of a second, where the whole model with FaceNet takes about 9 s on two cores."""
+        uri = self.file(layout.HEAD_FILE)
+        try:
+            head = _load_keras(uri)
+        except Exception as exc:
+            raise ArtifactError(f"cannot load {uri}: {type(exc).__name__}: {exc}") from exc
+        try:
+            centroids = openset.validate_centroids(self._json(layout.CENTROIDS_FILE), self.file(layout.CENTROIDS_FILE))
+        except (openset.CentroidsError, FileNotFoundError) as exc:
+            raise ArtifactError(str(exc)) from None
+        return EmbeddingHead(head, self.classes(), centroids)
 
     def unknown_settings(self) -> list[float] | None:
         """The [evaluate.unknown_far, evaluate.unknown_quantile] its centroids.json was calibrated with
@@ -310,6 +328,28 @@ class ModelArtifact:
         return TrainedModel(model, classes, centroids, model_uri)
 
 
+class EmbeddingHead:
+    """A frozen FaceNet's head with its classes and centroids: faces named from their FaceNet
+    embeddings, with the open-set check, and no backbone."""
+
+    def __init__(self, head: Any, classes: list[str], centroids: dict[str, Any]) -> None:
+        self.head, self.classes, self.centroids = head, classes, centroids
+
+    def classify(self, embeddings: np.ndarray, with_embeddings: bool = False) -> list[dict[str, Any]]:
+        """{"person", "probability", "distance"[, "embedding"]} per embedding (n, d); far ones are unknown."""
+        if not len(embeddings):
+            return []
+        embeddings = np.asarray(embeddings, np.float32)
+        probs = np.asarray(self.head(embeddings, training=False), dtype=np.float32)
+        _, distances = openset.nearest_centroid(embeddings, self.centroids)
+        decided = openset.decide(probs, self.classes, distances, self.centroids["threshold"])
+        verdicts = [{"person": p, "probability": q, "distance": float(d)} for (p, q), d in zip(decided, distances)]
+        if with_embeddings:
+            for verdict, embedding in zip(verdicts, embeddings):
+                verdict["embedding"] = embedding
+        return verdicts
+
+
 class TrainedModel:
     """A loaded model with its classes and, for FaceNet, the centroids of the open-set check."""
 
@@ -324,7 +364,8 @@ class TrainedModel:
         self.size = (int(shape[1]), int(shape[2]))
         self.backbone = self.head = None
         if centroids is not None:
-            self.backbone, self.head = _split_facenet(model, where)
+            self.backbone, head = _split_facenet(model, where)
+            self.head = None if head is None else EmbeddingHead(head, classes, centroids)
 
     def probabilities(self, faces: Sequence[np.ndarray]) -> np.ndarray:
         """(n, classes) softmax outputs for RGB uint8 face crops (resized when their size differs)."""
@@ -332,7 +373,7 @@ class TrainedModel:
 
     def classify(self, faces: Sequence[np.ndarray], with_embeddings: bool = False) -> list[dict[str, Any]]:
         """{"person", "probability"[, "distance"]} per face crop; with centroids, far faces are unknown,
-        and `with_embeddings` adds the backbone's "embedding" (identify stores it for `classify_embeddings`)."""
+        and `with_embeddings` adds the backbone's "embedding" (identify stores it for `EmbeddingHead`)."""
         if not len(faces):
             return []
         x = fit_to_input(faces, self.size)
@@ -340,34 +381,12 @@ class TrainedModel:
             probs = self.model(x, training=False).numpy()
             return [{"person": p, "probability": q} for p, q in openset.decide(probs, self.classes)]
         embeddings = self.backbone(x, training=False).numpy()
-        probs = (self.head(embeddings, training=False) if self.head is not None
-                 else self.model(x, training=False)).numpy()
-        return self._open_set_verdicts(probs, embeddings, with_embeddings)
-
-    @property
-    def takes_embeddings(self) -> bool:
-        """Whether `classify_embeddings` can name faces: a backbone followed by nothing but the head."""
-        return self.head is not None
-
-    def classify_embeddings(self, embeddings: np.ndarray) -> list[dict[str, Any]]:
-        """`classify` from the backbone's embeddings of the crops (n, d), without the backbone: what a
-        frozen FaceNet's retrained head costs on faces whose embeddings were stored."""
-        if not self.takes_embeddings:
-            raise ArtifactError("this model does not classify embeddings: it has no backbone -> head split")
-        if not len(embeddings):
-            return []
-        embeddings = np.asarray(embeddings, np.float32)
-        return self._open_set_verdicts(self.head(embeddings, training=False).numpy(), embeddings, False)
-
-    def _open_set_verdicts(self, probs: np.ndarray, embeddings: np.ndarray,
-                           with_embeddings: bool) -> list[dict[str, Any]]:
+        if self.head is not None:
+            return self.head.classify(embeddings, with_embeddings)
+        probs = self.model(x, training=False).numpy()
         _, distances = openset.nearest_centroid(embeddings, self.centroids)
         decided = openset.decide(probs, self.classes, distances, self.centroids["threshold"])
-        verdicts = [{"person": p, "probability": q, "distance": float(d)} for (p, q), d in zip(decided, distances)]
-        if with_embeddings:
-            for verdict, embedding in zip(verdicts, embeddings):
-                verdict["embedding"] = embedding
-        return verdicts
+        return [{"person": p, "probability": q, "distance": float(d)} for (p, q), d in zip(decided, distances)]
 
     def classify_groups(self, groups: Sequence[Sequence[np.ndarray]],
                         with_embeddings: bool = False) -> list[list[dict[str, Any]]]:

@@ -8,10 +8,14 @@ so it takes raw RGB 0..255 (160, 160, 3) and returns the 128-d embedding.
 Errors: a missing file -> :class:`WeightsUnavailable` (run ``faceproc fetch-data``); a file that is
 not HDF5 or is corrupt -> :class:`WeightsError` in one line; an HDF5 file of another model, or with
 missing or misshapen weights -> :class:`WeightsError` naming what is wrong.
+
+``backbone_fingerprint`` names what a backbone computes, so embeddings one model version stored can
+be named by another with the same backbone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -106,3 +110,17 @@ def load_facenet_backbone(weights_path: str) -> keras.Model:
         except (OSError, KeyError, RuntimeError) as exc:  # h5py errors on a truncated or damaged file
             raise WeightsError(f"FaceNet weights {path} are corrupt: {message_or_type(exc)}") from None
     return wrap_backbone(inception)
+
+
+BACKBONE_GRAPH = b"faceproc wrap_backbone 1"  # in every fingerprint: change it when the graph around the weights does
+
+
+def backbone_fingerprint(backbone: keras.Model) -> str:
+    """SHA-256 of the backbone's weights, in order, with their shapes and types: the same for every
+    model that embeds faces with these weights (a frozen FaceNet, retrained head or not)."""
+    digest = hashlib.sha256(BACKBONE_GRAPH)
+    for array in backbone.get_weights():
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()

@@ -261,6 +261,7 @@ def _fit(config: Config, spec: ModelSpec, recipe: ModelSpec, data: TrainingData,
     frozen_facenet = spec.name == "facenet" and context.facenet_mode == "frozen"
     if frozen_facenet:
         from faceproc.models.facenet import attach_head, build_embedding_head
+        from faceproc.models.facenet_weights import backbone_fingerprint
 
         embedder = FaceNetEmbedder(context.facenet_weights_path)  # fails fast on a bad file
         fit, holdout = embedding_datasets(config.output, embedder, context.facenet_weights_path, data,
@@ -280,6 +281,7 @@ def _fit(config: Config, spec: ModelSpec, recipe: ModelSpec, data: TrainingData,
 
     state, weights = fit_with_ray_train(config, recipe, where, build, num_classes, feature, fit, holdout,
                                         fit_rows=fit_count, initial_weights=initial, warm_start=current is not None)
+    head = None
     if frozen_facenet:
         head = build_embedding_head(num_classes)
         head.set_weights(weights)
@@ -308,8 +310,10 @@ def _fit(config: Config, spec: ModelSpec, recipe: ModelSpec, data: TrainingData,
         "holdout_photos": data.holdout_photos,
         "row_settings": sorted(settings_of(data.photos)),  # the crop inference must cut
     }
+    if frozen_facenet:  # what made the embeddings the head names: identify reuses those another version stored
+        facts["embedder"] = backbone_fingerprint(embedder.backbone)
     photos = data.photos if warm_from is None else warm_from.trained_photos()  # the base a warm start kept
-    return TrainedFiles(model, data.classes, state.history, centroids, photos), facts
+    return TrainedFiles(model, data.classes, state.history, centroids, photos, head), facts
 
 
 def _same_model(model: Any, num_classes: int) -> Any:

@@ -95,9 +95,10 @@ def test_identify_names_every_face_in_any_layout(pipeline, unlabelled, tmp_path)
     assert (left["person"], right["person"]) == ("madonna", "elton_john")
     assert by_photo["stranger.png"] and all(r["person"] == "unknown" for r in by_photo["stranger.png"])
     assert all(r["distance"] is not None and len(r["keypoints"]) == 10 for r in rows)
-    weights = json.loads((Path(config.output) / "models" / "facenet" / "result.json").read_text())["inputs"]
-    assert {r["embedder"] for r in rows} == {weights["facenet_weights"]}  # the frozen FaceNet's weights
+    trained = json.loads((Path(config.output) / "models" / "facenet" / "result.json").read_text())
+    assert {r["embedder"] for r in rows} == {trained["embedder"]}  # the frozen FaceNet's backbone
     assert all(len(r["embedding"]) == 128 for r in rows)
+    assert (Path(config.output) / "models" / "facenet" / "head.keras").is_file()  # to name them without FaceNet
 
     manifest = load_manifest(str(into))
     live_rejects = read_live_rejects(str(into), manifest).to_pylist()

@@ -321,3 +321,31 @@ def test_a_training_whose_every_model_was_skipped_exits_1(tmp_path, capsys):
     assert code == 1 and "facenet" in captured.out and "skipped" in captured.out
     assert captured.err.strip().endswith("every model asked for was skipped, so nothing can name a face (the "
                                          "reasons are above)")
+
+
+@pytest.mark.parametrize(("command", "key", "who"), [
+    (["evaluate"], "train.epochs=3", "`faceproc train` or `faceproc run`"),
+    (["train"], "identify.model=cnn", "`faceproc identify`"),
+    (["train"], "evaluate.batch_size=8", "`faceproc evaluate` or `faceproc run`"),
+    (["preprocess", "--input", "{photos}"], "train.seed=1", "`faceproc train` or `faceproc run`"),
+    (["identify", "--input", "{photos}"], "evaluate.unknown_far=0.05", "`faceproc evaluate` or `faceproc run`"),
+    (["predict", "{photos}/a.jpg"], "identify.into=/tmp/ids", "`faceproc identify`"),
+])
+def test_a_setting_the_command_never_reads_is_refused_not_saved_as_if_applied(tmp_path, capsys, command, key, who):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
+    out = tmp_path / "out"
+    argv = [part.format(photos=tmp_path / "photos") for part in command]
+    error = _refused(capsys, [argv[0], "--output", str(out), *argv[1:], "--set", key])
+    key = key.split("=")[0]
+    assert f"--set {key} is not read by `faceproc {argv[0]}`" in error and error.endswith(f"{who} applies it")
+    assert not out.exists()
+
+
+def test_settings_the_command_reads_are_not_refused(tmp_path):
+    """train chooses facenet's unknown threshold, so evaluate.unknown_far is its setting too."""
+    from faceproc.cli import _refuse_unread_settings
+
+    _refuse_unread_settings("train", {"evaluate.unknown_far": "0.05", "train.epochs": "3", "preprocess.seed": "1"})
+    _refuse_unread_settings("run", {"identify.model": "cnn", "evaluate.batch_size": "8"})
+    _refuse_unread_settings("identify", {"identify.model": "cnn", "preprocess.detector_actors": "4"})

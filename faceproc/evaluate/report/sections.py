@@ -282,7 +282,7 @@ def training_section(data: RunData) -> str:
                 value = value + 1  # result.json holds the index into history.json; the console counts from 1
             elif isinstance(value, bool):
                 value = "yes" if value else "no"
-            elif key in ("fingerprint", "model_version") and isinstance(value, str):
+            elif key in ("fingerprint", "model_version", "embedder") and isinstance(value, str):
                 value = value[:12]
             elif isinstance(value, float):
                 value = f"{value:.4g}"

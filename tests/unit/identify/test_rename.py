@@ -17,11 +17,10 @@ from faceproc.inference.artifact import ModelArtifact, TrainedFiles
 from faceproc.inference.openset import compute_centroids
 
 CLASSES = ["alice", "bob"]
-WEIGHTS = "ab" * 32  # the SHA-256 of the FaceNet weights a frozen FaceNet was trained on
 
 
 def _facenet_style_model():
-    """Input -> sub-model "facenet" -> head, like a frozen FaceNet's saved classifier, but small."""
+    """(backbone "facenet" -> head classifier, head), like a frozen FaceNet's, but small."""
     from faceproc.models.facenet import attach_head, build_embedding_head
     from faceproc.models.keras_env import keras
 
@@ -29,20 +28,24 @@ def _facenet_style_model():
     inputs = keras.Input(shape=(160, 160, 3), dtype="float32", name="image")
     pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
     backbone = keras.Model(inputs, keras.layers.Dense(128, name="embed")(pooled), name="facenet")
-    return attach_head(backbone, build_embedding_head(len(CLASSES)))
+    head = build_embedding_head(len(CLASSES))
+    return attach_head(backbone, head), head
 
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory) -> str:
-    """OUT holding a frozen FaceNet-style model with centroids from its own embeddings of random crops."""
+    """OUT holding a frozen FaceNet-style model, its head alone and centroids from its own embeddings,
+    with the fingerprint of its backbone recorded as training records it."""
+    from faceproc.models.facenet_weights import backbone_fingerprint
+
     out = str(tmp_path_factory.mktemp("rename") / "out")
-    model = _facenet_style_model()
+    model, head = _facenet_style_model()
     crops = np.random.default_rng(1).integers(0, 256, (8, 160, 160, 3)).astype(np.float32)
     embeddings = model.get_layer("facenet")(crops).numpy()
     centroids = compute_centroids(embeddings, CLASSES * 4, unknown_far=0.5)
     result = {"model": "facenet", "status": "ok", "reason": None,
-              "inputs": {"facenet_mode": "frozen", "facenet_weights": WEIGHTS}}
-    ModelArtifact(out, "facenet").save(result, {}, TrainedFiles(model, CLASSES, {}, centroids))
+              "embedder": backbone_fingerprint(model.get_layer("facenet"))}
+    ModelArtifact(out, "facenet").save(result, {}, TrainedFiles(model, CLASSES, {}, centroids, head=head))
     return out
 
 
@@ -62,44 +65,71 @@ def _keys(rows: pa.Table) -> pa.Array:
     return live_key_array(manifest, with_run=True)
 
 
-def test_a_face_with_the_same_weights_embedding_is_named_from_it_the_others_from_their_crop(out):
+def _crops(seed: int, count: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (160, 160, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def test_the_fingerprint_is_of_the_backbone_weights():
+    from faceproc.models.facenet_weights import backbone_fingerprint
+
+    model, _ = _facenet_style_model()
+    again, _ = _facenet_style_model()  # same seed: same weights, another model object
+    backbone = model.get_layer("facenet")
+    assert backbone_fingerprint(backbone) == backbone_fingerprint(again.get_layer("facenet"))
+    weights = backbone.get_weights()
+    weights[-1] = weights[-1] + 1e-6
+    backbone.set_weights(weights)
+    assert backbone_fingerprint(backbone) != backbone_fingerprint(again.get_layer("facenet"))
+
+
+def test_faces_with_the_backbones_embedding_are_named_by_the_head_alone_the_others_from_their_crop(out):
     artifact = ModelArtifact(out, "facenet")
-    assert artifact.embedder() == WEIGHTS
-    classifier = artifact.load()
-    rng = np.random.default_rng(2)
-    crops = [rng.integers(0, 256, (160, 160, 3), dtype=np.uint8) for _ in range(4)]
-    own = classifier.classify(crops, with_embeddings=True)
-    # row 0 stores the embedding of crop 3, not of its own crop: named from what is stored, not from the crop
-    rows = _rows(crops, [own[3]["embedding"], own[1]["embedding"], own[2]["embedding"], None],
-                 [WEIGHTS, "cd" * 32, WEIGHTS, None])
-    assert reusable_embeddings(rows, WEIGHTS).tolist() == [True, False, True, False]
+    embedder = artifact.embedder()
+    assert embedder == artifact.result()["embedder"]
+    crops = _crops(2, 4)
+    own = artifact.load().classify(crops, with_embeddings=True)
+    # rows 0 and 2 hold this backbone's embeddings (row 0 of crop 3's, not its own): they are named from them
+    stored = _rows(crops[:1] + crops[2:3], [own[3]["embedding"], own[2]["embedding"]], [embedder] * 2)
+    rename = RenameFaces(out, "facenet", "v2", "r2", _keys(stored))
+    head_only = rename(stored).to_pylist()
+    assert rename.whole_model is None  # FaceNet not even loaded
+    assert [r["distance"] for r in head_only] == pytest.approx([own[3]["distance"], own[2]["distance"]], abs=1e-5)
+    assert head_only[0]["embedding"] == pytest.approx(own[3]["embedding"].tolist())  # kept as stored
 
-    renamed = RenameFaces(out, "facenet", "v2", "r2", _keys(rows))(rows).to_pylist()
-
+    other = _rows(crops, [own[3]["embedding"], own[1]["embedding"], own[2]["embedding"], None],
+                  [embedder, "cd" * 32, embedder, None])  # row 1: another backbone's; row 3: an earlier faceproc's
+    assert reusable_embeddings(other, embedder).tolist() == [True, False, True, False]
+    renamed = RenameFaces(out, "facenet", "v2", "r2", _keys(other))(other).to_pylist()
     assert [r["distance"] for r in renamed] == pytest.approx([own[i]["distance"] for i in (3, 1, 2, 3)], abs=1e-5)
     assert [r["person"] for r in renamed] == [own[i]["person"] for i in (3, 1, 2, 3)]
-    assert [r["embedder"] for r in renamed] == [WEIGHTS] * 4  # the others now hold this backbone's embedding
+    assert [r["embedder"] for r in renamed] == [embedder] * 4  # the others now hold this backbone's embedding
     np.testing.assert_allclose(renamed[1]["embedding"], own[1]["embedding"], atol=1e-5)
     np.testing.assert_allclose(renamed[3]["embedding"], own[3]["embedding"], atol=1e-5)
-    assert renamed[0]["embedding"] == pytest.approx(own[3]["embedding"].tolist())  # kept as stored
     assert {(r["model_version"], r["run_id"]) for r in renamed} == {("v2", "r2")}
     assert [decode_png(r["face"]).tobytes() for r in renamed] == [crop.tobytes() for crop in crops]
 
 
-def test_a_fine_tuned_backbone_names_every_face_from_its_crop_and_rows_of_other_photos_are_dropped(out, tmp_path):
+@pytest.mark.parametrize("lost", [layout.HEAD_FILE, "embedder"], ids=["no-head-file", "no-recorded-embedder"])
+def test_without_its_head_file_or_recorded_backbone_every_face_is_named_from_its_crop(out, tmp_path, lost):
+    """A model saved by an earlier faceproc (or a fine-tuned FaceNet) names nothing from stored embeddings,
+    and rows of photos not being renamed are dropped."""
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
-    result = ModelArtifact(str(copy), "facenet").file(layout.RESULT_FILE)
-    saved = storage.read_json(result)
-    storage.write_json_atomic(result, {**saved, "inputs": {**saved["inputs"], "facenet_mode": "finetune"}})
-    classifier = ModelArtifact(str(copy), "facenet").load()
-    rng = np.random.default_rng(3)
-    crops = [rng.integers(0, 256, (160, 160, 3), dtype=np.uint8) for _ in range(3)]
-    own = classifier.classify(crops, with_embeddings=True)
-    rows = _rows(crops, [own[2]["embedding"]] * 3, [WEIGHTS] * 3)  # embeddings this backbone would not make
+    artifact = ModelArtifact(str(copy), "facenet")
+    embedder = artifact.embedder()
+    if lost == layout.HEAD_FILE:
+        storage.delete_file(artifact.file(layout.HEAD_FILE))
+    else:
+        saved = artifact.result()
+        storage.write_json_atomic(artifact.file(layout.RESULT_FILE), {k: v for k, v in saved.items() if k != lost})
+    assert ModelArtifact(str(copy), "facenet").embedder() is None
+    crops = _crops(3, 3)
+    own = artifact.load().classify(crops, with_embeddings=True)
+    rows = _rows(crops, [own[2]["embedding"]] * 3, [embedder] * 3)  # embeddings of crop 2 for all three
 
     renamed = RenameFaces(str(copy), "facenet", "v2", "r2", _keys(rows.slice(0, 2)))(rows).to_pylist()
 
     assert [r["photo_path"] for r in renamed] == ["/p/0.jpg", "/p/1.jpg"]
     assert [r["distance"] for r in renamed] == pytest.approx([own[0]["distance"], own[1]["distance"]], abs=1e-5)
-    assert [r["embedder"] for r in renamed] == [None, None]  # a fine-tuned backbone shares its embeddings with none
+    assert [r["embedder"] for r in renamed] == [None, None]  # its backbone is not known to be anyone's

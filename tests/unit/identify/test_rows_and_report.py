@@ -73,13 +73,16 @@ def test_a_new_model_version_names_stored_faces_again_and_reads_only_photos_cut_
     assert plan.unchanged == 3 and plan.resettled == 5  # no-face.jpg stays rejected: no model finds a face
     assert sorted(plan.paths) == ["/p/earlier-faceproc.jpg", "/p/other-crops-no-face.jpg", "/p/other-crops.jpg",
                                   "/p/same-crops.jpg", "/p/shard-lost.jpg"]
-    renames, embedded = _stored_faces_to_rename(plan, manifest, "c1", root, "weights-sha")
-    assert renames["path"].to_pylist() == ["/p/same-crops.jpg"] and embedded == 1
+    renames = _stored_faces_to_rename(plan, manifest, "c1", root, "weights-sha")
+    assert renames.photos["path"].to_pylist() == ["/p/same-crops.jpg"]
+    assert (renames.from_embeddings, renames.backbone_photos) == (1, 0)  # named by the head alone
     assert "1 photo lack stored faces the manifest counts (a shard file lost, such as one of run r9)" in caplog.text
-    assert _stored_faces_to_rename(plan, manifest, "c1", root, "other-weights")[1] == 0  # embedded by another
+    other = _stored_faces_to_rename(plan, manifest, "c1", root, "other-weights")  # embedded by another backbone
+    assert (other.from_embeddings, other.backbone_photos) == (0, 1)
 
     kept = _plan_for_version(manifest, "c1", "v2", keep_old_results=True)
-    assert kept.to_process.num_rows == 0 and _stored_faces_to_rename(kept, manifest, "c1", root, None)[0].num_rows == 0
+    assert kept.to_process.num_rows == 0
+    assert _stored_faces_to_rename(kept, manifest, "c1", root, None).photos.num_rows == 0
 
 
 def test_page_groups_people_unknown_last_nearest_first_and_says_what_it_cut(tmp_path, monkeypatch):
