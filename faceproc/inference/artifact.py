@@ -135,6 +135,13 @@ class ModelArtifact:
         saved = self.result().get("model_version")
         return str(saved) if saved else "sha-" + storage.sha256(self.file(layout.MODEL_FILE))[:12]
 
+    def history(self) -> Any:
+        """history.json's content (per-epoch lists), or None when there is none to read."""
+        try:
+            return self._json(layout.HISTORY_FILE)
+        except (FileNotFoundError, ArtifactError):
+            return None
+
     def trained_photos(self) -> Any:
         """The train photos (pa.Table) of the model's last from-scratch training, or None if unrecorded."""
         uri = self.file(layout.TRAINED_PHOTOS_FILE)

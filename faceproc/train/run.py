@@ -33,7 +33,7 @@ from faceproc.train.data import HOLDOUT_METHOD, TrainingData, decoded_faces, loa
 from faceproc.train.embeddings import FaceNetEmbedder, embedding_datasets, train_centroids, weights_digest
 from faceproc.train.placement import Placement, placement, placement_without_ray
 from faceproc.train.trainer import fit_with_ray_train
-from faceproc.train.warm_start import choose_start, settings_of, warm_epochs
+from faceproc.train.warm_start import choose_start, continued_history, settings_of, warm_epochs
 
 log = logging.getLogger(__name__)
 
@@ -295,9 +295,12 @@ def _fit(config: Config, spec: ModelSpec, recipe: ModelSpec, data: TrainingData,
     warning = threshold_warning(centroids.get("calibration") or {}) if centroids else None
     if warning:
         log.warning("%s: %s", spec.name, warning)
+    history, base_epochs = (state.history, 0) if warm_from is None else continued_history(warm_from.history(),
+                                                                                          state.history)
     facts = {
         "epochs_run": len(state.history["epoch"]),
-        "best_epoch": state.best_epoch,
+        "best_epoch": state.best_epoch + base_epochs if state.best_epoch >= 0 else state.best_epoch,
+        "base_epochs": base_epochs if state.best_epoch >= 0 and warm_from is not None else None,  # before it
         "best_holdout_loss": state.best_loss,
         "start_holdout_loss": state.start_loss,  # a warm start: the current model's, the loss to beat
         "resumed_at_epochs": state.resumed_at,
@@ -313,7 +316,7 @@ def _fit(config: Config, spec: ModelSpec, recipe: ModelSpec, data: TrainingData,
     if frozen_facenet:  # what made the embeddings the head names: identify reuses those another version stored
         facts["embedder"] = backbone_fingerprint(embedder.backbone)
     photos = data.photos if warm_from is None else warm_from.trained_photos()  # the base a warm start kept
-    return TrainedFiles(model, data.classes, state.history, centroids, photos, head), facts
+    return TrainedFiles(model, data.classes, history, centroids, photos, head), facts
 
 
 def _same_model(model: Any, num_classes: int) -> Any:

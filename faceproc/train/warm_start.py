@@ -112,3 +112,17 @@ def warm_epochs(changed_share: float, max_change: float, most: int) -> int:
     if max_change <= 0:
         return most
     return max(1, min(most, math.ceil(round(most * changed_share / max_change, 6))))  # round: float noise
+
+
+def continued_history(base: Any, fine_tuning: dict[str, list[float]]) -> tuple[dict[str, list[float]], int]:
+    """A fine-tuned model's history: its base's epochs (the current model's history.json), then the
+    fine-tuning's, all numbered from 0; and how many came from the base. A base that is not such a
+    history (missing, of an earlier faceproc) counts as none, so the fine-tuning's stands alone."""
+    if not isinstance(base, dict) or not isinstance(base.get("epoch"), list):
+        return fine_tuning, 0
+    offset = len(base["epoch"])
+    if any(not isinstance(base.get(key), list) or len(base[key]) != offset for key in fine_tuning):
+        return fine_tuning, 0
+    merged = {key: [*base[key], *values] for key, values in fine_tuning.items()}
+    merged["epoch"] = list(range(offset + len(fine_tuning["epoch"])))
+    return merged, offset

@@ -97,8 +97,13 @@ def test_a_small_change_fine_tunes_the_current_model_and_a_new_person_starts_ove
     assert warm["in_driver"] is (workers is None)  # the driver fine-tunes the loaded model, a worker a copy
     assert "1 train photo added, 0 removed and 0 changed (11% of the 9 live ones" in warm["start_reason"]
     assert (warm["model_version"] == first["model_version"]) is kept  # new weights: identify re-identifies
-    # it started from the trained weights (or, kept, the history is the one of those weights)
-    assert (json.loads(history.read_text())["loss"][0] < scratch_losses[0]) is not kept
+    # history.json: the training's epochs, then the fine-tuning's that started from its weights (kept: unchanged)
+    losses = json.loads(history.read_text())["loss"]
+    assert losses[:len(scratch_losses)] == scratch_losses
+    assert len(losses) == len(scratch_losses) + (0 if kept else 3)
+    if not kept:
+        assert losses[len(scratch_losses)] < scratch_losses[0] and warm["base_epochs"] == len(scratch_losses)
+        assert warm["best_epoch"] >= len(scratch_losses)  # an index into the whole history
     import pyarrow.parquet as pq
 
     assert pq.read_table(out / "models" / "cnn" / "trained_photos.parquet").num_rows == 8  # the base is kept

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from faceproc.train.warm_start import PhotoChanges, changed_photos, choose_start, warm_epochs
+from faceproc.train.warm_start import PhotoChanges, changed_photos, choose_start, continued_history, warm_epochs
 
 CLASSES = ["a", "b"]
 INPUTS = {"data": "d1", "recipe": {"epochs": 45}, "seed": 0}
@@ -85,3 +85,12 @@ def test_photos_added_and_removed_again_fine_tune_back_in_one_epoch_and_say_so()
 def test_scratch_without_a_record_of_the_last_full_trainings_photos():
     start = choose_start(False, saved(), None, {**INPUTS, "data": "d2"}, photos(105), CLASSES, False, 0.2)
     assert not start.warm and "does not say which photos" in start.reason
+
+
+def test_a_fine_tuned_models_history_continues_its_bases_and_stands_alone_without_one():
+    base = {"epoch": [0, 1], "loss": [2.0, 1.0], "holdout_loss": [2.1, 1.2]}
+    fine = {"epoch": [0], "loss": [0.9], "holdout_loss": [1.1]}
+    assert continued_history(base, fine) == ({"epoch": [0, 1, 2], "loss": [2.0, 1.0, 0.9],
+                                              "holdout_loss": [2.1, 1.2, 1.1]}, 2)
+    assert continued_history(None, fine) == (fine, 0)  # no history.json
+    assert continued_history({"epoch": [0, 1], "loss": [2.0]}, fine) == (fine, 0)  # lists of other lengths
