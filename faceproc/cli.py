@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -14,6 +15,7 @@ from faceproc import __version__
 from faceproc.config import (
     Config,
     ConfigError,
+    PreprocessConfig,
     absolute_paths,
     explicit_keys,
     file_uri_to_path,
@@ -88,30 +90,51 @@ def _config(args: argparse.Namespace, **values: object) -> Config:
     return config
 
 
-# What each command never reads ("section." for a whole section): a `--set` of it would be saved beside
-# the command's outputs as if it had made them. A `--config` file's values are not refused: one file is
-# shared by every command. `run` and `fetch-data` read everything they are given.
+# What each command never reads ("section." for a whole section): a `--set` of it would do nothing, and
+# the config the command saves would claim it made its outputs. A `--config` file's values are not refused:
+# one file is shared by every command. `train` and `evaluate` read only the preprocessing settings that shape
+# rows (the others are added by `_unread_settings`); `fetch-data` takes no --set.
 UNREAD_SETTINGS: dict[str, tuple[str, ...]] = {
     "preprocess": ("train.", "evaluate.", "identify.", "models_dir"),
     "train": ("identify.", "evaluate.batch_size", "evaluate.driver_max_faces", "input", "data_dir"),
     "evaluate": ("train.", "identify.", "input", "data_dir", "models_dir"),
+    "run": ("identify.",),
     "identify": ("train.", "evaluate.", "data_dir", "models_dir"),
     "predict": ("train.", "evaluate.", "identify.into", "identify.keep_old_results", "input", "data_dir",
                 "models_dir"),
 }
-APPLIED_BY = {"preprocess": "`faceproc preprocess` or `faceproc run`", "train": "`faceproc train` or `faceproc run`",
-              "evaluate": "`faceproc evaluate` or `faceproc run`", "identify": "`faceproc identify`"}
+APPLIED_BY = {  # who applies a key (or a section): the refusal names it
+    "preprocess": "`faceproc preprocess` or `faceproc run`", "train": "`faceproc train` or `faceproc run`",
+    "evaluate": "`faceproc evaluate` or `faceproc run`", "identify": "`faceproc identify`",
+    "evaluate.unknown_far": "`faceproc train` or `faceproc run` (facenet's unknown threshold is chosen as it trains)",
+    "evaluate.unknown_quantile": "`faceproc train` or `faceproc run` (facenet's unknown threshold is chosen as it "
+                                 "trains)",
+    "input": "`faceproc preprocess`, `faceproc run` or `faceproc identify`",
+    "data_dir": "`faceproc run` (which fetches the default dataset) or `faceproc fetch-data`",
+    "models_dir": "`faceproc train` or `faceproc run`",
+}
+
+
+def _unread_settings(command: str) -> tuple[str, ...]:
+    """UNREAD_SETTINGS[command], with the preprocessing settings that do not shape rows for the commands
+    that only read rows."""
+    unread = UNREAD_SETTINGS.get(command, ())
+    if command in ("train", "evaluate"):
+        from faceproc.preprocess.settings import ROW_FIELDS
+
+        unread += tuple(f"preprocess.{field.name}" for field in dataclasses.fields(PreprocessConfig)
+                        if field.name not in ROW_FIELDS)
+    return unread
 
 
 def _refuse_unread_settings(command: str, overrides: dict[str, str]) -> None:
     """A `--set` of a setting `command` never reads is refused in one line, naming who applies it."""
-    unread = UNREAD_SETTINGS.get(command, ())
+    unread = _unread_settings(command)
     for key in overrides:
         if any(key == name or (name.endswith(".") and key.startswith(name)) for name in unread):
-            section = key.split(".", 1)[0]
-            who = APPLIED_BY.get(section, "other commands")
-            raise ConfigError(f"--set {key} is not read by `faceproc {command}`, so it would be saved beside its "
-                              f"outputs without having made them: {who} applies it")
+            who = APPLIED_BY.get(key) or APPLIED_BY[key.split(".", 1)[0]]
+            raise ConfigError(f"--set {key} is not read by `faceproc {command}`, so it would do nothing: "
+                              f"{who} applies it")
 
 
 def _require_input(config: Config) -> None:

@@ -223,14 +223,13 @@ def _stage_in_driver(blocks: list[pa.Table], udf: type, udf_args: tuple, prep: P
     return f"the driver ({plural(threads, 'thread')})"
 
 
-def write_staged_rows(rows: pa.Table | pa.RecordBatchReader, faces_dir: str, rows_per_shard: int,
+def write_staged_rows(rows: pa.Table, faces_dir: str, rows_per_shard: int,
                       partition_cols: list[str] | None = None) -> None:
     """Rows a driver made, written under `faces_dir` as an actor pool writes them (Hive partitions,
-    the partition columns dropped from the files); nothing when there are none. A reader is written
-    as it streams, so the driver holds a batch at a time."""
+    the partition columns dropped from the files); nothing when there are none."""
     import pyarrow.dataset as ds
 
-    if isinstance(rows, pa.Table) and not rows.num_rows:
+    if not rows.num_rows:
         return
     fs, path = storage.resolve(faces_dir)
     partitioning = (ds.partitioning(pa.schema([rows.schema.field(name) for name in partition_cols]), flavor="hive")

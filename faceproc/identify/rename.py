@@ -140,10 +140,14 @@ def stage_renames(photos: pa.Table, backbone_photos: int, root: str, prep: Prepr
     storage.makedirs(renamed_dir)
     if runs_in_driver(backbone_photos, prep, ray_address, shared_paths):
         rename = RenameFaces(*args)
-        named = (batch for rows in iter_live_rows(files, keys, KEY_COLUMNS, IDENTITY_SCHEMA.names, IDENTITY_SCHEMA,
-                                                  FACES_PER_CALL)
-                 for batch in rename(rows).to_batches())
-        write_staged_rows(pa.RecordBatchReader.from_batches(IDENTITY_SCHEMA, named), renamed_dir, prep.rows_per_shard)
+        named: list[pa.Table] = []  # a shard's worth at most: the driver holds no more of the renamed rows
+        for rows in iter_live_rows(files, keys, KEY_COLUMNS, IDENTITY_SCHEMA.names, IDENTITY_SCHEMA, FACES_PER_CALL):
+            named.append(rename(rows))  # on this thread: TensorFlow must not start on one of pyarrow's writers
+            if sum(table.num_rows for table in named) >= prep.rows_per_shard:
+                write_staged_rows(pa.concat_tables(named), renamed_dir, prep.rows_per_shard)
+                named = []
+        write_staged_rows(pa.concat_tables(named) if named else IDENTITY_SCHEMA.empty_table(), renamed_dir,
+                          prep.rows_per_shard)
         return "the driver"
     import ray.data as data
 

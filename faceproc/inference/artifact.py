@@ -269,7 +269,8 @@ class ModelArtifact:
         try:
             head = _load_keras(uri)
         except Exception as exc:
-            raise ArtifactError(f"cannot load {uri}: {type(exc).__name__}: {exc}") from exc
+            raise ArtifactError(f"cannot load {uri} ({type(exc).__name__}: {exc}): `{self.train_command} --force` "
+                                "saves the model again") from exc
         try:
             centroids = openset.validate_centroids(self._json(layout.CENTROIDS_FILE), self.file(layout.CENTROIDS_FILE))
         except (openset.CentroidsError, FileNotFoundError) as exc:

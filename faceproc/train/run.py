@@ -220,6 +220,7 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
         if kept:  # the same weights: the same model version, and nothing to save but the record
             result["start_reason"] = (f"{start.reason}; no epoch beat its holdout loss "
                                       f"{facts['start_holdout_loss']:.3f}, so its weights are kept")
+            result.update(kept_weights_facts(previous, facts))
             log.info("%s: %s", name, result["start_reason"])
     except WeightsUnavailable as exc:
         result.update(status=Status.SKIPPED, reason=str(exc))
@@ -247,6 +248,17 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
     log.info("%s: %s%s (%.0f s)", name, result["status"].value,
              f" - {result['reason']}" if result["reason"] else "", result["train_seconds"])
     return result
+
+
+WEIGHTS_FACTS = ("epochs_run", "best_epoch", "best_holdout_loss", "base_epochs", "resumed_at_epochs", "epochs",
+                 "batch_size", "learning_rate", "optimizer")  # what result.json says of how its weights were fitted
+
+
+def kept_weights_facts(previous: dict[str, Any], tried: dict[str, Any]) -> dict[str, Any]:
+    """A warm start that kept the current weights: result.json goes on describing how those were
+    fitted (with history.json, which stays), and keeps the fine-tuning that was tried apart."""
+    return {**{key: previous.get(key) for key in WEIGHTS_FACTS},
+            "fine_tuning_tried": {key: tried.get(key) for key in WEIGHTS_FACTS if key not in ("base_epochs",)}}
 
 
 def _fit(config: Config, spec: ModelSpec, recipe: ModelSpec, data: TrainingData, where: Placement,

@@ -206,6 +206,16 @@ def test_reruns_read_only_what_is_new_or_needs_the_new_model(model_copy, dataset
     assert {r["model_version"] for r in rows} == {"retrained-again"} and len(rows) == len(before) + 1
     assert {r["person"] for r in rows} == {"unknown"}  # named by the new version, not restamped
     assert (model_copy / "reports" / "identities.html").is_file()
+    (head,) = model_copy.glob("models/facenet/**/head.keras")
+    head.unlink()  # as a model an earlier faceproc saved: FaceNet on every stored crop, in the driver
+    _new_version(model_copy, "without-its-head")
+    _run(*args)
+    again = _summary(capsys)
+    assert again["photos named again from stored faces"] == "5 (5 faces)" and again["named in"] == "the driver"
+    assert "from stored embeddings (no FaceNet pass)" not in again
+    rows = _identities(into)
+    assert {r["model_version"] for r in rows} == {"without-its-head"} and {r["person"] for r in rows} == {"unknown"}
+    assert {r["embedder"] for r in rows} == {None} and all(len(r["embedding"]) == 128 for r in rows)
 
     # a folder of the input alone would take the photo beside it for deleted: refused, nothing dropped
     assert main(["identify", "--input", str(photos / "a"), "--output", str(model_copy)]) == 2

@@ -201,7 +201,9 @@ def test_train_and_evaluate_save_the_preprocessing_their_rows_were_made_with(tmp
             for split in ("train", "val")]
     storage.write_table_atomic(layout.manifest(str(out)), pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA))
 
-    args = build_parser().parse_args([command, "--output", str(out), "--set", "preprocess.detector_actors=3"])
+    shared = tmp_path / "shared.toml"  # a config file every command reads: its other settings are kept
+    shared.write_text("[preprocess]\ndetector_actors = 3\n")
+    args = build_parser().parse_args([command, "--output", str(out), "--config", str(shared)])
     config = _config(args, output=args.output)
     _adopt_rows_preprocessing(config, args)
     assert (config.preprocess.face_margin, config.preprocess.align) == (0.2, False)  # the rows' values
@@ -325,27 +327,35 @@ def test_a_training_whose_every_model_was_skipped_exits_1(tmp_path, capsys):
 
 @pytest.mark.parametrize(("command", "key", "who"), [
     (["evaluate"], "train.epochs=3", "`faceproc train` or `faceproc run`"),
+    (["evaluate"], "preprocess.detector_actors=1", "`faceproc preprocess` or `faceproc run`"),
     (["train"], "identify.model=cnn", "`faceproc identify`"),
     (["train"], "evaluate.batch_size=8", "`faceproc evaluate` or `faceproc run`"),
+    (["run"], "identify.model=cnn", "`faceproc identify`"),
     (["preprocess", "--input", "{photos}"], "train.seed=1", "`faceproc train` or `faceproc run`"),
-    (["identify", "--input", "{photos}"], "evaluate.unknown_far=0.05", "`faceproc evaluate` or `faceproc run`"),
+    (["identify", "--input", "{photos}"], "evaluate.unknown_far=0.05",
+     "`faceproc train` or `faceproc run` (facenet's unknown threshold is chosen as it trains)"),
     (["predict", "{photos}/a.jpg"], "identify.into=/tmp/ids", "`faceproc identify`"),
+    (["evaluate"], "models_dir=/tmp/models", "`faceproc train` or `faceproc run`"),
 ])
-def test_a_setting_the_command_never_reads_is_refused_not_saved_as_if_applied(tmp_path, capsys, command, key, who):
+def test_a_setting_the_command_never_reads_is_refused_naming_who_applies_it(tmp_path, capsys, command, key, who):
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
     out = tmp_path / "out"
     argv = [part.format(photos=tmp_path / "photos") for part in command]
     error = _refused(capsys, [argv[0], "--output", str(out), *argv[1:], "--set", key])
     key = key.split("=")[0]
-    assert f"--set {key} is not read by `faceproc {argv[0]}`" in error and error.endswith(f"{who} applies it")
-    assert not out.exists()
+    assert f"--set {key} is not read by `faceproc {argv[0]}`, so it would do nothing" in error
+    assert error.endswith(f"{who} applies it") and not out.exists()
 
 
 def test_settings_the_command_reads_are_not_refused(tmp_path):
-    """train chooses facenet's unknown threshold, so evaluate.unknown_far is its setting too."""
+    """train chooses facenet's unknown threshold, so evaluate.unknown_far is its setting too; train and
+    evaluate take the row settings (refused only when they differ from the rows', elsewhere)."""
     from faceproc.cli import _refuse_unread_settings
 
-    _refuse_unread_settings("train", {"evaluate.unknown_far": "0.05", "train.epochs": "3", "preprocess.seed": "1"})
-    _refuse_unread_settings("run", {"identify.model": "cnn", "evaluate.batch_size": "8"})
+    _refuse_unread_settings("train", {"evaluate.unknown_far": "0.05", "train.epochs": "3",
+                                      "preprocess.face_margin": "0.1", "models_dir": "m"})
+    _refuse_unread_settings("evaluate", {"evaluate.batch_size": "8", "preprocess.align": "true"})
+    _refuse_unread_settings("run", {"evaluate.batch_size": "8", "preprocess.detector_actors": "4", "input": "x"})
     _refuse_unread_settings("identify", {"identify.model": "cnn", "preprocess.detector_actors": "4"})
+    _refuse_unread_settings("predict", {"identify.model": "cnn", "preprocess.face_margin": "0.1"})
