@@ -49,7 +49,8 @@ def trained(config, force: bool) -> dict[str, dict]:
         rows[name] = {"start": result.get("start"), "start_reason": result.get("start_reason"),
                       "val_accuracy": row["accuracy"], "ci_low": row["ci_low"], "ci_high": row["ci_high"],
                       "holdout_accuracy": history["holdout_accuracy"][best] if best is not None else None,
-                      "train_seconds": result["train_seconds"], "epochs_run": result["epochs_run"]}
+                      "train_seconds": result["train_seconds"],  # this run's: a kept start's attempt
+                      "epochs_run": (result.get("fine_tuning_tried") or result)["epochs_run"]}
     return rows
 
 

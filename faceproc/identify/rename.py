@@ -140,12 +140,14 @@ def stage_renames(photos: pa.Table, backbone_photos: int, root: str, prep: Prepr
     storage.makedirs(renamed_dir)
     if runs_in_driver(backbone_photos, prep, ray_address, shared_paths):
         rename = RenameFaces(*args)
-        named: list[pa.Table] = []  # a shard's worth at most: the driver holds no more of the renamed rows
+        named: list[pa.Table] = []  # about a shard's worth: the driver holds no more of the renamed rows
         for rows in iter_live_rows(files, keys, KEY_COLUMNS, IDENTITY_SCHEMA.names, IDENTITY_SCHEMA, FACES_PER_CALL):
             named.append(rename(rows))  # on this thread: TensorFlow must not start on one of pyarrow's writers
             if sum(table.num_rows for table in named) >= prep.rows_per_shard:
-                write_staged_rows(pa.concat_tables(named), renamed_dir, prep.rows_per_shard)
-                named = []
+                table = pa.concat_tables(named)
+                whole = table.num_rows - table.num_rows % prep.rows_per_shard  # full shards only
+                write_staged_rows(table.slice(0, whole), renamed_dir, prep.rows_per_shard)
+                named = [table.slice(whole)]
         write_staged_rows(pa.concat_tables(named) if named else IDENTITY_SCHEMA.empty_table(), renamed_dir,
                           prep.rows_per_shard)
         return "the driver"

@@ -251,7 +251,8 @@ def train_model(config: Config, name: str, data: TrainingData, where: Placement,
 
 
 WEIGHTS_FACTS = ("epochs_run", "best_epoch", "best_holdout_loss", "base_epochs", "resumed_at_epochs", "epochs",
-                 "batch_size", "learning_rate", "optimizer")  # what result.json says of how its weights were fitted
+                 "batch_size", "learning_rate", "optimizer", "fit_photos",
+                 "holdout_photos")  # what result.json says of how its weights were fitted
 
 
 def kept_weights_facts(previous: dict[str, Any], tried: dict[str, Any]) -> dict[str, Any]:

@@ -133,3 +133,39 @@ def test_without_its_head_file_or_recorded_backbone_every_face_is_named_from_its
     assert [r["photo_path"] for r in renamed] == ["/p/0.jpg", "/p/1.jpg"]
     assert [r["distance"] for r in renamed] == pytest.approx([own[0]["distance"], own[1]["distance"]], abs=1e-5)
     assert [r["embedder"] for r in renamed] == [None, None]  # its backbone is not known to be anyone's
+
+
+def test_the_driver_writes_full_shards_and_every_renamed_face_once(out, tmp_path, monkeypatch):
+    """Four photos of three faces each, renamed in the driver into shards of 4 rows: three full files."""
+    import pyarrow.parquet as pq
+
+    from faceproc.config import PreprocessConfig
+    from faceproc.core.schema import MANIFEST_SCHEMA
+    from faceproc.identify.rename import stage_renames
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a driver on its own: no Ray to join or start
+    artifact = ModelArtifact(out, "facenet")
+    crops = _crops(4, 3)
+    own = artifact.load().classify(crops, with_embeddings=True)
+    root, manifest = str(tmp_path / "ids"), []
+    for photo in range(4):
+        run = f"2026010{photo}T000000Z-r{photo}"
+        rows = _rows(crops, [v["embedding"] for v in own], [artifact.embedder()] * 3).to_pylist()
+        rows = [{**row, "photo_path": f"/p/{photo}.jpg", "photo_sha256": f"sha{photo}", "face_index": i,
+                 "faces_in_photo": 3, "run_id": run} for i, row in enumerate(rows)]
+        storage.write_table_atomic(f"{root}/shards/{run}.00000.parquet", pa.Table.from_pylist(rows, IDENTITY_SCHEMA))
+        manifest.append({"path": f"/p/{photo}.jpg", "sha256": f"sha{photo}", "split": None, "label": None,
+                         "status": "ok", "reason": None, "face_rows": 3, "leakage": False, "run_id": run,
+                         "settings": "c/v1", "size": 1, "mtime_ns": 1})
+    staged = tmp_path / "renamed"
+
+    where = stage_renames(pa.Table.from_pylist(manifest, MANIFEST_SCHEMA), 0, root, PreprocessConfig(rows_per_shard=4),
+                          str(staged), None, {}, out=out, model="facenet", version="v2", run_id="r9")
+
+    assert where == "the driver"
+    files = [pq.read_table(path) for path in sorted(staged.glob("*.parquet"))]
+    assert sorted(table.num_rows for table in files) == [4, 4, 4]
+    renamed = pa.concat_tables(files).to_pylist()
+    assert sorted((r["photo_path"], r["face_index"]) for r in renamed) == [(f"/p/{p}.jpg", i) for p in range(4)
+                                                                           for i in range(3)]
+    assert {r["model_version"] for r in renamed} == {"v2"}
