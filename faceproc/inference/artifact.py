@@ -336,6 +336,15 @@ class ModelArtifact:
         return TrainedModel(model, classes, centroids, model_uri)
 
 
+def open_set_verdicts(probs: np.ndarray, embeddings: np.ndarray, classes: list[str],
+                      centroids: dict[str, Any]) -> list[dict[str, Any]]:
+    """{"person", "probability", "distance"} per face from its softmax and its embedding: the argmax,
+    or unknown when the embedding lies farther than the threshold from every centroid."""
+    _, distances = openset.nearest_centroid(embeddings, centroids)
+    decided = openset.decide(probs, classes, distances, centroids["threshold"])
+    return [{"person": p, "probability": q, "distance": float(d)} for (p, q), d in zip(decided, distances)]
+
+
 class EmbeddingHead:
     """A frozen FaceNet's head with its classes and centroids: faces named from their FaceNet
     embeddings, with the open-set check, and no backbone."""
@@ -349,9 +358,7 @@ class EmbeddingHead:
             return []
         embeddings = np.asarray(embeddings, np.float32)
         probs = np.asarray(self.head(embeddings, training=False), dtype=np.float32)
-        _, distances = openset.nearest_centroid(embeddings, self.centroids)
-        decided = openset.decide(probs, self.classes, distances, self.centroids["threshold"])
-        verdicts = [{"person": p, "probability": q, "distance": float(d)} for (p, q), d in zip(decided, distances)]
+        verdicts = open_set_verdicts(probs, embeddings, self.classes, self.centroids)
         if with_embeddings:
             for verdict, embedding in zip(verdicts, embeddings):
                 verdict["embedding"] = embedding
@@ -391,10 +398,7 @@ class TrainedModel:
         embeddings = self.backbone(x, training=False).numpy()
         if self.head is not None:
             return self.head.classify(embeddings, with_embeddings)
-        probs = self.model(x, training=False).numpy()
-        _, distances = openset.nearest_centroid(embeddings, self.centroids)
-        decided = openset.decide(probs, self.classes, distances, self.centroids["threshold"])
-        return [{"person": p, "probability": q, "distance": float(d)} for (p, q), d in zip(decided, distances)]
+        return open_set_verdicts(self.model(x, training=False).numpy(), embeddings, self.classes, self.centroids)
 
     def classify_groups(self, groups: Sequence[Sequence[np.ndarray]],
                         with_embeddings: bool = False) -> list[list[dict[str, Any]]]:
